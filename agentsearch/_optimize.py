@@ -1,0 +1,342 @@
+"""One search run: seed, bootstrap, propose, ask/evaluate/tell, then a single test evaluation.
+
+Everything a run learns is written to the store as soon as it exists (each example result, each
+candidate, the search space, Optuna's trials), so a run killed at any point resumes where it stopped
+and never pays twice for a finished evaluation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from agentsearch._budget import Budget
+from agentsearch._callbacks import SearchCallback
+from agentsearch.data import LabelledExample, load_split
+from agentsearch.evaluators import Evaluator
+from agentsearch.exceptions import AgentSearchError
+from agentsearch.lm import build_lm
+from agentsearch.metrics import resolve_metric
+from agentsearch.optimizers import (
+    OptunaPromptOptimizer,
+    PromptSpace,
+    build_prompt_space,
+    make_sampler,
+    optuna_storage,
+    propose_instructions,
+)
+from agentsearch.search_space import CandidateSpec, PredictorSpec, SpecProgram, save_program
+from agentsearch.store import BaseStorage, CandidateRecord, EvaluationRecord, RunRecord, RunUsage, get_storage
+from agentsearch.task import Task, as_task
+
+MAX_DUPLICATE_STREAK = 50
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    candidate: CandidateRecord
+    dev: EvaluationRecord | None
+    test: EvaluationRecord | None
+
+    @property
+    def dev_score(self) -> float | None:
+        return self.dev.score if self.dev else None
+
+    @property
+    def test_score(self) -> float | None:
+        return self.test.score if self.test and self.test.status == "complete" else None
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    run: RunRecord
+    seed: CandidateResult
+    best: CandidateResult
+    best_program: SpecProgram
+    usage: RunUsage
+    wall_s: float
+    task: Task
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.run.stop_reason
+
+    def save(self, path: str | Path) -> Path:
+        """Write the best program as a self-contained JSON file (``agentsearch.load_program`` reads it)."""
+        return save_program(self.best_program, path, lm=self.task.lm.model_dump(mode="json"),
+                            metadata=program_metadata(self.run, self.best))
+
+
+def program_metadata(run: RunRecord, result: CandidateResult) -> dict[str, Any]:
+    return {"run": run.name, "task": run.task_name, "candidate_id": result.candidate.id,
+            "candidate_number": result.candidate.number, "dev_score": result.dev_score, "test_score": result.test_score}
+
+
+def best_candidate(storage: BaseStorage, run_id: int) -> tuple[CandidateRecord, EvaluationRecord] | None:
+    """Highest dev score; ties go to the earlier candidate (the seed wins a tie, as the simpler program)."""
+    candidates = {c.id: c for c in storage.list_candidates(run_id)}
+    scored = [e for e in storage.list_evaluations(run_id=run_id)
+              if e.split == "dev" and e.status == "complete" and e.score is not None]
+    if not scored:
+        return None
+    evaluation = max(scored, key=lambda e: (e.score, -candidates[e.candidate_id].number))
+    return candidates[evaluation.candidate_id], evaluation
+
+
+def seed_spec(task: Task) -> CandidateSpec:
+    """The program as the user wrote it: one Predict with the task's instructions, DSPy's chat format."""
+    return CandidateSpec(predictors=(PredictorSpec(signature=task.program.signature,
+                                                   instructions=task.program.instructions),), format="chat")
+
+
+def _open_run(storage: BaseStorage, task: Task, run_name: str | None, resume: bool) -> RunRecord:
+    if run_name:
+        run = storage.get_run(run_name)
+        if run is not None and run.task_name != task.name:
+            raise AgentSearchError(f"run {run_name!r} belongs to task {run.task_name!r}, not {task.name!r}")
+        return run or storage.create_run(run_name, task.name, task.model_dump(mode="json"))
+    if resume:
+        unfinished = [run for run in storage.list_runs() if run.task_name == task.name and run.status != "finished"]
+        if not unfinished:
+            raise AgentSearchError(f"no unfinished run of task {task.name!r} in {storage.url} to resume")
+        return unfinished[-1]
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return storage.create_run(f"{task.name}-{stamp}", task.name, task.model_dump(mode="json"))
+
+
+class _Search:
+    def __init__(self, task: Task, storage: BaseStorage, run: RunRecord, callback: SearchCallback) -> None:
+        self.task = task
+        self.storage = storage
+        self.run = run
+        self.callback = callback
+        self.lm = build_lm(task.lm)
+        self.evaluator = Evaluator(resolve_metric(task.metric, base_dir=task.base_dir), concurrency=task.concurrency)
+        self.budget = Budget(task.budget, storage.run_usage(run.id))
+        self.splits = {split: load_split(task, split) for split in ("train", "dev")}
+        self.demos: dict[str, dict[str, Any]] = {}
+        dev_scores = [e.score for e in storage.list_evaluations(run_id=run.id)
+                      if e.split == "dev" and e.status == "complete" and e.score is not None]
+        self.best_dev: float | None = max(dev_scores, default=None)
+        self.stop_reason: str | None = None
+        """Why the search ended early: a budget (the run is 'stopped' and can be resumed with a larger one)."""
+        self.end_note: str | None = None
+        """Why the search ended before max_candidates without a budget (the space ran out)."""
+
+    # evaluation --------------------------------------------------------------------------------
+    def evaluate(self, candidate: CandidateRecord, split: str, examples: Sequence[LabelledExample]) -> EvaluationRecord:
+        """Score the candidate on the examples not yet stored; the record stays 'running' if a budget cut it short."""
+        evaluation = self.storage.get_or_create_evaluation(candidate.id, split)
+        if evaluation.status == "complete":
+            return evaluation
+        done = {result.example_id for result in self.storage.list_example_results(evaluation.id)}
+        todo = [item for item in examples if item.id not in done]
+        self.callback.on_evaluation_start(candidate, split, len(examples), len(examples) - len(todo))
+        program = SpecProgram(CandidateSpec.model_validate(candidate.spec), self.demos, self.lm)
+        started = time.perf_counter()
+        finished = 0
+        for outcome in self.evaluator.run(program, todo, should_stop=lambda: self.budget.exhausted() is not None):
+            self.storage.add_example_result(evaluation.id, outcome)
+            self.budget.spend(outcome.usage)
+            finished += 1
+            self.callback.on_example(outcome, self.budget.as_usage())
+        if finished < len(todo):
+            self.stop_reason = self.budget.exhausted()
+            return evaluation
+        evaluation = self.storage.complete_evaluation(evaluation.id, time.perf_counter() - started)
+        if split == "dev" and evaluation.score is not None:
+            self.best_dev = evaluation.score if self.best_dev is None else max(self.best_dev, evaluation.score)
+        self.callback.on_evaluation_end(candidate, evaluation, self.best_dev)
+        return evaluation
+
+    # stages ------------------------------------------------------------------------------------
+    def seed_candidate(self) -> CandidateRecord:
+        existing = [c for c in self.storage.list_candidates(self.run.id) if c.number == 0]
+        if existing:
+            return existing[0]
+        spec = seed_spec(self.task)
+        return self.storage.create_candidate(self.run.id, spec.model_dump(mode="json"), spec.hash,
+                                             level="prompt", optimizer="seed")
+
+    def prompt_space(self, seed: CandidateRecord) -> PromptSpace | None:
+        if self.run.space is not None:
+            return PromptSpace.from_dict(self.run.space)
+        search = self.task.search
+        rng = random.Random(self.task.seed)
+        train = self.splits["train"]
+        bootstrapped: dict[str, dict[str, Any]] = {}
+        if search.bootstrap_examples and search.max_demos:
+            self.callback.on_phase("bootstrapping demos: seed program on train")
+            subset = rng.sample(train, min(search.bootstrap_examples, len(train)))
+            evaluation = self.evaluate(seed, "train", subset)
+            if evaluation.status != "complete":
+                return None
+            inputs = {item.id: dict(item.example.inputs().items()) for item in train}
+            bootstrapped = {
+                result.example_id: {**inputs[result.example_id], **result.prediction}
+                for result in self.storage.list_example_results(evaluation.id)
+                if result.error is None and result.score >= 1.0 and result.prediction and result.example_id in inputs
+            }
+        instructions: list[str] = []
+        if search.num_instructions > 1:
+            self.callback.on_phase(f"proposing {search.num_instructions - 1} instructions")
+            proposer = build_lm(self.task.effective_proposer_lm)
+            instructions, usage = propose_instructions(
+                proposer, seed_spec(self.task), train, count=search.num_instructions - 1, rng=rng
+            )
+            self.storage.add_proposer_usage(self.run.id, usage.lm_calls, usage.tokens, usage.cost_usd)
+            self.budget.spend(usage)
+        space = build_prompt_space(
+            seed_spec(self.task), train=train, bootstrapped=bootstrapped, instructions=instructions,
+            formats=search.formats, num_demo_sets=search.num_demo_sets, max_demos=search.max_demos, rng=rng,
+        )
+        self.storage.set_run_space(self.run.id, space.to_dict())
+        return space
+
+    def optimizer(self, space: PromptSpace, seed: CandidateRecord, seed_dev: EvaluationRecord) -> OptunaPromptOptimizer:
+        search = self.task.search
+        study = optuna.create_study(
+            storage=optuna_storage(self.storage.url),
+            study_name=f"agentsearch:{self.run.name}",
+            direction="maximize",
+            sampler=make_sampler(search.optimizer, seed=self.task.seed, max_candidates=search.max_candidates),
+            load_if_exists=True,
+        )
+        optimizer = OptunaPromptOptimizer(space, study=study, name=search.optimizer, seed_candidate_id=seed.id)
+        params = space.seed_params()
+        if not study.trials and params is not None and seed_dev.score is not None:
+            optimizer.record_known(params, seed_dev.score)
+        return optimizer
+
+    def search(self, optimizer: OptunaPromptOptimizer) -> None:
+        from agentsearch.optimizers import Proposal
+
+        dev = self.splits["dev"]
+        candidates = self.storage.list_candidates(self.run.id)
+        known = {c.spec_hash: c for c in candidates}
+        scores = {e.candidate_id: e.score for e in self.storage.list_evaluations(run_id=self.run.id)
+                  if e.split == "dev" and e.status == "complete"}
+        # Candidates a killed process left unfinished are finished first, with their own trials.
+        for candidate in candidates:
+            if candidate.number > 0 and candidate.status == "pending":
+                evaluation = self.evaluate(candidate, "dev", dev)
+                if evaluation.status != "complete":
+                    return
+                self._finish(candidate, evaluation, optimizer, scores)
+        duplicates = 0
+        while len(scores) < self.task.search.max_candidates:
+            self.stop_reason = self.budget.exhausted()
+            if self.stop_reason:
+                return
+            proposal: Proposal = optimizer.ask()
+            twin = known.get(proposal.spec.hash)
+            if twin is not None:
+                optimizer.tell(proposal, scores.get(twin.id))
+                duplicates += 1
+                if duplicates >= MAX_DUPLICATE_STREAK:
+                    self.end_note = f"search space exhausted ({duplicates} proposals in a row were already evaluated)"
+                    return
+                continue
+            duplicates = 0
+            candidate = self.storage.create_candidate(
+                self.run.id, proposal.spec.model_dump(mode="json"), proposal.spec.hash, level="prompt",
+                optimizer=optimizer.name, parents=proposal.parents, trial_number=proposal.trial_number,
+            )
+            known[candidate.spec_hash] = candidate
+            evaluation = self.evaluate(candidate, "dev", dev)
+            if evaluation.status != "complete":
+                return
+            self._finish(candidate, evaluation, optimizer, scores)
+
+    def _finish(self, candidate: CandidateRecord, evaluation: EvaluationRecord, optimizer: OptunaPromptOptimizer,
+                scores: dict[int, float | None]) -> None:
+        from agentsearch.optimizers import Proposal
+
+        self.storage.set_candidate_status(candidate.id, "complete")
+        scores[candidate.id] = evaluation.score
+        optimizer.tell(Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents, candidate.trial_number),
+                       evaluation.score)
+
+    def best(self) -> tuple[CandidateRecord, EvaluationRecord]:
+        found = best_candidate(self.storage, self.run.id)
+        if found is None:
+            raise AgentSearchError(f"run {self.run.name} has no candidate with a dev score")
+        return found
+
+    def test(self, candidate: CandidateRecord) -> EvaluationRecord | None:
+        if self.task.data.test is None or self.budget.exhausted():
+            return None
+        return self.evaluate(candidate, "test", load_split(self.task, "test"))
+
+
+def optimize(
+    task: Task | str | Path,
+    *,
+    storage: str | BaseStorage | None = None,
+    run_name: str | None = None,
+    resume: bool = False,
+    max_candidates: int | None = None,
+    max_lm_calls: int | None = None,
+    concurrency: int | None = None,
+    seed: int | None = None,
+    callback: SearchCallback | None = None,
+) -> OptimizeResult:
+    """Search programs for a task and return the best by dev score, with its single test evaluation.
+
+    ``run_name`` of an existing run, or ``resume=True`` (the task's latest unfinished run), continues
+    it; finished evaluations are read from the store, not recomputed.
+    """
+    task = as_task(task).with_overrides(**{"search.max_candidates": max_candidates, "budget.max_lm_calls": max_lm_calls,
+                                           "concurrency": concurrency, "seed": seed})
+    store = get_storage(storage or task.storage)
+    run = _open_run(store, task, run_name, resume)
+    store.set_run_status(run.id, "running")
+    callback = callback or SearchCallback()
+    started = time.perf_counter()
+    search = _Search(task, store, run, callback)
+    try:
+        callback.on_phase("evaluating the seed program on dev")
+        seed = search.seed_candidate()
+        seed_dev = search.evaluate(seed, "dev", search.splits["dev"])
+        if seed_dev.status == "complete":
+            store.set_candidate_status(seed.id, "complete")
+            space = search.prompt_space(seed)
+            if space is not None:
+                search.demos = space.demos
+                callback.on_phase(f"searching with {task.search.optimizer}")
+                search.search(search.optimizer(space, seed, seed_dev))
+        if seed_dev.status != "complete":
+            store.set_run_status(run.id, "stopped", search.stop_reason)
+            raise AgentSearchError(f"run {run.name} stopped before the seed program was scored: {search.stop_reason}")
+        best, best_dev = search.best()
+        callback.on_phase("evaluating the best and the seed program on test")
+        best_test = search.test(best)
+        seed_test = best_test if best.id == seed.id else search.test(seed)
+    except KeyboardInterrupt:
+        store.set_run_status(run.id, "interrupted", "interrupted by the user")
+        raise
+    except BaseException as exc:
+        if not isinstance(exc, AgentSearchError):
+            store.set_run_status(run.id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    status = "stopped" if search.stop_reason else "finished"
+    reason = search.stop_reason or search.end_note or f"max_candidates={task.search.max_candidates} reached"
+    store.set_run_status(run.id, status, reason)
+    seed_record = store.get_candidate(seed.id)
+    best_result = CandidateResult(best, best_dev, best_test)
+    return OptimizeResult(
+        run=store.get_run(run.id),
+        seed=CandidateResult(seed_record, seed_dev, seed_test),
+        best=best_result,
+        best_program=SpecProgram(CandidateSpec.model_validate(best.spec), search.demos, search.lm),
+        usage=store.run_usage(run.id),
+        wall_s=time.perf_counter() - started,
+        task=task,
+    )

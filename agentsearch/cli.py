@@ -1,0 +1,333 @@
+"""The ``agentsearch`` command. Errors a user can cause print one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentsearch.exceptions import AgentSearchError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Search agent programs for a task.")
+db_app = typer.Typer(no_args_is_help=True, help="Manage the experiment database.")
+app.add_typer(db_app, name="db")
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_STORAGE = "sqlite:///agentsearch.db"
+StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL [env AGENTSEARCH_STORAGE, else sqlite:///agentsearch.db]")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def _storage_url(url: str | None) -> str:
+    return url or os.environ.get("AGENTSEARCH_STORAGE") or DEFAULT_STORAGE
+
+
+def _open_existing(url: str | None) -> Any:
+    """Listing commands read a database; they must not create an empty one where a path was mistyped."""
+    from agentsearch.store import get_storage
+
+    url = _storage_url(url)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise AgentSearchError(f"--storage: no database at {path}")
+    return get_storage(url)
+
+
+def _emit_json(data: Any) -> None:
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        return str(value)
+
+    sys.stdout.write(json.dumps(data, default=convert, indent=2) + "\n")
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _run_or_fail(storage: Any, name: str) -> Any:
+    run = storage.get_run(name)
+    if run is None:
+        raise AgentSearchError(f"no run {name!r} in {storage.url}")
+    return run
+
+
+def _scores_by_candidate(storage: Any, run_id: int) -> dict[int, dict[str, Any]]:
+    table: dict[int, dict[str, Any]] = {}
+    for evaluation in storage.list_evaluations(run_id=run_id):
+        table.setdefault(evaluation.candidate_id, {})[evaluation.split] = evaluation
+    return table
+
+
+@app.command()
+def optimize(
+    task_file: Path = typer.Argument(..., help="task.yaml"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the task's latest unfinished run."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run name; an existing run of this name is continued."),
+    storage: Optional[str] = StorageOpt,
+    max_candidates: Optional[int] = typer.Option(None, "--max-candidates", min=1),
+    max_lm_calls: Optional[int] = typer.Option(None, "--max-lm-calls", min=1),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also save the best program here."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run a search: seed program, bootstrapped demos, proposed instructions, TPE/random search, test report."""
+    from agentsearch import optimize as run_search
+    from agentsearch._progress import RichProgress
+    from agentsearch.task import load_task
+
+    task = load_task(task_file)
+    logging.getLogger("dspy").setLevel(logging.ERROR)  # per-call truncation warnings would flood the display
+    display = Console(stderr=True) if as_json else out
+    progress = RichProgress(display, max_candidates or task.search.max_candidates)
+    try:
+        with progress:
+            result = run_search(task, storage=storage, run_name=run, resume=resume, max_candidates=max_candidates,
+                                max_lm_calls=max_lm_calls, concurrency=concurrency, seed=seed, callback=progress)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: finished evaluations are saved; continue with "
+                  f"`agentsearch optimize {task_file} --resume`")
+        raise typer.Exit(130) from None
+    if out_file:
+        result.save(out_file)
+    summary = {
+        "run": result.run.name, "status": result.run.status, "stop_reason": result.stop_reason,
+        "seed": {"candidate": result.seed.candidate.id, "dev": result.seed.dev_score, "test": result.seed.test_score},
+        "best": {"candidate": result.best.candidate.id, "dev": result.best.dev_score, "test": result.best.test_score,
+                 "spec": result.best.candidate.spec},
+        "lm_calls": result.usage.lm_calls, "tokens": result.usage.tokens, "cost_usd": result.usage.cost_usd,
+        "wall_s": round(result.wall_s, 1),
+    }
+    if as_json:
+        _emit_json(summary)
+        return
+    table = Table(title=f"run {result.run.name}: {result.run.status} ({result.stop_reason})")
+    for column in ("", "candidate", "dev", "test"):
+        table.add_column(column)
+    table.add_row("seed", f"#{result.seed.candidate.number} (id {result.seed.candidate.id})",
+                  _score(result.seed.dev_score), _score(result.seed.test_score))
+    table.add_row("best", f"#{result.best.candidate.number} (id {result.best.candidate.id})",
+                  _score(result.best.dev_score), _score(result.best.test_score))
+    out.print(table)
+    out.print(f"LM calls {result.usage.lm_calls}, tokens {result.usage.tokens}, cost ${result.usage.cost_usd:.4f}, "
+              f"wall {result.wall_s:.1f} s")
+    out.print(f"export the best program: agentsearch export {result.run.name} --out best.json"
+              + (f" --storage {storage}" if storage else ""))
+
+
+@app.command()
+def runs(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
+    """List runs with their status and best dev score."""
+    from agentsearch._optimize import best_candidate
+
+    store = _open_existing(storage)
+    rows = []
+    for record in store.list_runs():
+        found = best_candidate(store, record.id)
+        usage = store.run_usage(record.id)
+        rows.append({"id": record.id, "name": record.name, "task": record.task_name, "status": record.status,
+                     "stop_reason": record.stop_reason, "candidates": len(store.list_candidates(record.id)),
+                     "best_dev": found[1].score if found else None, "lm_calls": usage.lm_calls,
+                     "cost_usd": usage.cost_usd, "created_at": record.created_at})
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table()
+    for column in ("id", "name", "task", "status", "candidates", "best dev", "LM calls", "created"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row["id"]), row["name"], row["task"], row["status"], str(row["candidates"]),
+                      _score(row["best_dev"]), str(row["lm_calls"]), f"{row['created_at']:%Y-%m-%d %H:%M}")
+    out.print(table)
+
+
+@app.command()
+def candidates(
+    run: str = typer.Argument(..., help="run name or id"),
+    top: int = typer.Option(10, "--top", min=1),
+    storage: Optional[str] = StorageOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The best candidates of a run, by dev score."""
+    store = _open_existing(storage)
+    record = _run_or_fail(store, run)
+    evaluations = _scores_by_candidate(store, record.id)
+    rows = []
+    for candidate in store.list_candidates(record.id):
+        splits = evaluations.get(candidate.id, {})
+        dev, test = splits.get("dev"), splits.get("test")
+        predictors = candidate.spec["predictors"]
+        rows.append({
+            "id": candidate.id, "number": candidate.number, "status": candidate.status,
+            "optimizer": candidate.optimizer, "format": candidate.spec.get("format"),
+            "demos": sum(len(p["demo_ids"]) for p in predictors), "instructions": predictors[0]["instructions"],
+            "dev": dev.score if dev and dev.status == "complete" else None,
+            "test": test.score if test and test.status == "complete" else None,
+            "lm_calls": sum(e.lm_calls for e in splits.values()), "cost_usd": sum(e.cost_usd for e in splits.values()),
+        })
+    rows.sort(key=lambda row: (row["dev"] is None, -(row["dev"] or 0.0), row["number"]))
+    rows = rows[:top]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table(title=f"run {record.name}")
+    for column in ("id", "#", "dev", "test", "format", "demos", "optimizer", "instructions"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(str(row["id"]), str(row["number"]), _score(row["dev"]), _score(row["test"]), row["format"],
+                      str(row["demos"]), row["optimizer"], row["instructions"][:60])
+    out.print(table)
+
+
+@app.command()
+def show(candidate_id: int = typer.Argument(..., help="candidate id"), storage: Optional[str] = StorageOpt,
+         as_json: bool = JsonOpt) -> None:
+    """One candidate: its spec, scores per split, cost and lineage."""
+    store = _open_existing(storage)
+    candidate = store.get_candidate(candidate_id)
+    if candidate is None:
+        raise AgentSearchError(f"no candidate {candidate_id} in {store.url}")
+    lineage, parents = [], list(candidate.parents)
+    while parents:
+        parent = store.get_candidate(parents[0])
+        if parent is None:
+            break
+        lineage.append({"id": parent.id, "number": parent.number, "optimizer": parent.optimizer})
+        parents = list(parent.parents)
+    data = {"candidate": candidate, "run": _run_or_fail(store, candidate.run_id).name,
+            "evaluations": store.list_evaluations(candidate_id=candidate.id), "lineage": lineage}
+    if as_json:
+        _emit_json(data)
+        return
+    out.print(f"[bold]candidate {candidate.id}[/] (#{candidate.number} of run {data['run']}), {candidate.level} level,"
+              f" {candidate.optimizer}, {candidate.status}, hash {candidate.spec_hash}")
+    out.print_json(json.dumps(candidate.spec))
+    for evaluation in data["evaluations"]:
+        out.print(f"{evaluation.split}: {_score(evaluation.score)} on {evaluation.n} examples ({evaluation.status}), "
+                  f"{evaluation.n_errors} errors, {evaluation.lm_calls} LM calls, {evaluation.tokens} tokens, "
+                  f"${evaluation.cost_usd:.4f}, {evaluation.wall_s:.1f} s")
+    out.print("lineage: " + (" <- ".join(f"#{p['number']} ({p['optimizer']})" for p in lineage) or "none"))
+
+
+@app.command()
+def export(run: str = typer.Argument(..., help="run name or id"),
+           out_file: Path = typer.Option(..., "--out", help="where to write the program JSON"),
+           storage: Optional[str] = StorageOpt) -> None:
+    """Save the run's best program (by dev score) as a self-contained JSON file."""
+    from agentsearch._optimize import best_candidate, program_metadata
+    from agentsearch.search_space import CandidateSpec, SpecProgram, save_program
+
+    store = _open_existing(storage)
+    record = _run_or_fail(store, run)
+    found = best_candidate(store, record.id)
+    if found is None:
+        raise AgentSearchError(f"run {record.name} has no candidate with a dev score yet")
+    candidate, dev = found
+    test = _scores_by_candidate(store, record.id).get(candidate.id, {}).get("test")
+    from agentsearch._optimize import CandidateResult
+
+    program = SpecProgram(CandidateSpec.model_validate(candidate.spec), (record.space or {}).get("demos", {}))
+    save_program(program, out_file, lm=record.task["lm"],
+                 metadata=program_metadata(record, CandidateResult(candidate, dev, test)))
+    out.print(f"wrote {out_file}: candidate {candidate.id} (#{candidate.number}), dev {_score(dev.score)}")
+
+
+@app.command()
+def evaluate(
+    program_file: Path = typer.Argument(..., help="a program saved by export or --out"),
+    task_file: Path = typer.Argument(..., help="task.yaml whose data and metric to use"),
+    split: str = typer.Option("test", "--split", help="train, dev or test"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Re-score a saved program on a split of a task."""
+    from agentsearch.data import load_split
+    from agentsearch.evaluators import Evaluator
+    from agentsearch.lm import Usage
+    from agentsearch.metrics import resolve_metric
+    from agentsearch.search_space import load_program
+    from agentsearch.task import SPLITS, load_task
+
+    if split not in SPLITS:
+        raise AgentSearchError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    task = load_task(task_file)
+    program = load_program(program_file)
+    logging.getLogger("dspy").setLevel(logging.ERROR)
+    evaluator = Evaluator(resolve_metric(task.metric, base_dir=task.base_dir), concurrency=concurrency or task.concurrency)
+    outcomes = evaluator.evaluate(program, load_split(task, split))
+    usage = Usage()
+    for outcome in outcomes:
+        usage.add(outcome.usage)
+    result = {"split": split, "n": len(outcomes), "score": sum(o.score for o in outcomes) / len(outcomes),
+              "errors": sum(o.error is not None for o in outcomes), "lm_calls": usage.lm_calls,
+              "tokens": usage.tokens, "cost_usd": usage.cost_usd}
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(f"{split}: {result['score']:.3f} on {result['n']} examples, {result['errors']} errors, "
+                  f"{result['lm_calls']} LM calls")
+
+
+@app.command()
+def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: bool = JsonOpt) -> None:
+    """Check a task file and print what a search would do."""
+    from agentsearch.data import load_split
+    from agentsearch.task import SPLITS, load_task
+
+    task = load_task(task_file)
+    counts = {split: len(load_split(task, split)) for split in SPLITS if task.data_path(split) is not None}
+    plan = {
+        "task": task.name, "signature": task.program.signature, "metric": task.metric, "lm": task.lm.model,
+        "proposer_lm": task.effective_proposer_lm.model, "examples": counts, "optimizer": task.search.optimizer,
+        "levels": task.search.levels, "max_candidates": task.search.max_candidates,
+        "max_dev_evaluations": task.search.max_candidates * counts["dev"],
+        "budget": task.budget.model_dump(), "storage": task.storage,
+    }
+    if as_json:
+        _emit_json(plan)
+        return
+    out.print(f"[green]ok[/] {task_file}: task {task.name!r}, signature {task.program.signature!r}, metric {task.metric}")
+    out.print(f"examples: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
+    out.print(f"search: {task.search.optimizer} over {task.search.levels}, up to {task.search.max_candidates} candidates"
+              f" (at most {plan['max_dev_evaluations']} dev example evaluations) on {task.lm.model}")
+    out.print(f"budget: {task.budget.model_dump()}; storage: {task.storage}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(storage: Optional[str] = StorageOpt) -> None:
+    """Bring the database schema to this version of agentsearch."""
+    from agentsearch.store import get_storage
+
+    store = get_storage(_storage_url(storage), upgrade=True)
+    out.print(f"{store.url}: schema is current")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except AgentSearchError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors arrive here with standalone_mode off
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

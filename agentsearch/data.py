@@ -1,0 +1,97 @@
+"""Reading a task's splits into DSPy examples, each with a stable id.
+
+Ids matter: candidate specs refer to demos by id and the store keys per-example results by id, so
+resuming a run or re-scoring a saved program needs the same id for the same row. A row's ``id``
+column is used when present, else ``<split>:<row number>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agentsearch.exceptions import TaskSpecError
+
+if TYPE_CHECKING:
+    import dspy
+
+    from agentsearch.task import ProgramConfig, Task
+
+
+@dataclass(frozen=True)
+class LabelledExample:
+    id: str
+    example: dspy.Example
+
+
+def _read_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    with path.open(encoding="utf-8", newline="") as handle:
+        if suffix == ".jsonl":
+            rows = []
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"line {number} is not JSON ({exc.msg})") from None
+                    if not isinstance(row, dict):
+                        raise ValueError(f"line {number} is not a JSON object")
+                    rows.append(row)
+            return rows
+        if suffix == ".csv":
+            return list(csv.DictReader(handle))
+    raise ValueError("expected a .jsonl or .csv file")
+
+
+def check_split_file(path: Path, program: ProgramConfig, *, field: str, source: str) -> None:
+    read_split(path, program, field=field, source=source)
+
+
+def read_split(
+    path: Path, program: ProgramConfig, *, field: str, source: str, split: str | None = None, limit: int | None = None
+) -> list[LabelledExample]:
+    import dspy
+
+    if not path.is_file():
+        raise TaskSpecError(f"{source}: {field}: file not found: {path}")
+    try:
+        rows = _read_rows(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise TaskSpecError(f"{source}: {field}: {path}: {exc}") from None
+    if not rows:
+        raise TaskSpecError(f"{source}: {field}: {path} has no examples")
+    inputs, outputs = program.input_fields(), program.output_fields()
+    for number, row in enumerate(rows, start=1):
+        missing = [name for name in inputs + outputs if name not in row]
+        if missing:
+            raise TaskSpecError(
+                f"{source}: {field}: {path} row {number} lacks field {missing[0]!r} named by program.signature"
+            )
+    prefix = split or path.stem
+    examples = [
+        LabelledExample(
+            id=str(row["id"]) if "id" in row else f"{prefix}:{number}",
+            example=dspy.Example({name: row[name] for name in inputs + outputs}).with_inputs(*inputs),
+        )
+        for number, row in enumerate(rows)
+    ]
+    return examples[:limit] if limit else examples
+
+
+def load_split(task: Task, split: str) -> list[LabelledExample]:
+    """The examples of one split, capped by ``data.limit``; an absent test split is an error here."""
+    path = task.data_path(split)
+    if path is None:
+        raise TaskSpecError(f"task {task.name}: data.{split}: no {split} split is configured")
+    return read_split(
+        path,
+        task.program,
+        field=f"data.{split}",
+        source=f"task {task.name}",
+        split=split,
+        limit=getattr(task.data.limit, split),
+    )

@@ -1,0 +1,85 @@
+"""Scoring a program on a split, one record per example, errors included.
+
+An example that raises (LM failure, unparsable output, metric error) scores 0 and keeps its error
+text; it never ends the run. Results are handed to ``on_result`` in the calling thread as they
+finish, so the store can write each one at once and a crash loses at most the examples in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import dspy
+
+from agentsearch.data import LabelledExample
+from agentsearch.lm import Usage, UsageMeter
+from agentsearch.metrics import Metric
+
+
+@dataclass(frozen=True)
+class ExampleOutcome:
+    example_id: str
+    prediction: dict[str, Any] | None
+    score: float
+    error: str | None
+    usage: Usage
+    latency_s: float
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+class Evaluator:
+    def __init__(self, metric: Metric, *, concurrency: int = 1) -> None:
+        self.metric = metric
+        self.concurrency = concurrency
+
+    def _score_one(self, program: dspy.Module, item: LabelledExample) -> ExampleOutcome:
+        meter = UsageMeter()
+        started = time.perf_counter()
+        prediction: dict[str, Any] | None = None
+        error = None
+        score = 0.0
+        with dspy.context(usage_tracker=meter):
+            try:
+                result = program(**item.example.inputs())
+                prediction = {key: _jsonable(value) for key, value in result.items()}
+                score = float(self.metric(item.example, result))
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+        return ExampleOutcome(item.id, prediction, score, error, meter.usage, time.perf_counter() - started)
+
+    def run(
+        self,
+        program: dspy.Module,
+        examples: Iterable[LabelledExample],
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[ExampleOutcome]:
+        """Yield outcomes as they finish; stop submitting when ``should_stop()`` turns true."""
+        pending: set[Future[ExampleOutcome]] = set()
+        queue = iter(examples)
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="agentsearch-eval") as pool:
+            try:
+                while True:
+                    while len(pending) < self.concurrency and not should_stop():
+                        item = next(queue, None)
+                        if item is None:
+                            break
+                        pending.add(pool.submit(self._score_one, program, item))
+                    if not pending:
+                        return
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield future.result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def evaluate(self, program: dspy.Module, examples: Iterable[LabelledExample]) -> list[ExampleOutcome]:
+        return list(self.run(program, examples))

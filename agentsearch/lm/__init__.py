@@ -1,0 +1,7 @@
+"""The LM layer: litellm models (hosted or ``local/...``) as DSPy LMs, and usage metering."""
+
+from __future__ import annotations
+
+from agentsearch.lm._factory import Usage, UsageMeter, build_lm, is_local
+
+__all__ = ["Usage", "UsageMeter", "build_lm", "is_local"]

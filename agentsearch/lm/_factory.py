@@ -1,0 +1,92 @@
+"""Turning an LMConfig into a DSPy LM that calls litellm, and metering what it spends."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+# litellm fetches its price table from the network at import unless told to use its bundled copy;
+# offline runs would stall on retries. Set before litellm is first imported.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+from dspy.utils.usage_tracker import UsageTracker  # noqa: E402
+
+if TYPE_CHECKING:
+    from agentsearch.task import LMConfig
+
+
+def is_local(model: str) -> bool:
+    return model.startswith("local/")
+
+
+def build_lm(config: LMConfig) -> dspy.LM:
+    """A DSPy LM on the litellm engine (so every call goes through litellm) with DSPy's cache on."""
+    extra: dict[str, Any] = {}
+    if is_local(config.model):
+        from agentsearch.lm._local import local_model_path, register_local_provider
+
+        local_model_path(config.model.split("/", 1)[1])  # fail now, with the extra to install, not mid-run
+        register_local_provider()
+    if config.api_base:
+        extra["api_base"] = config.api_base
+    return dspy.LM(
+        config.model,
+        engine="litellm",
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        num_retries=config.num_retries,
+        cache=True,
+        **extra,
+    )
+
+
+@dataclass
+class Usage:
+    lm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.lm_calls += other.lm_calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+
+
+def _cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    import litellm
+
+    try:
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+    except Exception:  # litellm raises for models it has no price for (local ones among them)
+        return 0.0
+    return float(prompt_cost + completion_cost)
+
+
+@dataclass
+class UsageMeter(UsageTracker):
+    """DSPy's usage tracker, extended to count calls and price them with litellm.
+
+    DSPy reports usage only for calls that missed its cache, so cached re-evaluations count zero
+    calls, which is what a budget should see. Install per thread with ``dspy.context(usage_tracker=...)``.
+    """
+
+    usage: Usage = field(default_factory=Usage)
+
+    def __post_init__(self) -> None:
+        UsageTracker.__init__(self)
+
+    def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
+        super().add_usage(lm, usage_entry)
+        prompt = int(usage_entry.get("prompt_tokens") or 0)
+        completion = int(usage_entry.get("completion_tokens") or 0)
+        self.usage.add(Usage(1, prompt, completion, _cost(lm, prompt, completion)))

@@ -1,0 +1,127 @@
+"""Building a prompt space: bootstrapped and labelled demos, and instructions written by the proposer LM."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import dspy
+import jinja2
+
+from agentsearch.data import LabelledExample
+from agentsearch.lm import Usage, UsageMeter
+from agentsearch.optimizers._prompt_space import PredictorChoices, PromptSpace, make_demo_sets
+from agentsearch.search_space import CandidateSpec
+
+# Tips steer each proposal somewhere different, as MIPROv2's do; without them a small proposer repeats itself.
+TIPS = (
+    "Keep it short and direct.",
+    "Name the exact set of allowed answers.",
+    "Describe what signals in the input decide the answer.",
+    "Tell the model to answer with the label only, no explanation.",
+    "Be creative: rephrase the task from the reader's point of view.",
+    "Mention the common mistakes to avoid.",
+)
+
+
+MIN_PROPOSAL_TOKENS = 200
+"""A task LM may be capped at a few tokens (a label); an instruction needs room."""
+
+
+@lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    source = (Path(__file__).parent / "templates" / "propose_instruction.j2").read_text(encoding="utf-8")
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(source)
+
+
+def summarize_data(examples: Sequence[LabelledExample], outputs: Sequence[str]) -> str:
+    """A deterministic summary (no LM call): size, and label distribution or answer length per output."""
+    parts = [f"{len(examples)} training examples."]
+    for name in outputs:
+        values = Counter(str(item.example[name]) for item in examples)
+        if len(values) <= 10:
+            share = ", ".join(f"{value!r} {count / len(examples):.0%}" for value, count in values.most_common())
+            parts.append(f"{name} takes the values {share}.")
+        else:
+            mean_words = sum(len(str(item.example[name]).split()) for item in examples) / len(examples)
+            parts.append(f"{name} is free text of about {mean_words:.0f} words.")
+    return " ".join(parts)
+
+
+def _clean_instruction(text: str) -> str:
+    paragraphs = [p.strip() for p in text.strip().split("\n\n") if p.strip()]
+    if not paragraphs:
+        return ""
+    first = paragraphs[0].removeprefix("Instruction:").removeprefix("New instruction:").strip().strip('"').strip()
+    return first[:600]
+
+
+def propose_instructions(
+    lm: dspy.BaseLM, seed: CandidateSpec, train: Sequence[LabelledExample], *, count: int, rng: random.Random
+) -> tuple[list[str], Usage]:
+    """Up to ``count`` new, distinct instructions; proposals that fail or repeat are dropped."""
+    predictor = seed.predictors[0]
+    signature = dspy.Signature(predictor.signature)
+    meter = UsageMeter()
+    found: list[str] = []
+    with dspy.context(usage_tracker=meter):
+        for attempt in range(2 * count):
+            if len(found) >= count:
+                break
+            shown = rng.sample(list(train), min(3, len(train)))
+            prompt = _template().render(
+                inputs=list(signature.input_fields),
+                outputs=list(signature.output_fields),
+                seed_instruction=predictor.instructions,
+                summary=summarize_data(train, list(signature.output_fields)),
+                examples=[dict(item.example.items()) for item in shown],
+                tip=TIPS[attempt % len(TIPS)],
+            )
+            try:
+                replies = lm(messages=[{"role": "user", "content": prompt}], temperature=1.0, rollout_id=attempt,
+                             max_tokens=max(lm.kwargs.get("max_tokens") or 0, MIN_PROPOSAL_TOKENS))
+            except Exception:  # one failed proposal costs a variant, not the run
+                continue
+            reply = replies[0] if replies else ""
+            text = _clean_instruction(reply if isinstance(reply, str) else str(reply.get("text", "")))
+            if text and text != predictor.instructions and text not in found:
+                found.append(text)
+    return found, meter.usage
+
+
+def build_prompt_space(
+    seed: CandidateSpec,
+    *,
+    train: Sequence[LabelledExample],
+    bootstrapped: dict[str, dict[str, Any]],
+    instructions: list[str],
+    formats: Sequence[str],
+    num_demo_sets: int,
+    max_demos: int,
+    rng: random.Random,
+) -> PromptSpace:
+    """``bootstrapped`` maps a train example id to the seed's passing output for it, inputs included."""
+    demos: dict[str, dict[str, Any]] = {}
+    for item in train:
+        demos[item.id] = bootstrapped.get(item.id) or dict(item.example.items())
+    preferred = [item.id for item in train if item.id in bootstrapped]
+    others = [item.id for item in train if item.id not in bootstrapped]
+    predictors = tuple(
+        PredictorChoices(
+            instructions=(predictor.instructions, *instructions),
+            demo_sets=make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng),
+        )
+        for predictor in seed.predictors
+    )
+    used = {demo for choices in predictors for demo_set in choices.demo_sets for demo in demo_set}
+    return PromptSpace(
+        seed=seed,
+        predictors=predictors,
+        demos={demo_id: demos[demo_id] for demo_id in demos if demo_id in used},
+        formats=tuple(formats),
+        max_demos=max_demos if any(choices.demo_sets for choices in predictors) else 0,
+    )

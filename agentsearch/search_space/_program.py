@@ -1,0 +1,106 @@
+"""Specs compiled into runnable DSPy modules, and programs saved as self-contained JSON.
+
+A saved program carries its spec, the demo texts it uses and the LM settings, so loading it needs
+neither the user's source code (``dspy.load`` needs the class) nor the training data, and never
+unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dspy
+from pydantic import ValidationError
+
+from agentsearch.exceptions import ProgramFileError
+from agentsearch.search_space._adapters import make_adapter
+from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
+
+PROGRAM_FILE_VERSION = 1
+
+Demos = Mapping[str, Mapping[str, Any]]
+
+
+def _build_predictor(spec: PredictorSpec, demos: Demos) -> dspy.Module:
+    signature = dspy.Signature(spec.signature, spec.instructions)
+    module = dspy.ChainOfThought(signature) if spec.module == "chain_of_thought" else dspy.Predict(signature)
+    examples = [dspy.Example(dict(demos[demo_id])) for demo_id in spec.demo_ids]
+    for _, predictor in module.named_predictors():
+        predictor.demos = list(examples)
+    return module
+
+
+class SpecProgram(dspy.Module):
+    """The DSPy program a CandidateSpec describes; it runs with its own prompt format and, if given, LM."""
+
+    def __init__(self, spec: CandidateSpec, demos: Demos, lm: dspy.BaseLM | None = None) -> None:
+        super().__init__()
+        missing = spec.demo_ids() - set(demos)
+        if missing:
+            raise KeyError(f"demos not found: {sorted(missing)[:3]}")
+        self.spec = spec
+        self.demo_texts = {demo_id: dict(demos[demo_id]) for demo_id in sorted(spec.demo_ids())}
+        self.lm = lm
+        self.adapter = make_adapter(spec.format)
+        self.steps = [_build_predictor(predictor, demos) for predictor in spec.predictors]
+
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        overrides: dict[str, Any] = {"adapter": self.adapter}
+        if self.lm is not None:
+            overrides["lm"] = self.lm
+        values = dict(inputs)
+        prediction = None
+        with dspy.context(**overrides):
+            for step, predictor in zip(self.steps, self.spec.predictors):
+                wanted = dspy.Signature(predictor.signature).input_fields
+                prediction = step(**{name: values[name] for name in wanted})
+                values.update(prediction.items())
+        return prediction
+
+
+def program_document(program: SpecProgram, *, lm: dict[str, Any] | None, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "agentsearch_program": PROGRAM_FILE_VERSION,
+        "spec": program.spec.model_dump(mode="json"),
+        "demos": program.demo_texts,
+        "lm": lm,
+        "metadata": metadata,
+    }
+
+
+def save_program(program: SpecProgram, path: str | Path, *, lm: dict[str, Any] | None = None,
+                 metadata: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    document = program_document(program, lm=lm, metadata=metadata or {})
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None) -> SpecProgram:
+    """Rebuild a saved program; its LM comes from the file unless ``lm`` is given."""
+    from agentsearch.lm import build_lm
+    from agentsearch.task import LMConfig
+
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProgramFileError(f"{path}: cannot read program file ({exc})") from None
+    if not isinstance(document, dict) or document.get("agentsearch_program") != PROGRAM_FILE_VERSION:
+        raise ProgramFileError(f"{path}: agentsearch_program: not an agentsearch program file (version {PROGRAM_FILE_VERSION})")
+    try:
+        spec = CandidateSpec.model_validate(document.get("spec"))
+        lm_config = LMConfig.model_validate(document["lm"]) if document.get("lm") else None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ProgramFileError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    demos = document.get("demos") or {}
+    missing = spec.demo_ids() - set(demos)
+    if missing:
+        raise ProgramFileError(f"{path}: demos: missing demo {sorted(missing)[0]!r}")
+    if lm is None and lm_config is not None:
+        lm = build_lm(lm_config)
+    return SpecProgram(spec, demos, lm)

@@ -1,0 +1,30 @@
+"""The experiment store: runs, candidates, evaluations and per-example results, queryable with SQL."""
+
+from __future__ import annotations
+
+from agentsearch.store._base import (
+    BaseStorage,
+    CandidateRecord,
+    EvaluationRecord,
+    ExampleResultRecord,
+    RunRecord,
+    RunUsage,
+)
+from agentsearch.store._rdb.storage import RDBStorage
+
+
+def get_storage(storage: str | BaseStorage, *, upgrade: bool = False) -> BaseStorage:
+    """A storage instance from a SQLAlchemy URL (``sqlite:///file.db``, ``postgresql+psycopg://...``) or as given."""
+    return storage if isinstance(storage, BaseStorage) else RDBStorage(storage, upgrade=upgrade)
+
+
+__all__ = [
+    "BaseStorage",
+    "CandidateRecord",
+    "EvaluationRecord",
+    "ExampleResultRecord",
+    "RDBStorage",
+    "RunRecord",
+    "RunUsage",
+    "get_storage",
+]

@@ -1,0 +1,312 @@
+"""The SQLAlchemy storage: SQLite (one process, WAL) or PostgreSQL (several workers).
+
+All SQLAlchemy use stays in this package. Sessions are opened by ``_session``, which commits,
+rolls back, and turns database errors into StorageError; callers get frozen records, never rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agentsearch.evaluators import ExampleOutcome
+from agentsearch.exceptions import StorageError
+from agentsearch.store._base import (
+    BaseStorage,
+    CandidateRecord,
+    EvaluationRecord,
+    ExampleResultRecord,
+    RunRecord,
+    RunUsage,
+)
+from agentsearch.store._rdb.models import CandidateModel, EvaluationModel, ExampleResultModel, RunModel, utcnow
+
+VERSION_TABLE = "agentsearch_alembic_version"  # Optuna's tables (and its alembic_version) share the database
+_MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+
+
+def _current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def upgrade_schema(engine: Engine) -> None:
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def _enable_sqlite_wal(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        mode = cursor.fetchone()[0]
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout")
+        timeout = cursor.fetchone()[0]
+        cursor.close()
+        if mode.lower() not in ("wal", "memory") or int(timeout) != SQLITE_BUSY_TIMEOUT_MS:
+            raise StorageError(f"SQLite refused WAL mode or the busy timeout (journal_mode={mode}, busy_timeout={timeout})")
+
+
+class RDBStorage(BaseStorage):
+    """Opens (and on first use creates) the schema; an older schema asks for ``agentsearch db upgrade``."""
+
+    def __init__(self, url: str, *, upgrade: bool = False) -> None:
+        self.url = url
+        try:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StorageError(f"cannot open storage {url!r}: {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            _enable_sqlite_wal(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock()
+        try:
+            self._check_schema(upgrade)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}") from None
+
+    def _check_schema(self, upgrade: bool) -> None:
+        current = _current_revision(self.engine)
+        head = _head_revision()
+        if current == head:
+            return
+        fresh = current is None and not inspect(self.engine).has_table("runs")
+        if fresh or upgrade:
+            upgrade_schema(self.engine)
+            return
+        raise StorageError(
+            f"storage {self.url!r} has schema revision {current}, this agentsearch needs {head}: "
+            f"run `agentsearch db upgrade --storage {self.url}`"
+        )
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StorageError(f"storage {self.url!r}: {str(exc).splitlines()[0]}") from None
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # records ---------------------------------------------------------------------------------
+    @staticmethod
+    def _run(row: RunModel) -> RunRecord:
+        return RunRecord(
+            id=row.id, name=row.name, task_name=row.task_name, status=row.status, stop_reason=row.stop_reason,
+            task=row.task, space=row.space, proposer_lm_calls=row.proposer_lm_calls,
+            proposer_tokens=row.proposer_tokens, proposer_cost_usd=row.proposer_cost_usd,
+            created_at=row.created_at, finished_at=row.finished_at,
+        )
+
+    @staticmethod
+    def _candidate(row: CandidateModel) -> CandidateRecord:
+        return CandidateRecord(
+            id=row.id, run_id=row.run_id, number=row.number, spec=row.spec, spec_hash=row.spec_hash,
+            level=row.level, optimizer=row.optimizer, parents=tuple(row.parents or ()),
+            trial_number=row.trial_number, status=row.status, created_at=row.created_at, finished_at=row.finished_at,
+        )
+
+    @staticmethod
+    def _evaluation(row: EvaluationModel) -> EvaluationRecord:
+        return EvaluationRecord(
+            id=row.id, candidate_id=row.candidate_id, split=row.split, status=row.status, score=row.score,
+            n=row.n, n_errors=row.n_errors, lm_calls=row.lm_calls, tokens=row.tokens, cost_usd=row.cost_usd,
+            wall_s=row.wall_s, created_at=row.created_at, finished_at=row.finished_at,
+        )
+
+    @staticmethod
+    def _example(row: ExampleResultModel) -> ExampleResultRecord:
+        return ExampleResultRecord(
+            evaluation_id=row.evaluation_id, example_id=row.example_id, prediction=row.prediction, score=row.score,
+            error=row.error, lm_calls=row.lm_calls, prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s,
+        )
+
+    # runs ------------------------------------------------------------------------------------
+    def create_run(self, name: str, task_name: str, task: dict[str, Any]) -> RunRecord:
+        with self._session() as session:
+            row = RunModel(name=name, task_name=task_name, status="running", task=task, space=None,
+                           proposer_lm_calls=0, proposer_tokens=0, proposer_cost_usd=0.0)
+            session.add(row)
+            session.flush()
+            return self._run(row)
+
+    def get_run(self, name_or_id: str | int) -> RunRecord | None:
+        with self._session() as session:
+            row = session.scalar(select(RunModel).where(RunModel.name == str(name_or_id)))
+            if row is None and str(name_or_id).isdigit():
+                row = session.get(RunModel, int(name_or_id))
+            return None if row is None else self._run(row)
+
+    def list_runs(self) -> list[RunRecord]:
+        with self._session() as session:
+            return [self._run(row) for row in session.scalars(select(RunModel).order_by(RunModel.id))]
+
+    def _update_run(self, run_id: int, **values: Any) -> None:
+        with self._session() as session:
+            row = session.get(RunModel, run_id)
+            if row is None:
+                raise StorageError(f"run {run_id} does not exist")
+            for key, value in values.items():
+                setattr(row, key, value)
+
+    def set_run_space(self, run_id: int, space: dict[str, Any]) -> None:
+        self._update_run(run_id, space=space)
+
+    def set_run_status(self, run_id: int, status: str, stop_reason: str | None = None) -> None:
+        finished = None if status == "running" else utcnow()
+        self._update_run(run_id, status=status, stop_reason=stop_reason, finished_at=finished)
+
+    def add_proposer_usage(self, run_id: int, lm_calls: int, tokens: int, cost_usd: float) -> None:
+        with self._session() as session:
+            row = session.get(RunModel, run_id)
+            row.proposer_lm_calls += lm_calls
+            row.proposer_tokens += tokens
+            row.proposer_cost_usd += cost_usd
+
+    def run_usage(self, run_id: int) -> RunUsage:
+        with self._session() as session:
+            calls, tokens, cost = session.execute(
+                select(
+                    func.coalesce(func.sum(ExampleResultModel.lm_calls), 0),
+                    func.coalesce(func.sum(ExampleResultModel.prompt_tokens + ExampleResultModel.completion_tokens), 0),
+                    func.coalesce(func.sum(ExampleResultModel.cost_usd), 0.0),
+                )
+                .join(EvaluationModel, EvaluationModel.id == ExampleResultModel.evaluation_id)
+                .join(CandidateModel, CandidateModel.id == EvaluationModel.candidate_id)
+                .where(CandidateModel.run_id == run_id)
+            ).one()
+            run = session.get(RunModel, run_id)
+            return RunUsage(
+                lm_calls=int(calls) + run.proposer_lm_calls,
+                tokens=int(tokens) + run.proposer_tokens,
+                cost_usd=float(cost) + run.proposer_cost_usd,
+            )
+
+    # candidates ------------------------------------------------------------------------------
+    def create_candidate(self, run_id: int, spec: dict[str, Any], spec_hash: str, *, level: str, optimizer: str,
+                         parents: tuple[int, ...] = (), trial_number: int | None = None) -> CandidateRecord:
+        with self._write_lock, self._session() as session:
+            number = session.scalar(
+                select(func.coalesce(func.max(CandidateModel.number) + 1, 0)).where(CandidateModel.run_id == run_id)
+            )
+            row = CandidateModel(run_id=run_id, number=number, spec=spec, spec_hash=spec_hash, level=level,
+                                 optimizer=optimizer, parents=list(parents), trial_number=trial_number, status="pending")
+            session.add(row)
+            session.flush()
+            return self._candidate(row)
+
+    def set_candidate_status(self, candidate_id: int, status: str) -> None:
+        with self._session() as session:
+            row = session.get(CandidateModel, candidate_id)
+            row.status = status
+            row.finished_at = utcnow() if status != "pending" else None
+
+    def get_candidate(self, candidate_id: int) -> CandidateRecord | None:
+        with self._session() as session:
+            row = session.get(CandidateModel, candidate_id)
+            return None if row is None else self._candidate(row)
+
+    def list_candidates(self, run_id: int) -> list[CandidateRecord]:
+        with self._session() as session:
+            rows = session.scalars(select(CandidateModel).where(CandidateModel.run_id == run_id).order_by(CandidateModel.number))
+            return [self._candidate(row) for row in rows]
+
+    # evaluations -----------------------------------------------------------------------------
+    def get_or_create_evaluation(self, candidate_id: int, split: str) -> EvaluationRecord:
+        with self._write_lock, self._session() as session:
+            row = session.scalar(
+                select(EvaluationModel).where(EvaluationModel.candidate_id == candidate_id, EvaluationModel.split == split)
+            )
+            if row is None:
+                row = EvaluationModel(candidate_id=candidate_id, split=split, status="running", n=0, n_errors=0,
+                                      lm_calls=0, tokens=0, cost_usd=0.0, wall_s=0.0)
+                session.add(row)
+                session.flush()
+            return self._evaluation(row)
+
+    def list_evaluations(self, *, run_id: int | None = None, candidate_id: int | None = None) -> list[EvaluationRecord]:
+        query = select(EvaluationModel).order_by(EvaluationModel.id)
+        if candidate_id is not None:
+            query = query.where(EvaluationModel.candidate_id == candidate_id)
+        if run_id is not None:
+            query = query.join(CandidateModel).where(CandidateModel.run_id == run_id)
+        with self._session() as session:
+            return [self._evaluation(row) for row in session.scalars(query)]
+
+    def add_example_result(self, evaluation_id: int, outcome: ExampleOutcome) -> None:
+        with self._session() as session:
+            evaluation = session.get(EvaluationModel, evaluation_id)
+            if evaluation is None or evaluation.status == "complete":
+                raise StorageError(f"evaluation {evaluation_id} is complete or missing; finished results are immutable")
+            session.add(ExampleResultModel(
+                evaluation_id=evaluation_id, example_id=outcome.example_id, prediction=outcome.prediction,
+                score=outcome.score, error=outcome.error, lm_calls=outcome.usage.lm_calls,
+                prompt_tokens=outcome.usage.prompt_tokens, completion_tokens=outcome.usage.completion_tokens,
+                cost_usd=outcome.usage.cost_usd, latency_s=outcome.latency_s,
+            ))
+
+    def list_example_results(self, evaluation_id: int) -> list[ExampleResultRecord]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(ExampleResultModel).where(ExampleResultModel.evaluation_id == evaluation_id).order_by(ExampleResultModel.id)
+            )
+            return [self._example(row) for row in rows]
+
+    def complete_evaluation(self, evaluation_id: int, wall_s: float) -> EvaluationRecord:
+        with self._session() as session:
+            row = session.get(EvaluationModel, evaluation_id)
+            n, score, errors, calls, tokens, cost = session.execute(
+                select(
+                    func.count(ExampleResultModel.id),
+                    func.avg(ExampleResultModel.score),
+                    func.count(ExampleResultModel.error),
+                    func.coalesce(func.sum(ExampleResultModel.lm_calls), 0),
+                    func.coalesce(func.sum(ExampleResultModel.prompt_tokens + ExampleResultModel.completion_tokens), 0),
+                    func.coalesce(func.sum(ExampleResultModel.cost_usd), 0.0),
+                ).where(ExampleResultModel.evaluation_id == evaluation_id)
+            ).one()
+            row.n, row.score, row.n_errors = int(n), (None if score is None else float(score)), int(errors)
+            row.lm_calls, row.tokens, row.cost_usd = int(calls), int(tokens), float(cost)
+            row.wall_s += wall_s
+            row.status = "complete"
+            row.finished_at = utcnow()
+            session.flush()
+            return self._evaluation(row)

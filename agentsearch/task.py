@@ -1,0 +1,187 @@
+"""The task spec: what to optimize, on which data, with which LM, under which budget.
+
+A task is a pydantic model so that the YAML file, the Python API and the database (which keeps the
+task as JSON with each run) share one definition. Unknown keys are errors: a typo in a budget must
+not silently run an unbounded search.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agentsearch.exceptions import TaskSpecError
+
+SPLITS = ("train", "dev", "test")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LMConfig(_Strict):
+    """One LM: a litellm model string plus the call settings that change its outputs.
+
+    API keys are never part of it: litellm reads them from the environment, so nothing secret
+    reaches the database or a saved program.
+    """
+
+    model: str = Field(min_length=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=256, gt=0)
+    api_base: str | None = None
+    num_retries: int = Field(default=3, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+
+class ProgramConfig(_Strict):
+    signature: str = Field(min_length=1, description='DSPy string signature, e.g. "sentence -> label"')
+    instructions: str = ""
+
+    @field_validator("signature")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        import dspy
+
+        try:
+            dspy.Signature(value)
+        except Exception as exc:  # DSPy raises several types for a malformed string
+            raise ValueError(f"not a DSPy signature ({exc})") from None
+        return value
+
+    def input_fields(self) -> list[str]:
+        import dspy
+
+        return list(dspy.Signature(self.signature).input_fields)
+
+    def output_fields(self) -> list[str]:
+        import dspy
+
+        return list(dspy.Signature(self.signature).output_fields)
+
+
+class SplitLimits(_Strict):
+    train: int | None = Field(default=None, gt=0)
+    dev: int | None = Field(default=None, gt=0)
+    test: int | None = Field(default=None, gt=0)
+
+
+class DataConfig(_Strict):
+    """Paths are relative to the task file (or the working directory for a Task built in code)."""
+
+    train: Path
+    dev: Path
+    test: Path | None = None
+    limit: SplitLimits = SplitLimits()
+
+
+class SearchConfig(_Strict):
+    levels: list[Literal["prompt"]] = ["prompt"]
+    optimizer: Literal["tpe", "random"] = "tpe"
+    max_candidates: int = Field(default=20, gt=0, description="candidates evaluated on dev, the seed included")
+    num_instructions: int = Field(default=5, gt=0, description="instruction variants, the seed's included")
+    max_demos: int = Field(default=8, ge=0)
+    num_demo_sets: int = Field(default=6, gt=0)
+    bootstrap_examples: int = Field(default=32, ge=0, description="train examples the seed runs on to bootstrap demos")
+    formats: list[Literal["chat", "completion"]] = Field(default=["chat", "completion"], min_length=1)
+
+
+class BudgetConfig(_Strict):
+    max_lm_calls: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_wall_s: float | None = Field(default=None, gt=0)
+
+
+class Task(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    program: ProgramConfig
+    data: DataConfig
+    metric: str = "exact_match"
+    lm: LMConfig = LMConfig(model="local/smollm2-135m")
+    proposer_lm: LMConfig | None = None
+    search: SearchConfig = SearchConfig()
+    budget: BudgetConfig = BudgetConfig()
+    storage: str = "sqlite:///agentsearch.db"
+    concurrency: int = Field(default=1, gt=0)
+    seed: int = 0
+    base_dir: Path = Field(default=Path("."), exclude=True, description="where relative data paths start")
+
+    @property
+    def effective_proposer_lm(self) -> LMConfig:
+        return self.proposer_lm or self.lm
+
+    def data_path(self, split: str) -> Path | None:
+        path = getattr(self.data, split)
+        return None if path is None else (self.base_dir / path)
+
+    def with_overrides(self, **changes: Any) -> Task:
+        """A copy with top-level or dotted (``search.max_candidates``) fields replaced; None leaves a field."""
+        data = self.model_dump(mode="json")
+        for key, value in changes.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return validate_task(data, source=f"task {self.name}", base_dir=self.base_dir)
+
+
+def _format_error(source: str, error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {field}: {first['msg']}{suffix}"
+
+
+def validate_task(data: Any, *, source: str, base_dir: Path) -> Task:
+    if not isinstance(data, dict):
+        raise TaskSpecError(f"{source}: expected a mapping of fields at the top level")
+    try:
+        task = Task.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise TaskSpecError(_format_error(source, exc)) from None
+    _check_references(task, source)
+    return task
+
+
+def _check_references(task: Task, source: str) -> None:
+    """Errors pydantic cannot see: files that do not exist, empty splits, fields missing from the data."""
+    from agentsearch.data import check_split_file
+    from agentsearch.metrics import resolve_metric
+
+    for split in SPLITS:
+        path = task.data_path(split)
+        if path is not None:
+            check_split_file(path, task.program, field=f"data.{split}", source=source)
+    try:
+        resolve_metric(task.metric, base_dir=task.base_dir)
+    except TaskSpecError as exc:
+        raise TaskSpecError(f"{source}: metric: {exc}") from None
+
+
+def load_task(path: str | Path) -> Task:
+    """Read and validate a task file; every problem raises TaskSpecError naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaskSpecError(f"{path}: cannot read task file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TaskSpecError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return validate_task(data, source=str(path), base_dir=path.resolve().parent)
+
+
+def as_task(task: Task | str | Path) -> Task:
+    return task if isinstance(task, Task) else load_task(task)
