@@ -27,6 +27,7 @@ from agentsearch.metrics import resolve_metric
 from agentsearch.optimizers import (
     OptunaPromptOptimizer,
     PromptSpace,
+    Proposal,
     build_prompt_space,
     make_sampler,
     optuna_storage,
@@ -216,8 +217,6 @@ class _Search:
         return optimizer
 
     def search(self, optimizer: OptunaPromptOptimizer) -> None:
-        from agentsearch.optimizers import Proposal
-
         dev = self.splits["dev"]
         candidates = self.storage.list_candidates(self.run.id)
         known = {c.spec_hash: c for c in candidates}
@@ -235,7 +234,7 @@ class _Search:
             self.stop_reason = self.budget.exhausted()
             if self.stop_reason:
                 return
-            proposal: Proposal = optimizer.ask()
+            proposal = optimizer.ask()
             twin = known.get(proposal.spec.hash)
             if twin is not None:
                 optimizer.tell(proposal, scores.get(twin.id))
@@ -257,8 +256,6 @@ class _Search:
 
     def _finish(self, candidate: CandidateRecord, evaluation: EvaluationRecord, optimizer: OptunaPromptOptimizer,
                 scores: dict[int, float | None]) -> None:
-        from agentsearch.optimizers import Proposal
-
         self.storage.set_candidate_status(candidate.id, "complete")
         scores[candidate.id] = evaluation.score
         optimizer.tell(Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents, candidate.trial_number),

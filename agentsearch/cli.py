@@ -19,8 +19,8 @@ from agentsearch.exceptions import AgentSearchError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Search agent programs for a task.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the experiment database.")
 app.add_typer(db_app, name="db")
-out = Console()
-err = Console(stderr=True)
+out = Console(log_path=False)
+err = Console(stderr=True, log_path=False)
 
 DEFAULT_STORAGE = "sqlite:///agentsearch.db"
 StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL [env AGENTSEARCH_STORAGE, else sqlite:///agentsearch.db]")
@@ -90,7 +90,7 @@ def optimize(
 
     task = load_task(task_file)
     logging.getLogger("dspy").setLevel(logging.ERROR)  # per-call truncation warnings would flood the display
-    display = Console(stderr=True) if as_json else out
+    display = err if as_json else out
     progress = RichProgress(display, max_candidates or task.search.max_candidates)
     try:
         with progress:
@@ -315,19 +315,9 @@ def db_upgrade(storage: Optional[str] = StorageOpt) -> None:
 
 
 def main() -> None:
+    """Entry point: click reports usage errors (exit 2) itself; our own errors get one line and exit 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except AgentSearchError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors arrive here with standalone_mode off
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise

@@ -47,10 +47,6 @@ def _read_rows(path: Path) -> list[dict]:
     raise ValueError("expected a .jsonl or .csv file")
 
 
-def check_split_file(path: Path, program: ProgramConfig, *, field: str, source: str) -> None:
-    read_split(path, program, field=field, source=source)
-
-
 def read_split(
     path: Path, program: ProgramConfig, *, field: str, source: str, split: str | None = None, limit: int | None = None
 ) -> list[LabelledExample]:

@@ -156,13 +156,13 @@ def validate_task(data: Any, *, source: str, base_dir: Path) -> Task:
 
 def _check_references(task: Task, source: str) -> None:
     """Errors pydantic cannot see: files that do not exist, empty splits, fields missing from the data."""
-    from agentsearch.data import check_split_file
+    from agentsearch.data import read_split
     from agentsearch.metrics import resolve_metric
 
     for split in SPLITS:
         path = task.data_path(split)
         if path is not None:
-            check_split_file(path, task.program, field=f"data.{split}", source=source)
+            read_split(path, task.program, field=f"data.{split}", source=source)
     try:
         resolve_metric(task.metric, base_dir=task.base_dir)
     except TaskSpecError as exc:

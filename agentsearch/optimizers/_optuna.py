@@ -28,8 +28,7 @@ def make_sampler(name: str, *, seed: int, max_candidates: int) -> optuna.sampler
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = min(10, max(3, max_candidates // 3))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
-                                      warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
 
 
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:

@@ -79,6 +79,14 @@ def save_program(program: SpecProgram, path: str | Path, *, lm: dict[str, Any] |
     return path
 
 
+def _validated(path: Path, key: str, model: Any, value: Any) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ProgramFileError(f"{path}: {'.'.join([key, *map(str, first['loc'])])}: {first['msg']}") from None
+
+
 def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None) -> SpecProgram:
     """Rebuild a saved program; its LM comes from the file unless ``lm`` is given."""
     from agentsearch.lm import build_lm
@@ -91,12 +99,8 @@ def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None) -> SpecProg
         raise ProgramFileError(f"{path}: cannot read program file ({exc})") from None
     if not isinstance(document, dict) or document.get("agentsearch_program") != PROGRAM_FILE_VERSION:
         raise ProgramFileError(f"{path}: agentsearch_program: not an agentsearch program file (version {PROGRAM_FILE_VERSION})")
-    try:
-        spec = CandidateSpec.model_validate(document.get("spec"))
-        lm_config = LMConfig.model_validate(document["lm"]) if document.get("lm") else None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ProgramFileError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    spec = _validated(path, "spec", CandidateSpec, document.get("spec"))
+    lm_config = _validated(path, "lm", LMConfig, document["lm"]) if document.get("lm") else None
     demos = document.get("demos") or {}
     missing = spec.demo_ids() - set(demos)
     if missing:

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from agentsearch.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["agentsearch", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exited.value.code or 0, captured.out, captured.err
+
+
+@pytest.fixture
+def finished_run(write_task, sqlite_url, fake_lm, monkeypatch, capsys):
+    task = write_task()
+    code, out, _ = run_cli(monkeypatch, capsys, "optimize", str(task), "--storage", sqlite_url, "--run", "cli-run",
+                           "--json")
+    assert code == 0
+    return task, json.loads(out)
+
+
+def test_optimize_json_summary(finished_run):
+    _, summary = finished_run
+    assert summary["run"] == "cli-run" and summary["status"] == "finished"
+    assert summary["best"]["dev"] > summary["seed"]["dev"]
+    assert summary["lm_calls"] > 0
+
+
+def test_listing_commands_with_json(finished_run, sqlite_url, monkeypatch, capsys):
+    _, summary = finished_run
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", "--storage", sqlite_url, "--json")
+    (run,) = json.loads(out)
+    assert code == 0 and run["name"] == "cli-run" and run["candidates"] == 6 and run["best_dev"] == summary["best"]["dev"]
+
+    code, out, _ = run_cli(monkeypatch, capsys, "candidates", "cli-run", "--top", "3", "--storage", sqlite_url, "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 3 and rows[0]["dev"] == summary["best"]["dev"]
+    assert [r["dev"] for r in rows] == sorted((r["dev"] for r in rows), reverse=True)
+
+    code, out, _ = run_cli(monkeypatch, capsys, "show", str(rows[0]["id"]), "--storage", sqlite_url, "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["candidate"]["id"] == rows[0]["id"]
+    assert {e["split"] for e in shown["evaluations"]} >= {"dev"}
+
+
+def test_export_then_evaluate_reproduces_the_test_score(finished_run, sqlite_url, tmp_path, monkeypatch, capsys):
+    task, summary = finished_run
+    best = tmp_path / "best.json"
+    code, _, _ = run_cli(monkeypatch, capsys, "export", "cli-run", "--out", str(best), "--storage", sqlite_url)
+    assert code == 0 and json.loads(best.read_text())["metadata"]["candidate_id"] == summary["best"]["candidate"]
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", str(best), str(task), "--split", "test", "--json")
+    assert code == 0 and json.loads(out)["score"] == pytest.approx(summary["best"]["test"])
+
+
+def test_validate_prints_the_plan(write_task, monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "validate", str(write_task()), "--json")
+    plan = json.loads(out)
+    assert code == 0 and plan["examples"] == {"train": 20, "dev": 12, "test": 10}
+    assert plan["max_dev_evaluations"] == 6 * 12
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("validate", "{task_bad}"),
+        ("optimize", "{task_bad}"),
+        ("runs", "--storage", "sqlite:///{tmp}/absent.db"),
+        ("evaluate", "{tmp}/absent.json", "{task_good}"),
+        ("candidates", "nope", "--storage", "{sqlite}"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, write_task, tmp_path, sqlite_url, monkeypatch, capsys):
+    from agentsearch.store import get_storage
+
+    get_storage(sqlite_url)
+    names = {"task_bad": write_task("bad.yaml", **{"search.max_candidates": 0}), "task_good": write_task(),
+             "tmp": tmp_path, "sqlite": sqlite_url}
+    code, out, err = run_cli(monkeypatch, capsys, *(a.format(**names) for a in args))
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_bad_task_error_names_file_and_field(write_task, monkeypatch, capsys):
+    bad = write_task("bad.yaml", **{"search.max_candidates": 0})
+    code, _, err = run_cli(monkeypatch, capsys, "validate", str(bad))
+    assert code == 2 and f"{bad}: search.max_candidates:" in err
+
+
+def test_usage_error_exits_2(monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "optimize")
+    assert code == 2 and "Missing argument" in err

@@ -1,0 +1,81 @@
+"""End-to-end runs on the embedded LM (SmolLM2-135M through llama-cpp-python), on the example's data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
+
+import agentsearch  # noqa: E402
+from agentsearch import load_program  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sentiment"
+
+
+def small_task(tmp_path: Path, **search) -> Path:
+    task = yaml.safe_load((EXAMPLE / "task.yaml").read_text())
+    task["data"] = {split: str(EXAMPLE / "data" / f"{split}.jsonl") for split in ("train", "dev", "test")}
+    task["data"]["limit"] = {"train": 24, "dev": 12, "test": 12}
+    task["search"].update({"max_candidates": 4, "num_instructions": 2, "bootstrap_examples": 6, **search})
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(task))
+    return path
+
+
+def test_search_on_the_embedded_lm_improves_on_the_seed_and_round_trips(tmp_path):
+    result = agentsearch.optimize(small_task(tmp_path), storage=f"sqlite:///{tmp_path / 'e2e.db'}")
+    assert result.run.status == "finished"
+    assert result.best.dev_score > result.seed.dev_score
+    assert result.best.test_score is not None
+    saved = result.save(tmp_path / "best.json")
+    loaded = load_program(saved)
+    sentences = ["the cast is wonderful.", "the story is a boring mess.", "the ending falls flat."]
+    assert [result.best_program(sentence=s).label for s in sentences] == [loaded(sentence=s).label for s in sentences]
+
+
+def _rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute(
+            "SELECT id, evaluation_id, example_id, score, lm_calls FROM example_results ORDER BY id").fetchall()
+
+
+def test_kill_9_mid_run_then_resume_repeats_no_finished_evaluation(tmp_path):
+    task = small_task(tmp_path, max_candidates=3)
+    db = tmp_path / "kill.db"
+    env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "cache-killed")}
+    command = [sys.executable, "-m", "agentsearch", "optimize", str(task), "--storage", f"sqlite:///{db}", "--run", "k"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if db.exists() and len(_rows(db)) >= 20:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = _rows(db)
+    assert len(before) >= 20
+
+    # A fresh cache: anything re-evaluated would have to call the LM again and show in lm_calls.
+    env["DSPY_CACHEDIR"] = str(tmp_path / "cache-resumed")
+    resumed = subprocess.run(command[:-2] + ["--resume", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = _rows(db)
+    assert after[: len(before)] == before  # finished results untouched
+    new = after[len(before):]
+    assert not {(r[1], r[2]) for r in new} & {(r[1], r[2]) for r in before}  # none evaluated twice
+    with sqlite3.connect(db) as connection:
+        status, = connection.execute("SELECT status FROM runs WHERE name = 'k'").fetchone()
+        sizes = connection.execute("SELECT split, n FROM evaluations WHERE status = 'complete'").fetchall()
+    assert status == "finished"
+    assert all(n == {"dev": 12, "test": 12, "train": 6}[split] for split, n in sizes)

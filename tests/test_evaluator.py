@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import dspy
+import pytest
+
+from agentsearch.data import LabelledExample
+from agentsearch.evaluators import Evaluator
+from agentsearch.lm import build_lm
+from agentsearch.metrics import BUILTIN_METRICS
+from agentsearch.search_space import CandidateSpec, PredictorSpec, SpecProgram
+from agentsearch.task import LMConfig
+
+DEMOS = {"d1": {"sentence": "a wonderful film", "label": "positive"},
+         "d2": {"sentence": "a dull film", "label": "negative"}}
+
+
+def _examples(*sentences_and_labels):
+    return [LabelledExample(f"dev:{i}", dspy.Example(sentence=s, label=l).with_inputs("sentence"))
+            for i, (s, l) in enumerate(sentences_and_labels)]
+
+
+def _program(fmt: str = "completion") -> SpecProgram:
+    spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", demo_ids=("d1", "d2")),), format=fmt)
+    return SpecProgram(spec, DEMOS, build_lm(LMConfig(model="fake/keyword", num_retries=0)))
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_failing_example_scores_zero_and_is_recorded_without_ending_the_run(fake_lm, concurrency):
+    examples = _examples(("pure joy", "positive"), ("EXPLODE now", "negative"), ("a mess", "negative"))
+    outcomes = {o.example_id: o for o in Evaluator(BUILTIN_METRICS["exact_match"], concurrency=concurrency)
+                .evaluate(_program(), examples)}
+    assert set(outcomes) == {"dev:0", "dev:1", "dev:2"}
+    assert outcomes["dev:1"].score == 0.0 and "fake LM was told to fail" in outcomes["dev:1"].error
+    assert outcomes["dev:0"].score == 1.0 and outcomes["dev:2"].score == 1.0
+    assert outcomes["dev:0"].prediction == {"label": "positive"}
+    assert outcomes["dev:0"].usage.lm_calls == 1 and outcomes["dev:0"].usage.tokens > 0
+
+
+def test_unparsable_output_is_an_error_not_a_crash(fake_lm):
+    # The fake answers chat prompts with chat markup only when asked through ChatAdapter; break the parse:
+    bad = dspy.Example(sentence="x", label="positive").with_inputs("sentence")
+    program = _program()
+    program.adapter = dspy.JSONAdapter()  # expects JSON, the fake answers plain text
+    (outcome,) = Evaluator(BUILTIN_METRICS["exact_match"]).evaluate(program, [LabelledExample("e", bad)])
+    assert outcome.score == 0.0 and outcome.error and outcome.prediction is None
+
+
+def test_cache_makes_a_repeat_evaluation_free(fake_lm):
+    examples = _examples(("pure joy", "positive"), ("a mess", "negative"))
+    evaluator = Evaluator(BUILTIN_METRICS["exact_match"])
+    first = evaluator.evaluate(_program(), examples)
+    calls = fake_lm.calls
+    second = evaluator.evaluate(_program(), examples)
+    assert fake_lm.calls == calls == 2
+    assert [o.prediction for o in first] == [o.prediction for o in second]
+    assert sum(o.usage.lm_calls for o in second) == 0 and sum(o.usage.lm_calls for o in first) == 2
+
+
+def test_metric_exception_is_recorded(fake_lm):
+    def broken(example, prediction):
+        raise ValueError("metric bug")
+
+    (outcome,) = Evaluator(broken).evaluate(_program(), _examples(("pure joy", "positive")))
+    assert outcome.score == 0.0 and "metric bug" in outcome.error and outcome.prediction == {"label": "positive"}
+
+
+def test_should_stop_ends_submission(fake_lm):
+    examples = _examples(*[(f"joy {i}", "positive") for i in range(10)])
+    seen = []
+    for outcome in Evaluator(BUILTIN_METRICS["exact_match"]).run(_program(), examples, should_stop=lambda: len(seen) >= 3):
+        seen.append(outcome)
+    assert len(seen) == 3

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import pytest
+
+import agentsearch
+from agentsearch import SearchCallback, load_task
+from agentsearch.exceptions import AgentSearchError
+from agentsearch.store import get_storage
+
+
+def test_search_beats_the_seed_and_reports_test_once(write_task, sqlite_url, fake_lm):
+    result = agentsearch.optimize(write_task(), storage=sqlite_url)
+    assert result.run.status == "finished"
+    assert result.seed.dev_score == pytest.approx(0.5)
+    assert result.best.dev_score > result.seed.dev_score
+    assert result.best.test_score is not None and result.best.test_score > 0.5
+    assert result.best.candidate.spec["format"] == "completion"
+    store = get_storage(sqlite_url)
+    candidates = store.list_candidates(result.run.id)
+    assert len(candidates) == 6 and len({c.spec_hash for c in candidates}) == 6
+    tested = [e for e in store.list_evaluations(run_id=result.run.id) if e.split == "test"]
+    assert {e.candidate_id for e in tested} == {result.best.candidate.id, result.seed.candidate.id}
+    # the returned program is runnable and agrees with the stored evaluation
+    prediction = result.best_program(sentence="a wonderful film 7")
+    assert prediction.label == "positive"
+    assert all(c.parents == (result.seed.candidate.id,) for c in candidates[1:])
+
+
+def test_optimize_accepts_a_task_object_and_random_optimizer(write_task, sqlite_url, fake_lm):
+    task = load_task(write_task(**{"search.optimizer": "random", "search.max_candidates": 3}))
+    result = agentsearch.optimize(task, storage=sqlite_url)
+    assert len(get_storage(sqlite_url).list_candidates(result.run.id)) == 3
+    assert result.best.candidate.optimizer in {"random", "seed"}
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfter(SearchCallback):
+    def __init__(self, examples: int) -> None:
+        self.left = examples
+
+    def on_example(self, outcome, usage) -> None:
+        self.left -= 1
+        if self.left == 0:
+            raise _Crash()
+
+
+@pytest.mark.parametrize("crash_after", [5, 30, 61])
+def test_resume_after_a_crash_repeats_no_finished_evaluation(write_task, tmp_path, fake_lm, crash_after):
+    path = write_task()
+    uninterrupted = agentsearch.optimize(path, storage=f"sqlite:///{tmp_path / 'a.db'}", run_name="a")
+    calls_uninterrupted = fake_lm.calls
+
+    import dspy
+
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)  # only the store may save calls now
+    fake_lm.calls = 0
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with pytest.raises(_Crash):
+        agentsearch.optimize(path, storage=url, run_name="b", callback=_CrashAfter(crash_after))
+    assert get_storage(url).get_run("b").status == "failed"
+    resumed = agentsearch.optimize(path, storage=url, resume=True)
+    assert resumed.run.name == "b" and resumed.run.status == "finished"
+    assert fake_lm.calls == calls_uninterrupted  # with the LM cache off, every repeated evaluation would show here
+    assert resumed.usage.lm_calls == uninterrupted.usage.lm_calls
+    assert len(get_storage(url).list_candidates(resumed.run.id)) == 6
+
+
+def test_budget_stops_cleanly_and_resume_with_more_budget_finishes(write_task, sqlite_url, fake_lm):
+    path = write_task(**{"budget.max_lm_calls": 40})
+    stopped = agentsearch.optimize(path, storage=sqlite_url, run_name="r")
+    assert stopped.run.status == "stopped" and "max_lm_calls=40" in stopped.stop_reason
+    assert 40 <= stopped.usage.lm_calls <= 41
+    assert stopped.best.test_score is None  # no test evaluation past the budget
+    store = get_storage(sqlite_url)
+    assert len(store.list_candidates(stopped.run.id)) < 6
+    finished = agentsearch.optimize(path, storage=sqlite_url, run_name="r", max_lm_calls=10_000)
+    assert finished.run.status == "finished" and len(store.list_candidates(finished.run.id)) == 6
+
+
+def test_wall_time_budget_before_the_seed_is_scored(write_task, sqlite_url, fake_lm):
+    with pytest.raises(AgentSearchError, match="max_wall_s=0.001"):
+        agentsearch.optimize(write_task(**{"budget.max_wall_s": 0.001}), storage=sqlite_url, run_name="w")
+    run = get_storage(sqlite_url).get_run("w")
+    assert run.status == "stopped" and "max_wall_s" in run.stop_reason
+
+
+def test_resume_without_unfinished_run_is_an_error(write_task, sqlite_url, fake_lm):
+    with pytest.raises(AgentSearchError, match="no unfinished run"):
+        agentsearch.optimize(write_task(), storage=sqlite_url, resume=True)
+
+
+def test_finished_run_rerun_by_name_spends_nothing(write_task, sqlite_url, fake_lm):
+    path = write_task(**{"search.max_candidates": 3})
+    first = agentsearch.optimize(path, storage=sqlite_url, run_name="same")
+    calls = fake_lm.calls
+    again = agentsearch.optimize(path, storage=sqlite_url, run_name="same")
+    assert fake_lm.calls == calls
+    assert again.best.candidate.id == first.best.candidate.id and again.usage == first.usage
+
+
+def test_optuna_study_lives_in_the_same_database(write_task, sqlite_url, fake_lm):
+    import optuna
+
+    result = agentsearch.optimize(write_task(), storage=sqlite_url, run_name="study")
+    study = optuna.load_study(study_name="agentsearch:study", storage=sqlite_url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) >= 6  # the seed, five candidates, and any duplicates told their known score
+    assert max(t.value for t in complete) == result.best.dev_score
+
+
+def test_search_and_resume_on_postgresql(write_task, postgres_url, fake_lm):
+    import optuna
+
+    path = write_task(**{"budget.max_lm_calls": 50})
+    stopped = agentsearch.optimize(path, storage=postgres_url, run_name="pg")
+    assert stopped.run.status == "stopped"
+    finished = agentsearch.optimize(path, storage=postgres_url, resume=True, max_lm_calls=10_000)
+    assert finished.run.name == "pg" and finished.run.status == "finished"
+    assert finished.best.dev_score > finished.seed.dev_score
+    study = optuna.load_study(study_name="agentsearch:pg", storage=postgres_url)
+    assert max(t.value for t in study.trials if t.value is not None) == finished.best.dev_score

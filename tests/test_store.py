@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import sqlalchemy
+import pytest
+
+from agentsearch.evaluators import ExampleOutcome
+from agentsearch.exceptions import StorageError
+from agentsearch.lm import Usage
+from agentsearch.store import RDBStorage, get_storage
+
+
+def _outcome(example_id: str, score: float, error: str | None = None) -> ExampleOutcome:
+    return ExampleOutcome(example_id, {"label": "x"}, score, error, Usage(1, 10, 2, 0.001), 0.05)
+
+
+def test_runs_candidates_evaluations_round_trip(storage_url):
+    store = get_storage(storage_url)
+    run = store.create_run("r1", "toy", {"name": "toy"})
+    assert store.get_run("r1") == run and store.get_run(run.id) == run
+    seed = store.create_candidate(run.id, {"a": 1}, "h0", level="prompt", optimizer="seed")
+    child = store.create_candidate(run.id, {"a": 2}, "h1", level="prompt", optimizer="tpe", parents=(seed.id,),
+                                   trial_number=1)
+    assert (seed.number, child.number, child.parents) == (0, 1, (seed.id,))
+    evaluation = store.get_or_create_evaluation(child.id, "dev")
+    assert store.get_or_create_evaluation(child.id, "dev").id == evaluation.id
+    store.add_example_result(evaluation.id, _outcome("a", 1.0))
+    store.add_example_result(evaluation.id, _outcome("b", 0.0, "boom"))
+    done = store.complete_evaluation(evaluation.id, 2.5)
+    assert (done.status, done.score, done.n, done.n_errors, done.lm_calls, done.tokens) == ("complete", 0.5, 2, 1, 2, 24)
+    assert [r.example_id for r in store.list_example_results(evaluation.id)] == ["a", "b"]
+    store.add_proposer_usage(run.id, 3, 30, 0.01)
+    usage = store.run_usage(run.id)
+    assert (usage.lm_calls, usage.tokens) == (5, 54) and usage.cost_usd == pytest.approx(0.012)
+    store.set_run_status(run.id, "stopped", "budget")
+    assert store.get_run("r1").status == "stopped" and store.get_run("r1").finished_at is not None
+
+
+def _fresh_evaluation(storage_url: str):
+    store = get_storage(storage_url)
+    run = store.create_run("r", "t", {})
+    candidate = store.create_candidate(run.id, {}, "h", level="prompt", optimizer="seed")
+    return store, store.get_or_create_evaluation(candidate.id, "dev")
+
+
+def test_finished_evaluations_are_immutable(storage_url):
+    store, evaluation = _fresh_evaluation(storage_url)
+    store.add_example_result(evaluation.id, _outcome("a", 1.0))
+    store.complete_evaluation(evaluation.id, 1.0)
+    with pytest.raises(StorageError, match="immutable"):
+        store.add_example_result(evaluation.id, _outcome("b", 1.0))
+
+
+def test_duplicate_example_result_maps_to_storage_error(storage_url):
+    store, evaluation = _fresh_evaluation(storage_url)
+    store.add_example_result(evaluation.id, _outcome("a", 1.0))
+    with pytest.raises(StorageError):
+        store.add_example_result(evaluation.id, _outcome("a", 1.0))
+    assert len(store.list_example_results(evaluation.id)) == 1
+
+
+def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_url):
+    store = RDBStorage(sqlite_url)
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_old_schema_asks_for_upgrade_command(sqlite_url):
+    store = RDBStorage(sqlite_url)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE agentsearch_alembic_version SET version_num = '0000'")
+    store.engine.dispose()
+    with pytest.raises(StorageError, match="agentsearch db upgrade --storage"):
+        RDBStorage(sqlite_url)
+
+
+def test_schema_is_documented_tables(storage_url):
+    store = get_storage(storage_url)
+    names = set(sqlalchemy.inspect(store.engine).get_table_names())
+    assert {"runs", "candidates", "evaluations", "example_results", "agentsearch_alembic_version"} <= names
+
+
+def test_unreachable_database_is_a_storage_error():
+    with pytest.raises(StorageError, match="cannot open storage"):
+        get_storage("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
