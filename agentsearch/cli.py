@@ -226,7 +226,7 @@ def export(run: str = typer.Argument(..., help="run name or id"),
            out_file: Path = typer.Option(..., "--out", help="where to write the program JSON"),
            storage: Optional[str] = StorageOpt) -> None:
     """Save the run's best program (by dev score) as a self-contained JSON file."""
-    from agentsearch._optimize import best_candidate, program_metadata
+    from agentsearch._optimize import CandidateResult, best_candidate, program_metadata
     from agentsearch.search_space import CandidateSpec, SpecProgram, save_program
 
     store = _open_existing(storage)
@@ -236,8 +236,6 @@ def export(run: str = typer.Argument(..., help="run name or id"),
         raise AgentSearchError(f"run {record.name} has no candidate with a dev score yet")
     candidate, dev = found
     test = _scores_by_candidate(store, record.id).get(candidate.id, {}).get("test")
-    from agentsearch._optimize import CandidateResult
-
     program = SpecProgram(CandidateSpec.model_validate(candidate.spec), (record.space or {}).get("demos", {}))
     save_program(program, out_file, lm=record.task["lm"],
                  metadata=program_metadata(record, CandidateResult(candidate, dev, test)))

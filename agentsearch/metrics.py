@@ -55,7 +55,7 @@ def _numeric(gold: Any, pred: Any) -> float:
 
 def _fieldwise(compare: Callable[[Any, Any], float]) -> Metric:
     def metric(example: Any, prediction: Any) -> float:
-        fields = [name for name in example.labels().keys()]
+        fields = list(example.labels().keys())
         return sum(compare(example[name], prediction.get(name, "")) for name in fields) / len(fields)
 
     metric.__name__ = compare.__name__.lstrip("_")

@@ -79,3 +79,24 @@ def test_kill_9_mid_run_then_resume_repeats_no_finished_evaluation(tmp_path):
         sizes = connection.execute("SELECT split, n FROM evaluations WHERE status = 'complete'").fetchall()
     assert status == "finished"
     assert all(n == {"dev": 12, "test": 12, "train": 6}[split] for split, n in sizes)
+
+
+def test_ctrl_c_stops_after_saving_and_says_how_to_resume(tmp_path):
+    task = small_task(tmp_path, max_candidates=3)
+    db = tmp_path / "int.db"
+    env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "cache")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentsearch", "optimize", str(task), "--storage", f"sqlite:///{db}", "--run", "i"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not (db.exists() and len(_rows(db)) >= 5):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    with sqlite3.connect(db) as connection:
+        status, = connection.execute("SELECT status FROM runs WHERE name = 'i'").fetchone()
+    assert status == "interrupted"
+    assert len(_rows(db)) >= 5

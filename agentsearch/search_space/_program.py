@@ -46,6 +46,7 @@ class SpecProgram(dspy.Module):
         self.lm = lm
         self.adapter = make_adapter(spec.format)
         self.steps = [_build_predictor(predictor, demos) for predictor in spec.predictors]
+        self._step_inputs = [list(dspy.Signature(predictor.signature).input_fields) for predictor in spec.predictors]
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         overrides: dict[str, Any] = {"adapter": self.adapter}
@@ -54,8 +55,7 @@ class SpecProgram(dspy.Module):
         values = dict(inputs)
         prediction = None
         with dspy.context(**overrides):
-            for step, predictor in zip(self.steps, self.spec.predictors):
-                wanted = dspy.Signature(predictor.signature).input_fields
+            for step, wanted in zip(self.steps, self._step_inputs):
                 prediction = step(**{name: values[name] for name in wanted})
                 values.update(prediction.items())
         return prediction
