@@ -22,7 +22,7 @@ from agentsearch._callbacks import SearchCallback
 from agentsearch.data import LabelledExample, load_split
 from agentsearch.evaluators import Evaluator
 from agentsearch.exceptions import AgentSearchError
-from agentsearch.lm import build_lm
+from agentsearch.lm import build_lm, redact_secrets
 from agentsearch.metrics import resolve_metric
 from agentsearch.optimizers import (
     OptunaPromptOptimizer,
@@ -108,8 +108,12 @@ def _open_run(storage: BaseStorage, task: Task, run_name: str | None, resume: bo
         if not unfinished:
             raise AgentSearchError(f"no unfinished run of task {task.name!r} in {storage.url} to resume")
         return unfinished[-1]
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return storage.create_run(f"{task.name}-{stamp}", task.name, task.model_dump(mode="json"))
+    name = f"{task.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    taken = {run.name for run in storage.list_runs()}
+    suffix = 2
+    while name in taken:
+        name, suffix = f"{name.rsplit('~', 1)[0]}~{suffix}", suffix + 1
+    return storage.create_run(name, task.name, task.model_dump(mode="json"))
 
 
 class _Search:
@@ -321,7 +325,7 @@ def optimize(
         raise
     except BaseException as exc:
         if not isinstance(exc, AgentSearchError):
-            store.set_run_status(run.id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+            store.set_run_status(run.id, "failed", redact_secrets(f"{type(exc).__name__}: {exc}")[:2000])
         raise
     status = "stopped" if search.stop_reason else "finished"
     reason = search.stop_reason or search.end_note or f"max_candidates={task.search.max_candidates} reached"

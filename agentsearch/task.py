@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agentsearch.exceptions import TaskSpecError
+from agentsearch.exceptions import LMError, TaskSpecError
 
 SPLITS = ("train", "dev", "test")
 
@@ -167,6 +167,14 @@ def _check_references(task: Task, source: str) -> None:
         resolve_metric(task.metric, base_dir=task.base_dir)
     except TaskSpecError as exc:
         raise TaskSpecError(f"{source}: metric: {exc}") from None
+    for field, lm in (("lm", task.lm), ("proposer_lm", task.proposer_lm)):
+        if lm is not None and lm.model.startswith("local/"):
+            from agentsearch.lm._local import local_model_path
+
+            try:
+                local_model_path(lm.model.removeprefix("local/"))
+            except LMError as exc:
+                raise TaskSpecError(f"{source}: {field}.model: {exc}") from None
 
 
 def load_task(path: str | Path) -> Task:

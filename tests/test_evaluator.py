@@ -70,3 +70,13 @@ def test_should_stop_ends_submission(fake_lm):
     for outcome in Evaluator(BUILTIN_METRICS["exact_match"]).run(_program(), examples, should_stop=lambda: len(seen) >= 3):
         seen.append(outcome)
     assert len(seen) == 3
+
+
+def test_error_texts_never_store_a_key(fake_lm, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-1234567890abcdef")
+
+    def leaky(example, prediction):
+        raise ValueError("auth failed for sk-test-1234567890abcdef and sk-otherkey0987654321")
+
+    (outcome,) = Evaluator(leaky).evaluate(_program(), _examples(("pure joy", "positive")))
+    assert "sk-" not in outcome.error and "***" in outcome.error

@@ -122,3 +122,9 @@ def test_search_and_resume_on_postgresql(write_task, postgres_url, fake_lm):
     assert finished.best.dev_score > finished.seed.dev_score
     study = optuna.load_study(study_name="agentsearch:pg", storage=postgres_url)
     assert max(t.value for t in study.trials if t.value is not None) == finished.best.dev_score
+
+
+def test_runs_started_in_the_same_second_get_distinct_names(write_task, sqlite_url, fake_lm):
+    path = write_task(**{"search.max_candidates": 1})
+    names = {agentsearch.optimize(path, storage=sqlite_url).run.name for _ in range(3)}
+    assert len(names) == 3

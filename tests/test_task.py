@@ -89,3 +89,8 @@ def test_csv_data_and_limits(write_task, task_dir: Path):
     dev = load_split(task, "dev")
     assert [item.id for item in dev] == ["r1", "r2"]
     assert dev[0].example.inputs().toDict() == {"sentence": "good"}
+
+
+def test_unknown_local_model_is_named(write_task):
+    with pytest.raises(TaskSpecError, match=r"lm\.model: unknown local model 'local/gpt-9'"):
+        load_task(write_task(lm="local/gpt-9"))

@@ -16,7 +16,7 @@ from typing import Any
 import dspy
 
 from agentsearch.data import LabelledExample
-from agentsearch.lm import Usage, UsageMeter
+from agentsearch.lm import Usage, UsageMeter, redact_secrets
 from agentsearch.metrics import Metric
 
 
@@ -51,7 +51,7 @@ class Evaluator:
                 prediction = {key: _jsonable(value) for key, value in result.items()}
                 score = float(self.metric(item.example, result))
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"[:2000]
+                error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
         return ExampleOutcome(item.id, prediction, score, error, meter.usage, time.perf_counter() - started)
 
     def run(

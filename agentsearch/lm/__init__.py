@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from agentsearch.lm._factory import Usage, UsageMeter, build_lm, is_local
+from agentsearch.lm._secrets import redact_secrets
 
-__all__ = ["Usage", "UsageMeter", "build_lm", "is_local"]
+__all__ = ["Usage", "UsageMeter", "build_lm", "is_local", "redact_secrets"]
