@@ -97,17 +97,43 @@ def seed_spec(task: Task) -> CandidateSpec:
                                                    instructions=task.program.instructions),), format="chat")
 
 
+RESUMABLE_CHANGES = {"budget", "concurrency", "storage", "search.max_candidates"}
+"""Task fields a continued run may change; any other change would compare candidates on different terms."""
+
+
+def _changed_field(stored: Any, current: Any, prefix: str = "") -> str | None:
+    if prefix in RESUMABLE_CHANGES:
+        return None
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in sorted(set(stored) | set(current)):
+            changed = _changed_field(stored.get(key), current.get(key), f"{prefix}.{key}" if prefix else key)
+            if changed:
+                return changed
+        return None
+    return None if stored == current else prefix
+
+
+def _continue_run(run: RunRecord, task: Task) -> RunRecord:
+    if run.task_name != task.name:
+        raise AgentSearchError(f"run {run.name!r} belongs to task {run.task_name!r}, not {task.name!r}")
+    changed = _changed_field(run.task, task.model_dump(mode="json"))
+    if changed:
+        raise AgentSearchError(f"task field {changed} differs from the one run {run.name!r} started with; "
+                               f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change when a run is continued")
+    return run
+
+
 def _open_run(storage: BaseStorage, task: Task, run_name: str | None, resume: bool) -> RunRecord:
     if run_name:
         run = storage.get_run(run_name)
-        if run is not None and run.task_name != task.name:
-            raise AgentSearchError(f"run {run_name!r} belongs to task {run.task_name!r}, not {task.name!r}")
-        return run or storage.create_run(run_name, task.name, task.model_dump(mode="json"))
+        if run is not None:
+            return _continue_run(run, task)
+        return storage.create_run(run_name, task.name, task.model_dump(mode="json"))
     if resume:
         unfinished = [run for run in storage.list_runs() if run.task_name == task.name and run.status != "finished"]
         if not unfinished:
             raise AgentSearchError(f"no unfinished run of task {task.name!r} in {storage.url} to resume")
-        return unfinished[-1]
+        return _continue_run(unfinished[-1], task)
     name = f"{task.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     taken = {run.name for run in storage.list_runs()}
     suffix = 2

@@ -128,3 +128,13 @@ def test_runs_started_in_the_same_second_get_distinct_names(write_task, sqlite_u
     path = write_task(**{"search.max_candidates": 1})
     names = {agentsearch.optimize(path, storage=sqlite_url).run.name for _ in range(3)}
     assert len(names) == 3
+
+
+def test_continuing_a_run_with_a_changed_task_is_refused(write_task, sqlite_url, fake_lm):
+    agentsearch.optimize(write_task(**{"search.max_candidates": 2}), storage=sqlite_url, run_name="fixed")
+    changed = write_task("changed.yaml", **{"search.max_candidates": 2, "search.max_demos": 2})
+    with pytest.raises(AgentSearchError, match="task field search.max_demos differs"):
+        agentsearch.optimize(changed, storage=sqlite_url, run_name="fixed")
+    more = write_task("more.yaml", **{"search.max_candidates": 3, "budget.max_lm_calls": 999})
+    assert len(get_storage(sqlite_url).list_candidates(
+        agentsearch.optimize(more, storage=sqlite_url, run_name="fixed").run.id)) == 3
