@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 
 from agentsearch._budget import Budget
+from agentsearch._stats import Estimate, bootstrap, paired_difference
 from agentsearch._callbacks import SearchCallback
 from agentsearch.data import LabelledExample, load_split
 from agentsearch.evaluators import Evaluator
@@ -64,6 +65,8 @@ class OptimizeResult:
     usage: RunUsage
     wall_s: float
     task: Task
+    intervals: dict[str, Estimate]
+    """Bootstrap 95% intervals: ``best_dev``, ``best_test``, and ``best_minus_seed_dev``/``_test`` (paired)."""
 
     @property
     def stop_reason(self) -> str | None:
@@ -89,6 +92,24 @@ def best_candidate(storage: BaseStorage, run_id: int) -> tuple[CandidateRecord, 
         return None
     evaluation = max(scored, key=lambda e: (e.score, -candidates[e.candidate_id].number))
     return candidates[evaluation.candidate_id], evaluation
+
+
+def score_intervals(storage: BaseStorage, best: CandidateResult, seed: CandidateResult) -> dict[str, Estimate]:
+    def per_example(evaluation: EvaluationRecord | None) -> dict[str, float] | None:
+        if evaluation is None or evaluation.status != "complete":
+            return None
+        return {result.example_id: result.score for result in storage.list_example_results(evaluation.id)}
+
+    intervals: dict[str, Estimate] = {}
+    for split in ("dev", "test"):
+        best_scores = per_example(getattr(best, split))
+        if not best_scores:
+            continue
+        intervals[f"best_{split}"] = bootstrap(list(best_scores.values()))
+        seed_scores = per_example(getattr(seed, split))
+        if seed_scores and best.candidate.id != seed.candidate.id:
+            intervals[f"best_minus_seed_{split}"] = paired_difference(best_scores, seed_scores)
+    return intervals
 
 
 def seed_spec(task: Task) -> CandidateSpec:
@@ -356,14 +377,15 @@ def optimize(
     status = "stopped" if search.stop_reason else "finished"
     reason = search.stop_reason or search.end_note or f"max_candidates={task.search.max_candidates} reached"
     store.set_run_status(run.id, status, reason)
-    seed_record = store.get_candidate(seed.id)
     best_result = CandidateResult(best, best_dev, best_test)
+    seed_result = CandidateResult(store.get_candidate(seed.id), seed_dev, seed_test)
     return OptimizeResult(
         run=store.get_run(run.id),
-        seed=CandidateResult(seed_record, seed_dev, seed_test),
+        seed=seed_result,
         best=best_result,
         best_program=SpecProgram(CandidateSpec.model_validate(best.spec), search.demos, search.lm),
         usage=store.run_usage(run.id),
         wall_s=time.perf_counter() - started,
         task=task,
+        intervals=score_intervals(store, best_result, seed_result),
     )

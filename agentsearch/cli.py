@@ -107,6 +107,7 @@ def optimize(
         "seed": {"candidate": result.seed.candidate.id, "dev": result.seed.dev_score, "test": result.seed.test_score},
         "best": {"candidate": result.best.candidate.id, "dev": result.best.dev_score, "test": result.best.test_score,
                  "spec": result.best.candidate.spec},
+        "intervals_95": result.intervals,
         "lm_calls": result.usage.lm_calls, "tokens": result.usage.tokens, "cost_usd": result.usage.cost_usd,
         "wall_s": round(result.wall_s, 1),
     }
@@ -121,6 +122,12 @@ def optimize(
     table.add_row("best", f"#{result.best.candidate.number} (id {result.best.candidate.id})",
                   _score(result.best.dev_score), _score(result.best.test_score))
     out.print(table)
+    for key, label in (("best_dev", "best dev"), ("best_test", "best test"),
+                       ("best_minus_seed_dev", "best - seed, dev"), ("best_minus_seed_test", "best - seed, test")):
+        if key in result.intervals:
+            estimate, sign = result.intervals[key], "+" if "minus" in key else ""
+            out.print(f"{label}: {estimate.mean:{sign}.3f} (95% CI {estimate.low:{sign}.3f} to {estimate.high:{sign}.3f},"
+                      f" {estimate.n} examples)")
     out.print(f"LM calls {result.usage.lm_calls}, tokens {result.usage.tokens}, cost ${result.usage.cost_usd:.4f}, "
               f"wall {result.wall_s:.1f} s")
     out.print(f"export the best program: agentsearch export {result.run.name} --out best.json"

@@ -138,3 +138,12 @@ def test_continuing_a_run_with_a_changed_task_is_refused(write_task, sqlite_url,
     more = write_task("more.yaml", **{"search.max_candidates": 3, "budget.max_lm_calls": 999})
     assert len(get_storage(sqlite_url).list_candidates(
         agentsearch.optimize(more, storage=sqlite_url, run_name="fixed").run.id)) == 3
+
+
+def test_result_reports_bootstrap_intervals_and_paired_gain_over_seed(write_task, sqlite_url, fake_lm):
+    result = agentsearch.optimize(write_task(), storage=sqlite_url)
+    dev = result.intervals["best_dev"]
+    assert dev.mean == pytest.approx(result.best.dev_score) and dev.low <= dev.mean <= dev.high and dev.n == 12
+    gain = result.intervals["best_minus_seed_dev"]
+    assert gain.mean == pytest.approx(result.best.dev_score - result.seed.dev_score)
+    assert "best_test" in result.intervals and "best_minus_seed_test" in result.intervals
