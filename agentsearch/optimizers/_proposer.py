@@ -28,6 +28,8 @@ TIPS = (
 )
 
 
+MAX_CLASSES = 10
+"""Outputs with at most this many distinct values in train are treated as class labels."""
 MIN_PROPOSAL_TOKENS = 200
 """A task LM may be capped at a few tokens (a label); an instruction needs room."""
 
@@ -43,7 +45,7 @@ def summarize_data(examples: Sequence[LabelledExample], outputs: Sequence[str]) 
     parts = [f"{len(examples)} training examples."]
     for name in outputs:
         values = Counter(str(item.example[name]) for item in examples)
-        if len(values) <= 10:
+        if len(values) <= MAX_CLASSES:
             share = ", ".join(f"{value!r} {count / len(examples):.0%}" for value, count in values.most_common())
             parts.append(f"{name} takes the values {share}.")
         else:
@@ -110,10 +112,15 @@ def build_prompt_space(
         demos[item.id] = bootstrapped.get(item.id) or dict(item.example.items())
     preferred = [item.id for item in train if item.id in bootstrapped]
     others = [item.id for item in train if item.id not in bootstrapped]
+    outputs = list(dspy.Signature(seed.predictors[0].signature).output_fields)
+    label_of = {item.id: "\x1f".join(str(item.example[name]) for name in outputs) for item in train}
+    if len(set(label_of.values())) > MAX_CLASSES:
+        label_of = None  # free-form answers: nothing to balance
     predictors = tuple(
         PredictorChoices(
             instructions=(predictor.instructions, *instructions),
-            demo_sets=make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng),
+            demo_sets=make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng,
+                                     label_of=label_of),
         )
         for predictor in seed.predictors
     )
