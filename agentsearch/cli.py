@@ -114,7 +114,8 @@ def optimize(
     if as_json:
         _emit_json(summary)
         return
-    table = Table(title=f"run {result.run.name}: {result.run.status} ({result.stop_reason})")
+    out.print(f"run {result.run.name}: {result.run.status} ({result.stop_reason})")
+    table = Table()
     for column in ("", "candidate", "dev", "test"):
         table.add_column(column)
     table.add_row("seed", f"#{result.seed.candidate.number} (id {result.seed.candidate.id})",
