@@ -305,7 +305,7 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
         _emit_json(plan)
         return
     out.print(f"[green]ok[/] {task_file}: task {task.name!r}, signature {task.program.signature!r}, metric {task.metric}")
-    out.print(f"examples: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
+    out.print("examples: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
     out.print(f"search: {task.search.optimizer} over {task.search.levels}, up to {task.search.max_candidates} candidates"
               f" (at most {plan['max_dev_evaluations']} dev example evaluations) on {task.lm.model}")
     out.print(f"budget: {task.budget.model_dump()}; storage: {task.storage}")

@@ -30,7 +30,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def sentiment_rows(offset: int = 0) -> list[dict]:
     rows = []
-    for i, (pos, neg) in enumerate(zip(POSITIVE, NEGATIVE)):
+    for i, (pos, neg) in enumerate(zip(POSITIVE, NEGATIVE, strict=True)):
         rows.append({"sentence": f"{pos} {offset + i}", "label": "positive"})
         rows.append({"sentence": f"{neg} {offset + i}", "label": "negative"})
     return rows

@@ -5,6 +5,7 @@ import json
 import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
+from pydantic import ValidationError
 
 from agentsearch import load_program, save_program
 from agentsearch.exceptions import ProgramFileError
@@ -25,7 +26,7 @@ def test_hash_depends_on_content_only():
 
 
 def test_spec_rejects_unknown_fields():
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="temperature"):
         CandidateSpec.model_validate({"predictors": [{"signature": "a -> b", "temperature": 3}]})
 
 

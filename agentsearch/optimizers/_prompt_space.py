@@ -56,7 +56,7 @@ class PromptSpace:
     def spec(self, params: dict[str, Any]) -> CandidateSpec:
         """The spec for one assignment of the parameters ``optuna_params`` describes."""
         predictors = []
-        for base, choices in zip(self.seed.predictors, self.predictors):
+        for base, choices in zip(self.seed.predictors, self.predictors, strict=True):
             demo_set = choices.demo_sets[params[f"{base.name}.demo_set"]] if choices.demo_sets else ()
             predictors.append(
                 PredictorSpec(

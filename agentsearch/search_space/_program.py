@@ -55,7 +55,7 @@ class SpecProgram(dspy.Module):
         values = dict(inputs)
         prediction = None
         with dspy.context(**overrides):
-            for step, wanted in zip(self.steps, self._step_inputs):
+            for step, wanted in zip(self.steps, self._step_inputs, strict=True):
                 prediction = step(**{name: values[name] for name in wanted})
                 values.update(prediction.items())
         return prediction
