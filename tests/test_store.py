@@ -83,3 +83,14 @@ def test_schema_is_documented_tables(storage_url):
 def test_unreachable_database_is_a_storage_error():
     with pytest.raises(StorageError, match="cannot open storage"):
         get_storage("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    code = f"from agentsearch.store import get_storage; get_storage({url!r}).list_runs()"
+    processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, errors

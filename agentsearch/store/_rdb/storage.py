@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -101,14 +102,29 @@ class RDBStorage(BaseStorage):
         head = _head_revision()
         if current == head:
             return
-        fresh = current is None and not inspect(self.engine).has_table("runs")
-        if fresh or upgrade:
-            upgrade_schema(self.engine)
+        if current is None or upgrade:  # a new database (or one another process is creating right now)
+            try:
+                upgrade_schema(self.engine)
+            except SQLAlchemyError:
+                # Another process opening the same new database got there first; wait for it to finish.
+                if not self._wait_for_revision(head):
+                    raise
             return
         raise StorageError(
             f"storage {self.url!r} has schema revision {current}, this agentsearch needs {head}: "
             f"run `agentsearch db upgrade --storage {self.url}`"
         )
+
+    def _wait_for_revision(self, revision: str, timeout_s: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if _current_revision(self.engine) == revision:
+                    return True
+            except SQLAlchemyError:
+                pass
+            time.sleep(0.1)
+        return False
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[Session]:
