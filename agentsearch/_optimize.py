@@ -115,7 +115,7 @@ def score_intervals(storage: BaseStorage, best: CandidateResult, seed: Candidate
 def seed_spec(task: Task) -> CandidateSpec:
     """The program as the user wrote it: one Predict with the task's instructions, DSPy's chat format."""
     return CandidateSpec(predictors=(PredictorSpec(signature=task.program.signature,
-                                                   instructions=task.program.instructions),), format="chat")
+                                                   instructions=task.program.instructions, format="chat"),))
 
 
 RESUMABLE_CHANGES = {"budget", "concurrency", "storage", "search.max_candidates"}

@@ -179,7 +179,7 @@ def candidates(
         predictors = candidate.spec["predictors"]
         rows.append({
             "id": candidate.id, "number": candidate.number, "status": candidate.status,
-            "optimizer": candidate.optimizer, "format": candidate.spec.get("format"),
+            "optimizer": candidate.optimizer, "format": ",".join(p["format"] for p in predictors),
             "demos": sum(len(p["demo_ids"]) for p in predictors), "instructions": predictors[0]["instructions"],
             "dev": dev.score if dev and dev.status == "complete" else None,
             "test": test.score if test and test.status == "complete" else None,

@@ -90,7 +90,7 @@ class SearchConfig(_Strict):
     max_demos: int = Field(default=8, ge=0)
     num_demo_sets: int = Field(default=6, gt=0)
     bootstrap_examples: int = Field(default=32, ge=0, description="train examples the seed runs on to bootstrap demos")
-    formats: list[Literal["chat", "completion"]] = Field(default=["chat", "completion"], min_length=1)
+    formats: list[Literal["chat", "json", "xml", "completion"]] = Field(default=["chat", "completion"], min_length=1)
 
 
 class BudgetConfig(_Strict):

@@ -104,3 +104,23 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(tmp_path):
         status, = connection.execute("SELECT status FROM runs WHERE name = 'i'").fetchone()
     assert status == "interrupted"
     assert len(_rows(db)) >= 5
+
+
+def test_json_format_on_the_embedded_lm_is_constrained_to_parseable_json():
+    from agentsearch.data import LabelledExample
+    from agentsearch.evaluators import Evaluator
+    from agentsearch.lm import build_lm
+    from agentsearch.metrics import BUILTIN_METRICS
+    from agentsearch.search_space import CandidateSpec, PredictorSpec, SpecProgram
+    from agentsearch.task import LMConfig
+
+    import dspy
+
+    spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", format="json",
+                                                   instructions="Answer positive or negative."),))
+    program = SpecProgram(spec, {}, build_lm(LMConfig(model="local/smollm2-135m", max_tokens=40)))
+    examples = [LabelledExample(str(i), dspy.Example(sentence=s, label="positive").with_inputs("sentence"))
+                for i, s in enumerate(["the cast is wonderful.", "the ending falls flat.", "a joy to watch."])]
+    outcomes = Evaluator(BUILTIN_METRICS["exact_match"]).evaluate(program, examples)
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert all(isinstance(o.prediction["label"], str) for o in outcomes)

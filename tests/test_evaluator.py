@@ -20,7 +20,7 @@ def _examples(*sentences_and_labels):
 
 
 def _program(fmt: str = "completion") -> SpecProgram:
-    spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", demo_ids=("d1", "d2")),), format=fmt)
+    spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", demo_ids=("d1", "d2"), format=fmt),))
     return SpecProgram(spec, DEMOS, build_lm(LMConfig(model="fake/keyword", num_retries=0)))
 
 
@@ -37,10 +37,8 @@ def test_failing_example_scores_zero_and_is_recorded_without_ending_the_run(fake
 
 
 def test_unparsable_output_is_an_error_not_a_crash(fake_lm):
-    # The fake answers chat prompts with chat markup only when asked through ChatAdapter; break the parse:
     bad = dspy.Example(sentence="x", label="positive").with_inputs("sentence")
-    program = _program()
-    program.adapter = dspy.JSONAdapter()  # expects JSON, the fake answers plain text
+    program = _program("json")  # the JSON adapter expects JSON; the fake answers plain text
     (outcome,) = Evaluator(BUILTIN_METRICS["exact_match"]).evaluate(program, [LabelledExample("e", bad)])
     assert outcome.score == 0.0 and outcome.error and outcome.prediction is None
 

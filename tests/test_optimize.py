@@ -14,7 +14,7 @@ def test_search_beats_the_seed_and_reports_test_once(write_task, sqlite_url, fak
     assert result.seed.dev_score == pytest.approx(0.5)
     assert result.best.dev_score > result.seed.dev_score
     assert result.best.test_score is not None and result.best.test_score > 0.5
-    assert result.best.candidate.spec["format"] == "completion"
+    assert result.best.candidate.spec["predictors"][0]["format"] == "completion"
     store = get_storage(sqlite_url)
     candidates = store.list_candidates(result.run.id)
     assert len(candidates) == 6 and len({c.spec_hash for c in candidates}) == 6

@@ -15,8 +15,8 @@ DEMOS = {"d1": {"sentence": "great", "label": "positive"}, "d2": {"sentence": "a
 
 
 def _spec(**changes) -> CandidateSpec:
-    predictor = PredictorSpec(signature="sentence -> label", instructions="Classify.", demo_ids=("d1", "d2"))
-    return CandidateSpec(predictors=(predictor,), **changes)
+    predictor = PredictorSpec(signature="sentence -> label", instructions="Classify.", demo_ids=("d1", "d2"), **changes)
+    return CandidateSpec(predictors=(predictor,))
 
 
 def test_hash_depends_on_content_only():
@@ -85,3 +85,31 @@ def test_completion_adapter_formats_a_few_shot_text_prompt_and_parses_it():
     assert adapter.parse(two, " it is two\nAnswer: 2") == {"reasoning": "it is two", "answer": "2"}
     with pytest.raises(Exception, match="answer"):
         adapter.parse(two, " only reasoning")
+
+
+@pytest.mark.parametrize(("fmt", "adapter"), [("chat", dspy.ChatAdapter), ("json", dspy.JSONAdapter),
+                                              ("xml", dspy.XMLAdapter), ("completion", CompletionAdapter)])
+def test_each_predictor_runs_with_its_own_format(fmt, adapter):
+    program = SpecProgram(_spec(format=fmt), DEMOS)
+    assert type(program.adapters[0]) is adapter
+
+
+def test_two_predictor_pipeline_feeds_outputs_forward(tmp_path):
+    spec = CandidateSpec(predictors=(
+        PredictorSpec(name="draft", signature="sentence -> gist"),
+        PredictorSpec(name="answer", signature="gist -> label"),
+    ))
+    answers = [{"gist": "upbeat"}, {"label": "positive"}]
+    program = SpecProgram(spec, {}, DummyLM(answers))
+    assert program(sentence="lovely").label == "positive"
+    loaded = load_program(save_program(program, tmp_path / "two.json"), lm=DummyLM(answers))
+    assert loaded(sentence="lovely").label == "positive"
+
+
+def test_formats_are_kept_per_predictor_through_a_program_file(tmp_path):
+    spec = CandidateSpec(predictors=(
+        PredictorSpec(name="draft", signature="sentence -> gist", format="completion"),
+        PredictorSpec(name="answer", signature="gist -> label", format="xml"),
+    ))
+    loaded = load_program(save_program(SpecProgram(spec, {}), tmp_path / "mixed.json"))
+    assert [type(a) for a in loaded.adapters] == [CompletionAdapter, dspy.XMLAdapter]

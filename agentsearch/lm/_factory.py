@@ -21,6 +21,17 @@ def is_local(model: str) -> bool:
     return model.startswith("local/")
 
 
+class LocalLM(dspy.LM):
+    """A ``local/`` model: litellm has no capability table for it, so it states its own.
+
+    Without this DSPy's JSONAdapter would not ask for JSON mode, which llama.cpp provides by grammar.
+    """
+
+    @property
+    def supported_params(self) -> set[str]:
+        return {"temperature", "max_tokens", "stop", "response_format"}
+
+
 def build_lm(config: LMConfig) -> dspy.LM:
     """A DSPy LM on the litellm engine (so every call goes through litellm) with DSPy's cache on."""
     extra: dict[str, Any] = {}
@@ -31,7 +42,8 @@ def build_lm(config: LMConfig) -> dspy.LM:
         register_local_provider()
     if config.api_base:
         extra["api_base"] = config.api_base
-    return dspy.LM(
+    lm_class = LocalLM if is_local(config.model) else dspy.LM
+    return lm_class(
         config.model,
         engine="litellm",
         temperature=config.temperature,

@@ -83,6 +83,8 @@ class LocalLLM(CustomLLM):
                 raw = llama.create_completion(prompt, **settings)
                 text = raw["choices"][0]["text"]
             else:
+                if params.get("response_format"):  # any structured-output request (dict or schema class) means JSON
+                    settings["response_format"] = {"type": "json_object"}  # llama.cpp constrains output to JSON
                 raw = llama.create_chat_completion(messages, **settings)
                 text = raw["choices"][0]["message"]["content"] or ""
         usage = raw["usage"]

@@ -15,9 +15,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def prompt_distributions(space: PromptSpace) -> dict[str, BaseDistribution]:
-    """Per predictor: which instruction, which demo set, how many of its demos; and the prompt format."""
-    distributions: dict[str, BaseDistribution] = {"format": CategoricalDistribution(list(space.formats))}
+    """Per predictor: which instruction, which demo set, how many of its demos, which prompt format."""
+    distributions: dict[str, BaseDistribution] = {}
     for base, choices in zip(space.seed.predictors, space.predictors, strict=True):
+        distributions[f"{base.name}.format"] = CategoricalDistribution(list(space.formats))
         distributions[f"{base.name}.instruction"] = CategoricalDistribution(list(range(len(choices.instructions))))
         distributions[f"{base.name}.demo_set"] = CategoricalDistribution(list(range(max(1, len(choices.demo_sets)))))
         distributions[f"{base.name}.n_demos"] = IntDistribution(0, space.max_demos)

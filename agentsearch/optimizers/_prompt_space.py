@@ -65,16 +65,18 @@ class PromptSpace:
                     module=base.module,
                     instructions=choices.instructions[params[f"{base.name}.instruction"]],
                     demo_ids=tuple(demo_set[: params[f"{base.name}.n_demos"]]),
+                    format=params[f"{base.name}.format"],
                 )
             )
-        return CandidateSpec(predictors=tuple(predictors), format=params["format"])
+        return CandidateSpec(predictors=tuple(predictors))
 
     def seed_params(self) -> dict[str, Any] | None:
-        if self.seed.format not in self.formats:
+        if any(base.format not in self.formats for base in self.seed.predictors):
             return None
-        params: dict[str, Any] = {"format": self.seed.format}
+        params: dict[str, Any] = {}
         for base in self.seed.predictors:
-            params.update({f"{base.name}.instruction": 0, f"{base.name}.demo_set": 0, f"{base.name}.n_demos": 0})
+            params.update({f"{base.name}.instruction": 0, f"{base.name}.demo_set": 0, f"{base.name}.n_demos": 0,
+                           f"{base.name}.format": base.format})
         return params
 
 

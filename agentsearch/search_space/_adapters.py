@@ -1,4 +1,4 @@
-"""Prompt formats. ``chat`` is DSPy's ChatAdapter; ``completion`` is a plain few-shot text prompt.
+"""Prompt formats: DSPy's chat, JSON and XML adapters, and ``completion``, a plain few-shot text prompt.
 
 Small models follow a ``Field: value`` pattern they can continue far better than chat markup
 (SmolLM2-135M is near chance on SST-2 with ChatAdapter), so the format is searched, not fixed.
@@ -74,5 +74,9 @@ class CompletionAdapter(Adapter):
 def make_adapter(prompt_format: str) -> Adapter:
     if prompt_format == "completion":
         return CompletionAdapter()
+    if prompt_format == "json":
+        return dspy.JSONAdapter()
+    if prompt_format == "xml":
+        return dspy.XMLAdapter()
     # No silent JSON retry: a parse failure is recorded as the candidate's error, not paid for twice.
     return dspy.ChatAdapter(use_json_adapter_fallback=False)

@@ -34,7 +34,7 @@ def _build_predictor(spec: PredictorSpec, demos: Demos) -> dspy.Module:
 
 
 class SpecProgram(dspy.Module):
-    """The DSPy program a CandidateSpec describes; it runs with its own prompt format and, if given, LM."""
+    """The DSPy program a CandidateSpec describes; each predictor runs with its own prompt format."""
 
     def __init__(self, spec: CandidateSpec, demos: Demos, lm: dspy.BaseLM | None = None) -> None:
         super().__init__()
@@ -44,20 +44,18 @@ class SpecProgram(dspy.Module):
         self.spec = spec
         self.demo_texts = {demo_id: dict(demos[demo_id]) for demo_id in sorted(spec.demo_ids())}
         self.lm = lm
-        self.adapter = make_adapter(spec.format)
+        self.adapters = [make_adapter(predictor.format) for predictor in spec.predictors]
         self.steps = [_build_predictor(predictor, demos) for predictor in spec.predictors]
         self._step_inputs = [list(dspy.Signature(predictor.signature).input_fields) for predictor in spec.predictors]
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
-        overrides: dict[str, Any] = {"adapter": self.adapter}
-        if self.lm is not None:
-            overrides["lm"] = self.lm
+        overrides: dict[str, Any] = {} if self.lm is None else {"lm": self.lm}
         values = dict(inputs)
         prediction = None
-        with dspy.context(**overrides):
-            for step, wanted in zip(self.steps, self._step_inputs, strict=True):
+        for step, wanted, adapter in zip(self.steps, self._step_inputs, self.adapters, strict=True):
+            with dspy.context(adapter=adapter, **overrides):
                 prediction = step(**{name: values[name] for name in wanted})
-                values.update(prediction.items())
+            values.update(prediction.items())
         return prediction
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ModuleType = Literal["predict", "chain_of_thought"]
-PromptFormat = Literal["chat", "completion"]
+PromptFormat = Literal["chat", "json", "xml", "completion"]
 
 
 class PredictorSpec(BaseModel):
@@ -24,6 +24,8 @@ class PredictorSpec(BaseModel):
     instructions: str = ""
     module: ModuleType = "predict"
     demo_ids: tuple[str, ...] = ()
+    format: PromptFormat = "chat"
+    """How the predictor's prompt is written and its answer parsed (its DSPy adapter)."""
 
 
 class CandidateSpec(BaseModel):
@@ -32,7 +34,6 @@ class CandidateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     predictors: tuple[PredictorSpec, ...] = Field(min_length=1)
-    format: PromptFormat = "chat"
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
