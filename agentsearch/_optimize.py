@@ -321,7 +321,9 @@ class _Search:
     def test(self, candidate: CandidateRecord) -> EvaluationRecord | None:
         if self.task.data.test is None or self.budget.exhausted():
             return None
-        return self.evaluate(candidate, "test", load_split(self.task, "test"))
+        if "test" not in self.splits:
+            self.splits["test"] = load_split(self.task, "test")
+        return self.evaluate(candidate, "test", self.splits["test"])
 
 
 def optimize(

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+def describe_validation_error(error: ValidationError, *, prefix: tuple[str, ...] = ()) -> str:
+    """``field.path: message`` for pydantic's first error, so bad input reads as one line naming the field."""
+    first = error.errors()[0]
+    field = ".".join([*prefix, *map(str, first["loc"])]) or "(top level)"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{field}: {first['msg']}{suffix}"
+
 
 class AgentSearchError(Exception):
     """Base of every error agentsearch raises on purpose; the CLI prints it on one line, exit 2."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agentsearch.exceptions import LMError, TaskSpecError
+from agentsearch.exceptions import LMError, TaskSpecError, describe_validation_error
 
 SPLITS = ("train", "dev", "test")
 
@@ -135,21 +135,13 @@ class Task(_Strict):
         return validate_task(data, source=f"task {self.name}", base_dir=self.base_dir)
 
 
-def _format_error(source: str, error: ValidationError) -> str:
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {field}: {first['msg']}{suffix}"
-
-
 def validate_task(data: Any, *, source: str, base_dir: Path) -> Task:
     if not isinstance(data, dict):
         raise TaskSpecError(f"{source}: expected a mapping of fields at the top level")
     try:
         task = Task.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        raise TaskSpecError(_format_error(source, exc)) from None
+        raise TaskSpecError(f"{source}: {describe_validation_error(exc)}") from None
     _check_references(task, source)
     return task
 

@@ -23,11 +23,13 @@ class KeywordLLM(CustomLLM):
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
+        self.last_params: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
         with self._lock:
             self.calls += 1
+            self.last_params = dict(kwargs.get("optional_params") or {})
         text = "\n\n".join(str(m.get("content") or "") for m in messages)
         if "improving the instruction" in text:
             reply = f"Decide whether the review is positive or negative (variant {self.calls})."

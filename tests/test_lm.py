@@ -39,3 +39,14 @@ def test_unknown_model_prices_at_zero(fake_lm):
 def test_unknown_local_model_is_refused():
     with pytest.raises(LMError, match="unknown local model"):
         build_lm(LMConfig(model="local/nope"))
+
+
+def test_completion_format_sends_a_raw_prompt_only_to_lms_that_declare_it(fake_lm):
+    from agentsearch.lm._factory import LocalLM
+    from agentsearch.search_space import CandidateSpec, PredictorSpec, SpecProgram
+
+    spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", format="completion"),))
+    SpecProgram(spec, {}, LocalLM("fake/keyword", engine="litellm", num_retries=0))(sentence="a joy 1")
+    assert fake_lm.last_params.get("raw_prompt") is True
+    SpecProgram(spec, {}, build_lm(LMConfig(model="fake/keyword", num_retries=0)))(sentence="a joy 2")
+    assert "raw_prompt" not in fake_lm.last_params

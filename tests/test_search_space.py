@@ -89,7 +89,7 @@ def test_completion_adapter_formats_a_few_shot_text_prompt_and_parses_it():
 
 @pytest.mark.parametrize(("fmt", "adapter"), [("chat", dspy.ChatAdapter), ("json", dspy.JSONAdapter),
                                               ("xml", dspy.XMLAdapter), ("completion", CompletionAdapter)])
-def test_each_predictor_runs_with_its_own_format(fmt, adapter):
+def test_each_format_compiles_to_its_adapter(fmt, adapter):
     program = SpecProgram(_spec(format=fmt), DEMOS)
     assert type(program.adapters[0]) is adapter
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 # litellm fetches its price table from the network at import unless told to use its bundled copy;
@@ -17,32 +17,35 @@ if TYPE_CHECKING:
     from agentsearch.task import LMConfig
 
 
-def is_local(model: str) -> bool:
+def _is_local(model: str) -> bool:
     return model.startswith("local/")
 
 
 class LocalLM(dspy.LM):
     """A ``local/`` model: litellm has no capability table for it, so it states its own.
 
-    Without this DSPy's JSONAdapter would not ask for JSON mode, which llama.cpp provides by grammar.
+    Adapters read these: DSPy's JSONAdapter asks for JSON mode (llama.cpp provides it by grammar),
+    and the completion format sends a raw prompt, with no chat template, where it is supported.
     """
 
     @property
     def supported_params(self) -> set[str]:
-        return {"temperature", "max_tokens", "stop", "response_format"}
+        from agentsearch.lm._local import RAW_PROMPT_PARAM
+
+        return {"temperature", "max_tokens", "stop", "response_format", RAW_PROMPT_PARAM}
 
 
 def build_lm(config: LMConfig) -> dspy.LM:
     """A DSPy LM on the litellm engine (so every call goes through litellm) with DSPy's cache on."""
     extra: dict[str, Any] = {}
-    if is_local(config.model):
+    if _is_local(config.model):
         from agentsearch.lm._local import local_model_path, register_local_provider
 
         local_model_path(config.model.split("/", 1)[1])  # fail now, with the extra to install, not mid-run
         register_local_provider()
     if config.api_base:
         extra["api_base"] = config.api_base
-    lm_class = LocalLM if is_local(config.model) else dspy.LM
+    lm_class = LocalLM if _is_local(config.model) else dspy.LM
     return lm_class(
         config.model,
         engine="litellm",
@@ -84,7 +87,6 @@ def _cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
     return float(prompt_cost + completion_cost)
 
 
-@dataclass
 class UsageMeter(UsageTracker):
     """DSPy's usage tracker, extended to count calls and price them with litellm.
 
@@ -92,10 +94,9 @@ class UsageMeter(UsageTracker):
     calls, which is what a budget should see. Install per thread with ``dspy.context(usage_tracker=...)``.
     """
 
-    usage: Usage = field(default_factory=Usage)
-
-    def __post_init__(self) -> None:
-        UsageTracker.__init__(self)
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage = Usage()
 
     def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
         super().add_usage(lm, usage_entry)

@@ -68,6 +68,7 @@ def propose_instructions(
     """Up to ``count`` new, distinct instructions; proposals that fail or repeat are dropped."""
     predictor = seed.predictors[0]
     signature = dspy.Signature(predictor.signature)
+    summary = summarize_data(train, list(signature.output_fields))
     meter = UsageMeter()
     found: list[str] = []
     with dspy.context(usage_tracker=meter):
@@ -79,7 +80,7 @@ def propose_instructions(
                 inputs=list(signature.input_fields),
                 outputs=list(signature.output_fields),
                 seed_instruction=predictor.instructions,
-                summary=summarize_data(train, list(signature.output_fields)),
+                summary=summary,
                 examples=[dict(item.example.items()) for item in shown],
                 tip=TIPS[attempt % len(TIPS)],
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agentsearch.search_space._adapters import CompletionAdapter, make_adapter
-from agentsearch.search_space._program import SpecProgram, load_program, program_document, save_program
+from agentsearch.search_space._program import SpecProgram, load_program, save_program
 from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
 
 __all__ = [
@@ -13,6 +13,5 @@ __all__ = [
     "SpecProgram",
     "load_program",
     "make_adapter",
-    "program_document",
     "save_program",
 ]

@@ -12,7 +12,6 @@ import dspy
 from dspy.adapters.base import Adapter
 from dspy.utils.exceptions import AdapterParseError
 
-from agentsearch.lm import is_local
 
 
 def _label(name: str) -> str:
@@ -23,10 +22,10 @@ class CompletionAdapter(Adapter):
     """Instructions, then demos and the input as ``Label: value`` blocks; the LM continues the text."""
 
     def __call__(self, lm: dspy.BaseLM, lm_kwargs: dict[str, Any], signature, demos, inputs):
-        lm_kwargs = {**lm_kwargs, "stop": ["\n\n"]}
-        if is_local(lm.model):
-            from agentsearch.lm._local import RAW_PROMPT_PARAM
+        from agentsearch.lm._local import RAW_PROMPT_PARAM
 
+        lm_kwargs = {**lm_kwargs, "stop": ["\n\n"]}
+        if RAW_PROMPT_PARAM in getattr(lm, "supported_params", ()):
             lm_kwargs[RAW_PROMPT_PARAM] = True
         return super().__call__(lm, lm_kwargs, signature, demos, inputs)
 

@@ -15,7 +15,7 @@ from typing import Any
 import dspy
 from pydantic import ValidationError
 
-from agentsearch.exceptions import ProgramFileError
+from agentsearch.exceptions import ProgramFileError, describe_validation_error
 from agentsearch.search_space._adapters import make_adapter
 from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
 
@@ -59,7 +59,7 @@ class SpecProgram(dspy.Module):
         return prediction
 
 
-def program_document(program: SpecProgram, *, lm: dict[str, Any] | None, metadata: dict[str, Any]) -> dict[str, Any]:
+def _program_document(program: SpecProgram, *, lm: dict[str, Any] | None, metadata: dict[str, Any]) -> dict[str, Any]:
     return {
         "agentsearch_program": PROGRAM_FILE_VERSION,
         "spec": program.spec.model_dump(mode="json"),
@@ -72,7 +72,7 @@ def program_document(program: SpecProgram, *, lm: dict[str, Any] | None, metadat
 def save_program(program: SpecProgram, path: str | Path, *, lm: dict[str, Any] | None = None,
                  metadata: dict[str, Any] | None = None) -> Path:
     path = Path(path)
-    document = program_document(program, lm=lm, metadata=metadata or {})
+    document = _program_document(program, lm=lm, metadata=metadata or {})
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
@@ -81,8 +81,7 @@ def _validated(path: Path, key: str, model: Any, value: Any) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ProgramFileError(f"{path}: {'.'.join([key, *map(str, first['loc'])])}: {first['msg']}") from None
+        raise ProgramFileError(f"{path}: {describe_validation_error(exc, prefix=(key,))}") from None
 
 
 def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None) -> SpecProgram:
