@@ -18,42 +18,51 @@ from typing import Any
 import optuna
 
 from agentsearch._budget import Budget
-from agentsearch._stats import Estimate, bootstrap, paired_difference
 from agentsearch._callbacks import SearchCallback
+from agentsearch._report import (
+    CandidateResult,
+    PruningSummary,
+    best_candidate,
+    cost_per_example,
+    pruning_summary,
+    score_intervals,
+)
+from agentsearch._stats import Estimate
 from agentsearch.data import LabelledExample, load_split
 from agentsearch.evaluators import Evaluator
 from agentsearch.exceptions import AgentSearchError
-from agentsearch.lm import build_lm, redact_secrets
+from agentsearch.lm import build_lm, cost_measure, redact_secrets
 from agentsearch.metrics import resolve_metric
 from agentsearch.optimizers import (
-    OptunaPromptOptimizer,
-    PromptSpace,
+    BaseOptimizer,
+    OptunaOptimizer,
     Proposal,
-    build_prompt_space,
+    build_space,
+    make_pruner,
     make_sampler,
     optuna_storage,
     propose_instructions,
 )
-from agentsearch.search_space import CandidateSpec, PredictorSpec, SpecProgram, save_program
-from agentsearch.store import BaseStorage, CandidateRecord, EvaluationRecord, RunRecord, RunUsage, get_storage
+from agentsearch.search_space import (
+    CandidateSpec,
+    PredictorSpec,
+    SearchSpace,
+    SpecProgram,
+    node_signature,
+    save_program,
+    seed_trial,
+)
+from agentsearch.store import (
+    BaseStorage,
+    CandidateRecord,
+    EvaluationRecord,
+    RunRecord,
+    RunUsage,
+    get_storage,
+)
 from agentsearch.task import Task, as_task
 
 MAX_DUPLICATE_STREAK = 50
-
-
-@dataclass(frozen=True)
-class CandidateResult:
-    candidate: CandidateRecord
-    dev: EvaluationRecord | None
-    test: EvaluationRecord | None
-
-    @property
-    def dev_score(self) -> float | None:
-        return self.dev.score if self.dev else None
-
-    @property
-    def test_score(self) -> float | None:
-        return self.test.score if self.test and self.test.status == "complete" else None
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class OptimizeResult:
     task: Task
     intervals: dict[str, Estimate]
     """Bootstrap 95% intervals: ``best_dev``, ``best_test``, and ``best_minus_seed_dev``/``_test`` (paired)."""
+    pruning: PruningSummary
 
     @property
     def stop_reason(self) -> str | None:
@@ -83,39 +93,29 @@ def program_metadata(run: RunRecord, result: CandidateResult) -> dict[str, Any]:
             "candidate_number": result.candidate.number, "dev_score": result.dev_score, "test_score": result.test_score}
 
 
-def best_candidate(storage: BaseStorage, run_id: int) -> tuple[CandidateRecord, EvaluationRecord] | None:
-    """Highest dev score; ties go to the earlier candidate (the seed wins a tie, as the simpler program)."""
-    candidates = {c.id: c for c in storage.list_candidates(run_id)}
-    scored = [e for e in storage.list_evaluations(run_id=run_id)
-              if e.split == "dev" and e.status == "complete" and e.score is not None]
-    if not scored:
-        return None
-    evaluation = max(scored, key=lambda e: (e.score, -candidates[e.candidate_id].number))
-    return candidates[evaluation.candidate_id], evaluation
-
-
-def score_intervals(storage: BaseStorage, best: CandidateResult, seed: CandidateResult) -> dict[str, Estimate]:
-    def per_example(evaluation: EvaluationRecord | None) -> dict[str, float] | None:
-        if evaluation is None or evaluation.status != "complete":
-            return None
-        return {result.example_id: result.score for result in storage.list_example_results(evaluation.id)}
-
-    intervals: dict[str, Estimate] = {}
-    for split in ("dev", "test"):
-        best_scores = per_example(getattr(best, split))
-        if not best_scores:
-            continue
-        intervals[f"best_{split}"] = bootstrap(list(best_scores.values()))
-        seed_scores = per_example(getattr(seed, split))
-        if seed_scores and best.candidate.id != seed.candidate.id:
-            intervals[f"best_minus_seed_{split}"] = paired_difference(best_scores, seed_scores)
-    return intervals
-
-
 def seed_spec(task: Task) -> CandidateSpec:
     """The program as the user wrote it: one Predict with the task's instructions, DSPy's chat format."""
-    return CandidateSpec(predictors=(PredictorSpec(signature=task.program.signature,
+    return CandidateSpec(predictors=(PredictorSpec(name="answer", signature=node_signature(task.program.signature, "answer"),
                                                    instructions=task.program.instructions, format="chat"),))
+
+
+def planned_space(task: Task, *, train_size: int) -> SearchSpace:
+    """The shape of the space a run of the task would search, before any LM call makes its contents.
+
+    Instructions and demo sets are placeholders; counts are upper bounds (repeated demo sets are dropped).
+    """
+    search = task.search
+    prompt = "prompt" in search.levels
+    demo_sets = tuple((f"demo{i}",) * min(search.max_demos, train_size) for i in range(search.num_demo_sets))
+    retrieve = "module" in search.levels and "retrieve_demos" in search.modules.kinds and search.max_demos > 0
+    return SearchSpace(
+        signature=node_signature(task.program.signature, "answer"),
+        instructions=tuple(f"instruction {i}" for i in range(search.num_instructions if prompt else 1)),
+        demo_sets=demo_sets if search.max_demos and train_size else (),
+        retrieval_pool=("pool",) if retrieve and train_size else (),
+        demos={}, formats=tuple(search.formats), max_demos=min(search.max_demos, train_size),
+        levels=tuple(search.levels), modules=search.modules,
+    )
 
 
 RESUMABLE_CHANGES = {"budget", "concurrency", "storage", "search.max_candidates"}
@@ -173,6 +173,11 @@ class _Search:
         self.evaluator = Evaluator(resolve_metric(task.metric, base_dir=task.base_dir), concurrency=task.concurrency)
         self.budget = Budget(task.budget, storage.run_usage(run.id))
         self.splits = {split: load_split(task, split) for split in ("train", "dev")}
+        # Minibatches for pruning are prefixes of dev, so dev is shuffled once (by the task seed) to make
+        # every prefix a fair sample; each example's position is its step in the Optuna study.
+        random.Random(task.seed).shuffle(self.splits["dev"])
+        self.dev_step = {item.id: step for step, item in enumerate(self.splits["dev"])}
+        self.cost_measure = cost_measure(task.lm.model)
         self.demos: dict[str, dict[str, Any]] = {}
         dev_scores = [e.score for e in storage.list_evaluations(run_id=run.id)
                       if e.split == "dev" and e.status == "complete" and e.score is not None]
@@ -183,25 +188,60 @@ class _Search:
         """Why the search ended before max_candidates without a budget (the space ran out)."""
 
     # evaluation --------------------------------------------------------------------------------
-    def evaluate(self, candidate: CandidateRecord, split: str, examples: Sequence[LabelledExample]) -> EvaluationRecord:
-        """Score the candidate on the examples not yet stored; the record stays 'running' if a budget cut it short."""
+    def _minibatches(self, examples: Sequence[LabelledExample], done: int) -> list[list[LabelledExample]]:
+        """Dev examples not yet scored, cut where pruning is checked: after 1, 3, 7, ... minibatches."""
+        cuts, size, end = [], self.task.search.minibatch, 0
+        while end < len(examples):
+            end = min(len(examples), end + size)
+            cuts.append(end)
+            size *= 2
+        batches, start = [], 0
+        for cut in cuts:
+            if cut > done:
+                batches.append(list(examples[max(start, done):cut]))
+            start = cut
+        return batches
+
+    def evaluate(self, candidate: CandidateRecord, split: str, examples: Sequence[LabelledExample],
+                 optimizer: BaseOptimizer | None = None) -> EvaluationRecord:
+        """Score the candidate on the examples not yet stored.
+
+        The record stays 'running' if a budget cut it short. With an optimizer that prunes, dev is
+        scored in growing minibatches and the evaluation ends 'pruned' when the optimizer says so.
+        """
         evaluation = self.storage.get_or_create_evaluation(candidate.id, split)
-        if evaluation.status == "complete":
+        if evaluation.status in ("complete", "pruned"):
             return evaluation
-        done = {result.example_id for result in self.storage.list_example_results(evaluation.id)}
+        done = {result.example_id: result.score for result in self.storage.list_example_results(evaluation.id)}
         todo = [item for item in examples if item.id not in done]
         self.callback.on_evaluation_start(candidate, split, len(examples), len(examples) - len(todo))
-        program = SpecProgram(CandidateSpec.model_validate(candidate.spec), self.demos, self.lm)
+        program = SpecProgram(CandidateSpec.model_validate(candidate.spec), self.demos, self.lm,
+                              base_dir=self.task.base_dir)
+        proposal = Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents, candidate.trial_number)
+        pruning = optimizer is not None and optimizer.prunes and split == "dev"
+        batches = self._minibatches(examples, len(done)) if pruning else [todo]
         started = time.perf_counter()
-        finished = 0
-        for outcome in self.evaluator.run(program, todo, should_stop=lambda: self.budget.exhausted() is not None):
-            self.storage.add_example_result(evaluation.id, outcome)
-            self.budget.spend(outcome.usage)
-            finished += 1
-            self.callback.on_example(outcome, self.budget.as_usage())
-        if finished < len(todo):
-            self.stop_reason = self.budget.exhausted()
-            return evaluation
+        for batch in batches:
+            finished = 0
+            for outcome in self.evaluator.run(program, batch, should_stop=lambda: self.budget.exhausted() is not None):
+                self.storage.add_example_result(evaluation.id, outcome)
+                self.budget.spend(outcome.usage)
+                finished += 1
+                done[outcome.example_id] = outcome.score
+                self.callback.on_example(outcome, self.budget.as_usage())
+            if pruning:  # all stored scores: those a crash kept from being reported are reported now
+                optimizer.report(proposal, {self.dev_step[example_id]: score for example_id, score in done.items()})
+            if finished < len(batch):
+                self.stop_reason = self.budget.exhausted()
+                return evaluation
+            if pruning and len(done) < len(examples) and optimizer.should_prune(proposal):
+                mean = sum(done.values()) / len(done)
+                reason = (f"pruned after {len(done)} of {len(examples)} dev examples: score {mean:.3f} is "
+                          f"significantly below the best candidate's on the same examples (Wilcoxon signed-rank test)")
+                evaluation = self.storage.complete_evaluation(evaluation.id, time.perf_counter() - started,
+                                                              pruned_because=reason)
+                self.callback.on_evaluation_end(candidate, evaluation, self.best_dev)
+                return evaluation
         evaluation = self.storage.complete_evaluation(evaluation.id, time.perf_counter() - started)
         if split == "dev" and evaluation.score is not None:
             self.best_dev = evaluation.score if self.best_dev is None else max(self.best_dev, evaluation.score)
@@ -217,9 +257,12 @@ class _Search:
         return self.storage.create_candidate(self.run.id, spec.model_dump(mode="json"), spec.hash,
                                              level="prompt", optimizer="seed")
 
-    def prompt_space(self, seed: CandidateRecord) -> PromptSpace | None:
+    def space(self, seed: CandidateRecord) -> SearchSpace | None:
         if self.run.space is not None:
-            return PromptSpace.from_dict(self.run.space)
+            if "signature" not in self.run.space:
+                raise AgentSearchError(f"run {self.run.name} was started by an older agentsearch whose search space "
+                                       f"this version cannot read; start a new run")
+            return SearchSpace.from_dict(self.run.space)
         search = self.task.search
         rng = random.Random(self.task.seed)
         train = self.splits["train"]
@@ -237,7 +280,7 @@ class _Search:
                 if result.error is None and result.score >= 1.0 and result.prediction and result.example_id in inputs
             }
         instructions: list[str] = []
-        if search.num_instructions > 1:
+        if search.num_instructions > 1 and "prompt" in search.levels:
             self.callback.on_phase(f"proposing {search.num_instructions - 1} instructions")
             proposer = build_lm(self.task.effective_proposer_lm)
             instructions, usage = propose_instructions(
@@ -245,39 +288,53 @@ class _Search:
             )
             self.storage.add_proposer_usage(self.run.id, usage.lm_calls, usage.tokens, usage.cost_usd)
             self.budget.spend(usage)
-        space = build_prompt_space(
+        space = build_space(
             seed_spec(self.task), train=train, bootstrapped=bootstrapped, instructions=instructions,
-            formats=search.formats, num_demo_sets=search.num_demo_sets, max_demos=search.max_demos, rng=rng,
+            formats=search.formats, num_demo_sets=search.num_demo_sets, max_demos=search.max_demos,
+            levels=search.levels, modules=search.modules, rng=rng,
         )
         self.storage.set_run_space(self.run.id, space.to_dict())
         return space
 
-    def optimizer(self, space: PromptSpace, seed: CandidateRecord, seed_dev: EvaluationRecord) -> OptunaPromptOptimizer:
+    def optimizer(self, space: SearchSpace, seed: CandidateRecord, seed_dev: EvaluationRecord) -> OptunaOptimizer:
         search = self.task.search
+        cost_aware = "cost" in search.objectives
         study = optuna.create_study(
             storage=optuna_storage(self.storage.url),
             study_name=f"agentsearch:{self.run.name}",
-            direction="maximize",
+            directions=["maximize", "minimize"] if cost_aware else ["maximize"],
             sampler=make_sampler(search.optimizer, seed=self.task.seed, max_candidates=search.max_candidates),
+            pruner=make_pruner(search.pruner),
             load_if_exists=True,
         )
-        optimizer = OptunaPromptOptimizer(space, study=study, name=search.optimizer, seed_candidate_id=seed.id)
-        params = space.seed_params()
-        if not study.trials and params is not None and seed_dev.score is not None:
-            optimizer.record_known(params, seed_dev.score)
+        optimizer = OptunaOptimizer(
+            space, study=study, name=search.optimizer, seed_candidate_id=seed.id,
+            sampler_for=lambda trials: make_sampler(search.optimizer, seed=self.task.seed + trials,
+                                                    max_candidates=search.max_candidates),
+        )
+        known = seed_trial(space, seed_spec(self.task))
+        if not study.trials and known is not None and seed_dev.score is not None:
+            values = [seed_dev.score, cost_per_example(seed_dev, self.cost_measure)] if cost_aware else [seed_dev.score]
+            steps = {self.dev_step[r.example_id]: r.score for r in self.storage.list_example_results(seed_dev.id)
+                     if r.example_id in self.dev_step}
+            optimizer.record_known(*known, values=values, example_scores=steps)
         return optimizer
 
-    def search(self, optimizer: OptunaPromptOptimizer) -> None:
+    def _level(self, spec: CandidateSpec) -> str:
+        plain = spec.topology == "single" and spec.modules() == {"predict"}
+        return "prompt" if plain else "module"
+
+    def search(self, optimizer: OptunaOptimizer) -> None:
         dev = self.splits["dev"]
         candidates = self.storage.list_candidates(self.run.id)
         known = {c.spec_hash: c for c in candidates}
         scores = {e.candidate_id: e.score for e in self.storage.list_evaluations(run_id=self.run.id)
-                  if e.split == "dev" and e.status == "complete"}
+                  if e.split == "dev" and e.status in ("complete", "pruned")}
         # Candidates a killed process left unfinished are finished first, with their own trials.
         for candidate in candidates:
             if candidate.number > 0 and candidate.status == "pending":
-                evaluation = self.evaluate(candidate, "dev", dev)
-                if evaluation.status != "complete":
+                evaluation = self.evaluate(candidate, "dev", dev, optimizer)
+                if evaluation.status == "running":
                     return
                 self._finish(candidate, evaluation, optimizer, scores)
         duplicates = 0
@@ -288,7 +345,8 @@ class _Search:
             proposal = optimizer.ask()
             twin = known.get(proposal.spec.hash)
             if twin is not None:
-                optimizer.tell(proposal, scores.get(twin.id))
+                twin_dev = self.storage.get_or_create_evaluation(twin.id, "dev")
+                self._tell(optimizer, proposal, twin_dev)
                 duplicates += 1
                 if duplicates >= MAX_DUPLICATE_STREAK:
                     self.end_note = f"search space exhausted ({duplicates} proposals in a row were already evaluated)"
@@ -296,21 +354,29 @@ class _Search:
                 continue
             duplicates = 0
             candidate = self.storage.create_candidate(
-                self.run.id, proposal.spec.model_dump(mode="json"), proposal.spec.hash, level="prompt",
-                optimizer=optimizer.name, parents=proposal.parents, trial_number=proposal.trial_number,
+                self.run.id, proposal.spec.model_dump(mode="json"), proposal.spec.hash,
+                level=self._level(proposal.spec), optimizer=optimizer.name, parents=proposal.parents,
+                trial_number=proposal.trial_number,
             )
             known[candidate.spec_hash] = candidate
-            evaluation = self.evaluate(candidate, "dev", dev)
-            if evaluation.status != "complete":
+            evaluation = self.evaluate(candidate, "dev", dev, optimizer)
+            if evaluation.status == "running":
                 return
             self._finish(candidate, evaluation, optimizer, scores)
 
-    def _finish(self, candidate: CandidateRecord, evaluation: EvaluationRecord, optimizer: OptunaPromptOptimizer,
+    def _tell(self, optimizer: BaseOptimizer, proposal: Proposal, evaluation: EvaluationRecord) -> None:
+        if evaluation.status not in ("complete", "pruned"):
+            optimizer.tell(proposal, None)
+            return
+        optimizer.tell(proposal, evaluation.score, cost=cost_per_example(evaluation, self.cost_measure),
+                       pruned=evaluation.status == "pruned")
+
+    def _finish(self, candidate: CandidateRecord, evaluation: EvaluationRecord, optimizer: BaseOptimizer,
                 scores: dict[int, float | None]) -> None:
-        self.storage.set_candidate_status(candidate.id, "complete")
+        self.storage.set_candidate_status(candidate.id, "pruned" if evaluation.status == "pruned" else "complete")
         scores[candidate.id] = evaluation.score
-        optimizer.tell(Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents, candidate.trial_number),
-                       evaluation.score)
+        self._tell(optimizer, Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents,
+                                       candidate.trial_number), evaluation)
 
     def best(self) -> tuple[CandidateRecord, EvaluationRecord]:
         found = best_candidate(self.storage, self.run.id)
@@ -319,7 +385,7 @@ class _Search:
         return found
 
     def test(self, candidate: CandidateRecord) -> EvaluationRecord | None:
-        if self.task.data.test is None or self.budget.exhausted():
+        if self.task.data_path("test") is None or self.budget.exhausted():
             return None
         if "test" not in self.splits:
             self.splits["test"] = load_split(self.task, "test")
@@ -357,7 +423,7 @@ def optimize(
         seed_dev = search.evaluate(seed, "dev", search.splits["dev"])
         if seed_dev.status == "complete":
             store.set_candidate_status(seed.id, "complete")
-            space = search.prompt_space(seed)
+            space = search.space(seed)
             if space is not None:
                 search.demos = space.demos
                 callback.on_phase(f"searching with {task.search.optimizer}")
@@ -385,9 +451,11 @@ def optimize(
         run=store.get_run(run.id),
         seed=seed_result,
         best=best_result,
-        best_program=SpecProgram(CandidateSpec.model_validate(best.spec), search.demos, search.lm),
+        best_program=SpecProgram(CandidateSpec.model_validate(best.spec), search.demos, search.lm,
+                                 base_dir=task.base_dir),
         usage=store.run_usage(run.id),
         wall_s=time.perf_counter() - started,
         task=task,
         intervals=score_intervals(store, best_result, seed_result),
+        pruning=pruning_summary(store, run.id),
     )

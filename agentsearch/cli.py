@@ -138,7 +138,7 @@ def optimize(
 @app.command()
 def runs(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
     """List runs with their status and best dev score."""
-    from agentsearch._optimize import best_candidate
+    from agentsearch._report import best_candidate
 
     store = _open_existing(storage)
     rows = []
@@ -161,41 +161,70 @@ def runs(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
     out.print(table)
 
 
+def _structure(spec: dict[str, Any]) -> str:
+    """``topology: kinds`` of a spec, e.g. ``debate x2: chain_of_thought,predict``."""
+    topology = spec.get("topology", "single")
+    rounds = f" x{spec['rounds']}" if spec.get("rounds", 1) > 1 else ""
+    kinds = ",".join(dict.fromkeys(p.get("module", "predict") for p in spec["predictors"]))
+    return f"{topology}{rounds}: {kinds}"
+
+
 @app.command()
 def candidates(
     run: str = typer.Argument(..., help="run name or id"),
     top: int = typer.Option(10, "--top", min=1),
+    pareto: bool = typer.Option(False, "--pareto", help="only the dev score / cost-per-example Pareto front"),
     storage: Optional[str] = StorageOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """The best candidates of a run, by dev score."""
+    """The best candidates of a run by dev score, or its score/cost Pareto front."""
+    from agentsearch._report import cost_per_example, pareto_front
+    from agentsearch.lm import cost_measure
+
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
     evaluations = _scores_by_candidate(store, record.id)
+    measure = cost_measure(record.task["lm"]["model"])
+    on_front = {point.candidate.id for point in pareto_front(store, record.id, measure)} if pareto else None
     rows = []
     for candidate in store.list_candidates(record.id):
+        if on_front is not None and candidate.id not in on_front:
+            continue
         splits = evaluations.get(candidate.id, {})
         dev, test = splits.get("dev"), splits.get("test")
         predictors = candidate.spec["predictors"]
         rows.append({
             "id": candidate.id, "number": candidate.number, "status": candidate.status,
-            "optimizer": candidate.optimizer, "format": ",".join(p["format"] for p in predictors),
-            "demos": sum(len(p["demo_ids"]) for p in predictors), "instructions": predictors[0]["instructions"],
+            "optimizer": candidate.optimizer, "structure": _structure(candidate.spec),
+            "format": ",".join(dict.fromkeys(p["format"] for p in predictors)),
+            "demos": sum(len(p["demo_ids"]) for p in predictors if p.get("module") != "retrieve_demos"),
+            "instructions": predictors[0]["instructions"],
             "dev": dev.score if dev and dev.status == "complete" else None,
+            "dev_partial": dev.score if dev and dev.status == "pruned" else None,
             "test": test.score if test and test.status == "complete" else None,
+            "lm_calls_per_example": dev.lm_calls / dev.n if dev and dev.n else None,
+            "tokens_per_example": dev.tokens / dev.n if dev and dev.n else None,
+            "cost_per_example": cost_per_example(dev, measure) if dev and dev.n else None, "cost_unit": measure,
             "lm_calls": sum(e.lm_calls for e in splits.values()), "cost_usd": sum(e.cost_usd for e in splits.values()),
         })
-    rows.sort(key=lambda row: (row["dev"] is None, -(row["dev"] or 0.0), row["number"]))
-    rows = rows[:top]
+    if pareto:
+        rows.sort(key=lambda row: (row["cost_per_example"], -(row["dev"] or 0.0)))
+    else:
+        rows.sort(key=lambda row: (row["dev"] is None, -(row["dev"] or 0.0), row["number"]))
+        rows = rows[:top]
     if as_json:
         _emit_json(rows)
         return
-    table = Table(title=f"run {record.name}")
-    for column in ("id", "#", "dev", "test", "format", "demos", "optimizer", "instructions"):
+    title = f"run {record.name}" + (f": dev score / {measure} per example Pareto front" if pareto else "")
+    table = Table(title=title)
+    for column in ("id", "#", "dev", "test", "structure", "format", "demos", "calls/ex", "tokens/ex", "instructions"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(str(row["id"]), str(row["number"]), _score(row["dev"]), _score(row["test"]), row["format"],
-                      str(row["demos"]), row["optimizer"], row["instructions"][:60])
+        dev = _score(row["dev"]) if row["dev_partial"] is None else f"({_score(row['dev_partial'])} pruned)"
+        per_call = "-" if row["lm_calls_per_example"] is None else f"{row['lm_calls_per_example']:.1f}"
+        per_token = "-" if row["tokens_per_example"] is None else f"{row['tokens_per_example']:.0f}"
+        table.add_row(str(row["id"]), str(row["number"]), dev, _score(row["test"]), row["structure"], row["format"],
+                      str(row["demos"]), per_call, per_token, row["instructions"][:50])
     out.print(table)
 
 
@@ -226,6 +255,8 @@ def show(candidate_id: int = typer.Argument(..., help="candidate id"), storage: 
         out.print(f"{evaluation.split}: {_score(evaluation.score)} on {evaluation.n} examples ({evaluation.status}), "
                   f"{evaluation.n_errors} errors, {evaluation.lm_calls} LM calls, {evaluation.tokens} tokens, "
                   f"${evaluation.cost_usd:.4f}, {evaluation.wall_s:.1f} s")
+        if evaluation.note:
+            out.print(f"  {evaluation.note}")
     out.print("lineage: " + (" <- ".join(f"#{p['number']} ({p['optimizer']})" for p in lineage) or "none"))
 
 
@@ -234,7 +265,8 @@ def export(run: str = typer.Argument(..., help="run name or id"),
            out_file: Path = typer.Option(..., "--out", help="where to write the program JSON"),
            storage: Optional[str] = StorageOpt) -> None:
     """Save the run's best program (by dev score) as a self-contained JSON file."""
-    from agentsearch._optimize import CandidateResult, best_candidate, program_metadata
+    from agentsearch._optimize import program_metadata
+    from agentsearch._report import CandidateResult, best_candidate
     from agentsearch.search_space import CandidateSpec, SpecProgram, save_program
 
     store = _open_existing(storage)
@@ -289,15 +321,19 @@ def evaluate(
 @app.command()
 def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: bool = JsonOpt) -> None:
     """Check a task file and print what a search would do."""
+    from agentsearch._optimize import planned_space
     from agentsearch.data import load_split
     from agentsearch.task import SPLITS, load_task
 
     task = load_task(task_file)
     counts = {split: len(load_split(task, split)) for split in SPLITS if task.data_path(split) is not None}
+    space = planned_space(task, train_size=counts["train"])
     plan = {
         "task": task.name, "signature": task.program.signature, "metric": task.metric, "lm": task.lm.model,
         "proposer_lm": task.effective_proposer_lm.model, "examples": counts, "optimizer": task.search.optimizer,
-        "levels": task.search.levels, "max_candidates": task.search.max_candidates,
+        "levels": task.search.levels, "objectives": task.search.objectives, "space_size": space.size(),
+        "module_kinds": list(space.kinds), "topologies": list(space.topologies), "formats": list(space.formats),
+        "max_candidates": task.search.max_candidates,
         "max_dev_evaluations": task.search.max_candidates * counts["dev"],
         "budget": task.budget.model_dump(), "storage": task.storage,
     }
@@ -308,6 +344,10 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
     out.print("examples: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
     out.print(f"search: {task.search.optimizer} over {task.search.levels}, up to {task.search.max_candidates} candidates"
               f" (at most {plan['max_dev_evaluations']} dev example evaluations) on {task.lm.model}")
+    out.print(f"space: {plan['space_size']:.3g} configurations (topologies {', '.join(space.topologies)}; "
+              f"modules {', '.join(space.kinds)}; formats {', '.join(space.formats)}; "
+              f"up to {task.search.num_instructions} instructions and {task.search.num_demo_sets} demo sets)")
+    out.print(f"objectives: {', '.join(task.search.objectives)}; pruner: {task.search.pruner}")
     out.print(f"budget: {task.budget.model_dump()}; storage: {task.storage}")
 
 

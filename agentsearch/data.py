@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,16 +79,22 @@ def read_split(
     return examples[:limit] if limit else examples
 
 
-def load_split(task: Task, split: str) -> list[LabelledExample]:
-    """The examples of one split, capped by ``data.limit``; an absent test split is an error here."""
+def load_split(task: Task, split: str, *, source: str | None = None) -> list[LabelledExample]:
+    """The examples of one split, capped by ``data.limit``; an absent test split is an error here.
+
+    A split cut from one ``data.file`` keeps the file's row ids (``<file stem>:<row>``), and the cut
+    depends only on the task seed, so every run of the task sees the same three splits.
+    """
+    source = source or f"task {task.name}"
     path = task.data_path(split)
     if path is None:
-        raise TaskSpecError(f"task {task.name}: data.{split}: no {split} split is configured")
-    return read_split(
-        path,
-        task.program,
-        field=f"data.{split}",
-        source=f"task {task.name}",
-        split=split,
-        limit=getattr(task.data.limit, split),
-    )
+        raise TaskSpecError(f"{source}: data.{split}: no {split} split is configured")
+    limit = getattr(task.data.limit, split)
+    if task.data.split is None:
+        return read_split(path, task.program, field=f"data.{split}", source=source, split=split, limit=limit)
+    rows = read_split(path, task.program, field="data.file", source=source)
+    random.Random(task.seed).shuffle(rows)
+    sizes = task.data.split
+    start = {"train": 0, "dev": sizes.train, "test": sizes.train + sizes.dev}[split]
+    examples = rows[start:start + getattr(sizes, split)]
+    return examples[:limit] if limit else examples

@@ -11,10 +11,17 @@ if TYPE_CHECKING:
 def describe_validation_error(error: ValidationError, *, prefix: tuple[str, ...] = ()) -> str:
     """``field.path: message`` for pydantic's first error, so bad input reads as one line naming the field."""
     first = error.errors()[0]
-    field = ".".join([*prefix, *map(str, first["loc"])]) or "(top level)"
+    path, message = [*prefix, *map(str, first["loc"])], first["msg"]
+    if first["type"] == "value_error":
+        # Model validators write "field: problem" to name the field inside the model they check.
+        message = message.removeprefix("Value error, ")
+        head, sep, rest = message.partition(": ")
+        if sep and head.isidentifier():
+            path, message = [*path, head], rest
+    field = ".".join(path) or "(top level)"
     more = len(error.errors()) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{field}: {first['msg']}{suffix}"
+    return f"{field}: {message}{suffix}"
 
 
 class AgentSearchError(Exception):

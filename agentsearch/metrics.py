@@ -7,13 +7,12 @@ A user metric is named ``package.module:function``; the task file's folder is im
 
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from agentsearch._references import resolve_callable
 from agentsearch.exceptions import TaskSpecError
 
 Metric = Callable[[Any, Any], float]
@@ -73,18 +72,8 @@ BUILTIN_METRICS: dict[str, Metric] = {
 def resolve_metric(reference: str, *, base_dir: Path | None = None) -> Metric:
     if reference in BUILTIN_METRICS:
         return BUILTIN_METRICS[reference]
-    module_name, sep, attribute = reference.partition(":")
-    if not sep or not module_name or not attribute:
+    if ":" not in reference:
         raise TaskSpecError(
             f"unknown metric {reference!r}: use one of {', '.join(BUILTIN_METRICS)} or 'package.module:function'"
         )
-    if base_dir is not None and str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise TaskSpecError(f"cannot import {module_name!r} ({type(exc).__name__}: {exc})") from None
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise TaskSpecError(f"{module_name!r} has no function {attribute!r}")
-    return function
+    return resolve_callable(reference, base_dir=base_dir, what="metric")

@@ -11,9 +11,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentsearch.exceptions import LMError, TaskSpecError, describe_validation_error
+from agentsearch.search_space import ModuleSpaceConfig
 
 SPLITS = ("train", "dev", "test")
 
@@ -73,17 +81,49 @@ class SplitLimits(_Strict):
     test: int | None = Field(default=None, gt=0)
 
 
-class DataConfig(_Strict):
-    """Paths are relative to the task file (or the working directory for a Task built in code)."""
+class SplitSizes(_Strict):
+    train: int = Field(gt=0)
+    dev: int = Field(gt=0)
+    test: int = Field(default=0, ge=0)
 
-    train: Path
-    dev: Path
+
+class DataConfig(_Strict):
+    """Either a file per split, or one ``file`` cut into ``split`` sizes after a shuffle by the task seed.
+
+    Paths are relative to the task file (or the working directory for a Task built in code).
+    """
+
+    train: Path | None = None
+    dev: Path | None = None
     test: Path | None = None
+    file: Path | None = None
+    split: SplitSizes | None = None
     limit: SplitLimits = SplitLimits()
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DataConfig:
+        if self.file is not None:
+            if self.split is None:
+                raise ValueError("file: needs split sizes (split: {train: N, dev: N, test: N})")
+            if self.train or self.dev or self.test:
+                raise ValueError("file: give either one file with split sizes or train/dev/test files, not both")
+        elif self.train is None or self.dev is None:
+            raise ValueError("train and dev files are required (or one file with split sizes)")
+        elif self.split is not None:
+            raise ValueError("split: applies to a single data.file")
+        return self
 
 
 class SearchConfig(_Strict):
-    levels: list[Literal["prompt"]] = ["prompt"]
+    levels: list[Literal["prompt", "module"]] = Field(default=["prompt"], min_length=1)
+    objectives: list[Literal["score", "cost"]] = Field(
+        default=["score"], description="[score] or [score, cost]: cost-aware search for the score/cost Pareto front"
+    )
+    pruner: Literal["wilcoxon", "none"] = Field(
+        default="wilcoxon", description="stop a candidate early once it is significantly worse than the best"
+    )
+    minibatch: int = Field(default=10, gt=0, description="dev examples before the first pruning check; batches double")
+    modules: ModuleSpaceConfig = ModuleSpaceConfig()
     optimizer: Literal["tpe", "random"] = "tpe"
     max_candidates: int = Field(default=20, gt=0, description="candidates evaluated on dev, the seed included")
     num_instructions: int = Field(default=5, gt=0, description="instruction variants, the seed's included")
@@ -91,6 +131,14 @@ class SearchConfig(_Strict):
     num_demo_sets: int = Field(default=6, gt=0)
     bootstrap_examples: int = Field(default=32, ge=0, description="train examples the seed runs on to bootstrap demos")
     formats: list[Literal["chat", "json", "xml", "completion"]] = Field(default=["chat", "completion"], min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SearchConfig:
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError("levels: each level at most once")
+        if self.objectives not in (["score"], ["score", "cost"]):
+            raise ValueError("objectives: use [score] or [score, cost]")
+        return self
 
 
 class BudgetConfig(_Strict):
@@ -118,7 +166,10 @@ class Task(_Strict):
         return self.proposer_lm or self.lm
 
     def data_path(self, split: str) -> Path | None:
-        path = getattr(self.data, split)
+        """The file a split is read from (the single ``data.file`` when splits are cut from one)."""
+        path = self.data.file if self.data.file is not None else getattr(self.data, split)
+        if self.data.split is not None and split == "test" and not self.data.split.test:
+            return None
         return None if path is None else (self.base_dir / path)
 
     def with_overrides(self, **changes: Any) -> Task:
@@ -148,13 +199,26 @@ def validate_task(data: Any, *, source: str, base_dir: Path) -> Task:
 
 def _check_references(task: Task, source: str) -> None:
     """Errors pydantic cannot see: files that do not exist, empty splits, fields missing from the data."""
-    from agentsearch.data import read_split
+    from agentsearch._references import resolve_callable
+    from agentsearch.data import load_split, read_split
     from agentsearch.metrics import resolve_metric
 
-    for split in SPLITS:
-        path = task.data_path(split)
-        if path is not None:
-            read_split(path, task.program, field=f"data.{split}", source=source)
+    if task.data.file is not None:
+        rows = len(read_split(task.data_path("train"), task.program, field="data.file", source=source))
+        wanted = task.data.split.train + task.data.split.dev + task.data.split.test
+        if wanted > rows:
+            raise TaskSpecError(f"{source}: data.split: {wanted} examples asked for, {task.data.file} has {rows}")
+    else:
+        for split in SPLITS:
+            if task.data_path(split) is not None:
+                load_split(task, split, source=source)
+    modules = task.search.modules
+    for field, references in (("tools", modules.tools), ("reward", [modules.reward] if modules.reward else [])):
+        for reference in references:
+            try:
+                resolve_callable(reference, base_dir=task.base_dir, what=field.rstrip("s"))
+            except TaskSpecError as exc:
+                raise TaskSpecError(f"{source}: search.modules.{field}: {exc}") from None
     try:
         resolve_metric(task.metric, base_dir=task.base_dir)
     except TaskSpecError as exc:

@@ -49,6 +49,7 @@ def fresh_lm_cache(tmp_path_factory: pytest.TempPathFactory):
 def fake_lm() -> fakes.KeywordLLM:
     fake = fakes.register()
     fake.calls = 0
+    fake.prompts.clear()
     return fake
 
 

@@ -4,10 +4,16 @@ It classifies sentiment by keyword, but only when the prompt is a completion-for
 least two demos; otherwise it answers "positive" (chance on balanced data). So a search that finds
 the completion format with demos beats the seed, as the real tiny model does. A sentence containing
 EXPLODE makes the call fail.
+
+It answers any signature: it reads the output fields from DSPy's chat prompt (or, for a completion
+prompt, from the open ``Field:`` line and the demos), and fills each by its name: a ReAct step calls
+the first tool once, then finishes; a ProgramOfThought node writes code that prints the label.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import threading
 from typing import Any
@@ -24,31 +30,65 @@ class KeywordLLM(CustomLLM):
         super().__init__()
         self.calls = 0
         self.last_params: dict[str, Any] = {}
+        self.prompts: list[str] = []
         self._lock = threading.Lock()
+
+    def _value(self, field: str, text: str, sentence: str, completion: bool) -> str:
+        demos = text.count("Label:") - 1
+        if field == "label":
+            if completion and demos >= 2:
+                return "positive" if any(w in sentence for w in POSITIVE_WORDS) else "negative"
+            return "positive"
+        if field == "next_tool_name":
+            tools = re.findall(r"\(\d+\) (\w+), whose description", text)
+            tool = next((t for t in tools if t != "finish"), "finish")
+            return tool if "observation_0" not in text else "finish"
+        if field == "next_tool_args":
+            if "observation_0" in text:
+                return "{}"
+            arguments = re.findall(r"It takes arguments \{'(\w+)'", text)
+            return json.dumps({arguments[0]: sentence} if arguments else {})
+        if field == "python_code":
+            label = "positive" if any(w in sentence for w in POSITIVE_WORDS) else "negative"
+            where = f"'sandboxed' if os.getpid() != {os.getpid()} else 'in-process'"
+            return f"```python\nimport os\nprint({label!r}, {where})\n```"
+        return {"correct": "True", "critique": "It looks right."}.get(field, f"some {field}")
+
+    def _reply(self, messages: list) -> str:
+        text = "\n\n".join(str(m.get("content") or "") for m in messages)
+        sentences = re.findall(r"Sentence: (.*)", text) or re.findall(r"\[\[ ## sentence ## \]\]\n(.*)", text)
+        sentence = sentences[-1] if sentences else ""
+        if "EXPLODE" in sentence:
+            raise RuntimeError("the fake LM was told to fail")
+        if "improving the instruction" in text:
+            return f"Decide whether the review is positive or negative (variant {self.calls})."
+        if messages[0].get("role") == "system":
+            block = messages[0]["content"].split("Your output fields are:", 1)[1].split("All interactions", 1)[0]
+            fields = re.findall(r"`(\w+)`", block)
+            return "\n\n".join(f"[[ ## {f} ## ]]\n{self._value(f, text, sentence, False)}" for f in fields) + \
+                "\n\n[[ ## completed ## ]]"
+        lines = text.rstrip().split("\n")
+        opened = lines[-1].rstrip(":")
+        final_inputs = {line.split(":", 1)[0] for line in text.rsplit("\n\n", 1)[-1].split("\n")[:-1]}
+        labels = list(dict.fromkeys(re.findall(r"^([A-Z][a-z ]*):", text, re.MULTILINE)))
+        later = [name for name in labels[labels.index(opened) + 1:] if name not in final_inputs]
+        names = [opened, *later]
+        fields = [name.lower().replace(" ", "_") for name in names]
+        parts = [f" {self._value(fields[0], text, sentence, True)}"]
+        parts += [f"{name}: {self._value(field, text, sentence, True)}" for name, field in zip(names[1:], fields[1:])]
+        return "\n".join(parts)
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
         with self._lock:
             self.calls += 1
             self.last_params = dict(kwargs.get("optional_params") or {})
-        text = "\n\n".join(str(m.get("content") or "") for m in messages)
-        if "improving the instruction" in text:
-            reply = f"Decide whether the review is positive or negative (variant {self.calls})."
-        else:
-            sentences = re.findall(r"Sentence: (.*)", text) or re.findall(r"\[\[ ## sentence ## \]\]\n(.*)", text)
-            sentence = sentences[-1] if sentences else ""
-            if "EXPLODE" in sentence:
-                raise RuntimeError("the fake LM was told to fail")
-            demos = text.count("Label:") - 1
-            if demos >= 2:
-                label = "positive" if any(w in sentence for w in POSITIVE_WORDS) else "negative"
-            else:
-                label = "positive"
-            is_chat = messages[0].get("role") == "system"
-            reply = f"[[ ## label ## ]]\n{label}\n\n[[ ## completed ## ]]" if is_chat else f" {label}"
+            self.prompts.append("\n\n".join(str(m.get("content") or "") for m in messages))
+        reply = self._reply(messages)
+        words = sum(len(str(m.get("content") or "").split()) for m in messages)
         return ModelResponse(
             model=f"fake/{model}",
             choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}],
-            usage={"prompt_tokens": len(text.split()), "completion_tokens": 2, "total_tokens": len(text.split()) + 2},
+            usage={"prompt_tokens": words, "completion_tokens": 2, "total_tokens": words + 2},
         )
 
 

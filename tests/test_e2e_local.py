@@ -107,14 +107,14 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(tmp_path):
 
 
 def test_json_format_on_the_embedded_lm_is_constrained_to_parseable_json():
+    import dspy
+
     from agentsearch.data import LabelledExample
     from agentsearch.evaluators import Evaluator
     from agentsearch.lm import build_lm
     from agentsearch.metrics import BUILTIN_METRICS
     from agentsearch.search_space import CandidateSpec, PredictorSpec, SpecProgram
     from agentsearch.task import LMConfig
-
-    import dspy
 
     spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", format="json",
                                                    instructions="Answer positive or negative."),))

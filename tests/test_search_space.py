@@ -9,7 +9,12 @@ from pydantic import ValidationError
 
 from agentsearch import load_program, save_program
 from agentsearch.exceptions import ProgramFileError
-from agentsearch.search_space import CandidateSpec, CompletionAdapter, PredictorSpec, SpecProgram
+from agentsearch.search_space import (
+    CandidateSpec,
+    CompletionAdapter,
+    PredictorSpec,
+    SpecProgram,
+)
 
 DEMOS = {"d1": {"sentence": "great", "label": "positive"}, "d2": {"sentence": "awful", "label": "negative"}}
 
@@ -91,11 +96,11 @@ def test_completion_adapter_formats_a_few_shot_text_prompt_and_parses_it():
                                               ("xml", dspy.XMLAdapter), ("completion", CompletionAdapter)])
 def test_each_format_compiles_to_its_adapter(fmt, adapter):
     program = SpecProgram(_spec(format=fmt), DEMOS)
-    assert type(program.adapters[0]) is adapter
+    assert type(program.nodes[0].adapter) is adapter
 
 
 def test_two_predictor_pipeline_feeds_outputs_forward(tmp_path):
-    spec = CandidateSpec(predictors=(
+    spec = CandidateSpec(topology="pipeline", predictors=(
         PredictorSpec(name="draft", signature="sentence -> gist"),
         PredictorSpec(name="answer", signature="gist -> label"),
     ))
@@ -107,9 +112,9 @@ def test_two_predictor_pipeline_feeds_outputs_forward(tmp_path):
 
 
 def test_formats_are_kept_per_predictor_through_a_program_file(tmp_path):
-    spec = CandidateSpec(predictors=(
+    spec = CandidateSpec(topology="pipeline", predictors=(
         PredictorSpec(name="draft", signature="sentence -> gist", format="completion"),
         PredictorSpec(name="answer", signature="gist -> label", format="xml"),
     ))
     loaded = load_program(save_program(SpecProgram(spec, {}), tmp_path / "mixed.json"))
-    assert [type(a) for a in loaded.adapters] == [CompletionAdapter, dspy.XMLAdapter]
+    assert [type(n.adapter) for n in loaded.nodes] == [CompletionAdapter, dspy.XMLAdapter]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import sqlalchemy
 import pytest
+import sqlalchemy
 
 from agentsearch.evaluators import ExampleOutcome
 from agentsearch.exceptions import StorageError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentsearch.lm._factory import Usage, UsageMeter, build_lm
+from agentsearch.lm._factory import Usage, UsageMeter, build_lm, cost_measure
 from agentsearch.lm._secrets import redact_secrets
 
-__all__ = ["Usage", "UsageMeter", "build_lm", "redact_secrets"]
+__all__ = ["Usage", "UsageMeter", "build_lm", "cost_measure", "redact_secrets"]

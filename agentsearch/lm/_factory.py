@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
+import litellm  # noqa: E402
 from dspy.utils.usage_tracker import UsageTracker  # noqa: E402
+
+litellm.suppress_debug_info = True  # its "Provider List" banner on stdout would corrupt --json output
 
 if TYPE_CHECKING:
     from agentsearch.task import LMConfig
@@ -76,8 +79,6 @@ class Usage:
 
 
 def _cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    import litellm
-
     try:
         prompt_cost, completion_cost = litellm.cost_per_token(
             model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
@@ -85,6 +86,11 @@ def _cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
     except Exception:  # litellm raises for models it has no price for (local ones among them)
         return 0.0
     return float(prompt_cost + completion_cost)
+
+
+def cost_measure(model: str) -> str:
+    """``usd`` when litellm knows the model's price, else ``tokens``: the unit cost-aware search compares."""
+    return "usd" if _cost(model, 1000, 1000) > 0 else "tokens"
 
 
 class UsageMeter(UsageTracker):

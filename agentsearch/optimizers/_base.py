@@ -20,15 +20,28 @@ class Proposal:
 class BaseOptimizer(abc.ABC):
     """Proposes candidate specs and learns from their dev scores.
 
-    ``tell`` is called once for each proposal ``ask`` returned, with its dev score, or None when the
-    candidate failed. An optimizer's state must live in storage, not in memory: a proposal asked
-    before a crash is told after the restart, by a new instance, through ``Proposal.trial_number``.
+    ``tell`` is called once for each proposal ``ask`` returned: with its dev score (and its cost per
+    example, for a cost-aware optimizer), with None when the candidate failed, or with
+    ``pruned=True`` and the partial score when ``should_prune`` stopped it. An optimizer's state must
+    live in storage, not in memory: a proposal asked before a crash is told after the restart, by a
+    new instance, through ``Proposal.trial_number``.
+
+    Pruning is optional: ``report`` receives per-example dev scores keyed by the example's position
+    in dev as they arrive, and ``should_prune`` is asked between minibatches.
     """
 
     name: str
+    prunes: bool = False
 
     @abc.abstractmethod
     def ask(self) -> Proposal: ...
 
     @abc.abstractmethod
-    def tell(self, proposal: Proposal, score: float | None) -> None: ...
+    def tell(self, proposal: Proposal, score: float | None, *, cost: float | None = None,
+             pruned: bool = False) -> None: ...
+
+    def report(self, proposal: Proposal, scores: dict[int, float]) -> None:
+        """Per-example dev scores of a proposal being evaluated."""
+
+    def should_prune(self, proposal: Proposal) -> bool:
+        return False

@@ -1,4 +1,4 @@
-"""Building a prompt space: bootstrapped and labelled demos, and instructions written by the proposer LM."""
+"""Building a search space: bootstrapped and labelled demos, and instructions written by the proposer LM."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import jinja2
 
 from agentsearch.data import LabelledExample
 from agentsearch.lm import Usage, UsageMeter
-from agentsearch.optimizers._prompt_space import PredictorChoices, PromptSpace, make_demo_sets
-from agentsearch.search_space import CandidateSpec
+from agentsearch.optimizers._demo_sets import make_demo_sets
+from agentsearch.search_space import CandidateSpec, ModuleSpaceConfig, SearchSpace
 
 # Tips steer each proposal somewhere different, as MIPROv2's do; without them a small proposer repeats itself.
 TIPS = (
@@ -96,7 +96,7 @@ def propose_instructions(
     return found, meter.usage
 
 
-def build_prompt_space(
+def build_space(
     seed: CandidateSpec,
     *,
     train: Sequence[LabelledExample],
@@ -105,8 +105,10 @@ def build_prompt_space(
     formats: Sequence[str],
     num_demo_sets: int,
     max_demos: int,
+    levels: Sequence[str],
+    modules: ModuleSpaceConfig,
     rng: random.Random,
-) -> PromptSpace:
+) -> SearchSpace:
     """``bootstrapped`` maps a train example id to the seed's passing output for it, inputs included."""
     demos: dict[str, dict[str, Any]] = {}
     for item in train:
@@ -117,19 +119,18 @@ def build_prompt_space(
     label_of = {item.id: "\x1f".join(str(item.example[name]) for name in outputs) for item in train}
     if len(set(label_of.values())) > MAX_CLASSES:
         label_of = None  # free-form answers: nothing to balance
-    predictors = tuple(
-        PredictorChoices(
-            instructions=(predictor.instructions, *instructions),
-            demo_sets=make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng,
-                                     label_of=label_of),
-        )
-        for predictor in seed.predictors
-    )
-    used = {demo for choices in predictors for demo_set in choices.demo_sets for demo in demo_set}
-    return PromptSpace(
-        seed=seed,
-        predictors=predictors,
+    demo_sets = make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng, label_of=label_of)
+    retrieve = "module" in levels and "retrieve_demos" in modules.kinds and max_demos > 0
+    pool = tuple(item.id for item in train) if retrieve else ()
+    used = {demo for demo_set in demo_sets for demo in demo_set} | set(pool)
+    return SearchSpace(
+        signature=seed.predictors[0].signature,
+        instructions=(seed.predictors[0].instructions, *instructions),
+        demo_sets=demo_sets,
+        retrieval_pool=pool,
         demos={demo_id: demos[demo_id] for demo_id in demos if demo_id in used},
         formats=tuple(formats),
-        max_demos=max_demos if any(choices.demo_sets for choices in predictors) else 0,
+        max_demos=max_demos if demo_sets else 0,
+        levels=tuple(levels),
+        modules=modules,
     )

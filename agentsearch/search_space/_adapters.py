@@ -10,8 +10,8 @@ from typing import Any
 
 import dspy
 from dspy.adapters.base import Adapter
+from dspy.adapters.utils import parse_value
 from dspy.utils.exceptions import AdapterParseError
-
 
 
 def _label(name: str) -> str:
@@ -30,21 +30,20 @@ class CompletionAdapter(Adapter):
         return super().__call__(lm, lm_kwargs, signature, demos, inputs)
 
     def _block(self, signature, values: dict[str, Any], *, open_end: bool) -> str:
-        lines = [f"{_label(name)}: {values[name]}" for name in signature.input_fields]
+        """Fields a demo lacks (an intermediate field, a reasoning) are left out rather than the whole demo."""
         outputs = list(signature.output_fields)
+        names = list(signature.input_fields) + ([] if open_end else outputs)
+        lines = [f"{_label(name)}: {values[name]}" for name in names if values.get(name) is not None]
         if open_end:
             lines.append(f"{_label(outputs[0])}:")
-        else:
-            lines += [f"{_label(name)}: {values[name]}" for name in outputs]
         return "\n".join(lines)
 
     def format(self, signature, demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        fields = list(signature.input_fields) + list(signature.output_fields)
         blocks = [signature.instructions.strip()] if signature.instructions.strip() else []
         blocks += [
             self._block(signature, demo, open_end=False)
             for demo in demos
-            if all(demo.get(name) is not None for name in fields)
+            if any(demo.get(name) is not None for name in signature.output_fields)
         ]
         blocks.append(self._block(signature, inputs, open_end=True))
         return [{"role": "user", "content": "\n\n".join(blocks)}]
@@ -67,7 +66,16 @@ class CompletionAdapter(Adapter):
                 adapter_name="CompletionAdapter", signature=signature, lm_response=completion,
                 message=f"no value for {missing[0] if missing else outputs[0]!r}",
             )
-        return {name: "\n".join(lines).strip() for name, lines in values.items()}
+        parsed = {}
+        for name, lines in values.items():
+            try:
+                parsed[name] = parse_value("\n".join(lines).strip(), signature.output_fields[name].annotation)
+            except Exception as exc:  # pydantic and json errors alike: the LM wrote a value of the wrong type
+                raise AdapterParseError(
+                    adapter_name="CompletionAdapter", signature=signature, lm_response=completion,
+                    message=f"{name!r}: {exc}",
+                ) from None
+        return parsed
 
 
 def make_adapter(prompt_format: str) -> Adapter:

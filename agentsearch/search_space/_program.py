@@ -16,27 +16,42 @@ import dspy
 from pydantic import ValidationError
 
 from agentsearch.exceptions import ProgramFileError, describe_validation_error
-from agentsearch.search_space._adapters import make_adapter
-from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
+from agentsearch.search_space._nodes import Node, majority, render_answer
+from agentsearch.search_space._spec import CandidateSpec
 
 PROGRAM_FILE_VERSION = 1
 
 Demos = Mapping[str, Mapping[str, Any]]
 
+ROLE_INSTRUCTIONS = {
+    "analyze": "List the facts in the input that decide the answer, briefly.",
+    "aggregate": "Several answers were proposed for this input. Give the correct answer.",
+    "judge": "Agents debated this input. Give the correct answer.",
+    "critique": "Check the proposed answer for this input and say what, if anything, is wrong with it.",
+    "revise": "Give the corrected answer for this input, using the critique of the previous answer.",
+}
+"""Fixed instructions of the nodes that wire a topology (the task's own nodes get searched instructions)."""
 
-def _build_predictor(spec: PredictorSpec, demos: Demos) -> dspy.Module:
-    signature = dspy.Signature(spec.signature, spec.instructions)
-    module = dspy.ChainOfThought(signature) if spec.module == "chain_of_thought" else dspy.Predict(signature)
-    examples = [dspy.Example(dict(demos[demo_id])) for demo_id in spec.demo_ids]
-    for _, predictor in module.named_predictors():
-        predictor.demos = list(examples)
-    return module
+_ROLE_FIELDS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "answer": ((), None), "member": ((), None), "analyze": ((), "analysis"), "respond": (("analysis",), None),
+    "agent": (("other_answers",), None), "aggregate": (("candidate_answers",), None), "judge": (("debate",), None),
+    "critique": (("proposed_answer",), "critique"), "revise": (("previous_answer", "critique"), None),
+}
+"""Per role: the inputs it reads besides the task's, and its own output (None: the task's outputs)."""
+
+
+def node_signature(task_signature: str, role: str) -> str:
+    """The signature of a node playing ``role`` in a topology, derived from the task's signature."""
+    inputs, outputs = (part.strip() for part in task_signature.split("->", 1))
+    extra, own_output = _ROLE_FIELDS[role]
+    return f"{', '.join([inputs, *extra])} -> {own_output or outputs}"
 
 
 class SpecProgram(dspy.Module):
-    """The DSPy program a CandidateSpec describes; each predictor runs with its own prompt format."""
+    """The DSPy program a CandidateSpec describes: its nodes, wired by its topology."""
 
-    def __init__(self, spec: CandidateSpec, demos: Demos, lm: dspy.BaseLM | None = None) -> None:
+    def __init__(self, spec: CandidateSpec, demos: Demos, lm: dspy.BaseLM | None = None, *,
+                 base_dir: Path | None = None) -> None:
         super().__init__()
         missing = spec.demo_ids() - set(demos)
         if missing:
@@ -44,18 +59,63 @@ class SpecProgram(dspy.Module):
         self.spec = spec
         self.demo_texts = {demo_id: dict(demos[demo_id]) for demo_id in sorted(spec.demo_ids())}
         self.lm = lm
-        self.adapters = [make_adapter(predictor.format) for predictor in spec.predictors]
-        self.steps = [_build_predictor(predictor, demos) for predictor in spec.predictors]
-        self._step_inputs = [list(dspy.Signature(predictor.signature).input_fields) for predictor in spec.predictors]
+        self.nodes = [Node(predictor, demos, base_dir=base_dir) for predictor in spec.predictors]
+        self.outputs = self.nodes[-1].outputs
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         overrides: dict[str, Any] = {} if self.lm is None else {"lm": self.lm}
-        values = dict(inputs)
+        with dspy.context(**overrides):
+            return getattr(self, f"_{self.spec.topology}")(dict(inputs))
+
+    def _single(self, inputs: dict[str, Any]) -> dspy.Prediction:
+        return self.nodes[0](**inputs)
+
+    def _pipeline(self, values: dict[str, Any]) -> dspy.Prediction:
         prediction = None
-        for step, wanted, adapter in zip(self.steps, self._step_inputs, self.adapters, strict=True):
-            with dspy.context(adapter=adapter, **overrides):
-                prediction = step(**{name: values[name] for name in wanted})
+        for node in self.nodes:
+            prediction = node(**values)
             values.update(prediction.items())
+        return prediction
+
+    def _answers(self, predictions: list[dspy.Prediction]) -> str:
+        return "\n".join(f"{i}. {render_answer(p, self.outputs)}" for i, p in enumerate(predictions, start=1))
+
+    def _ensemble(self, inputs: dict[str, Any]) -> dspy.Prediction:
+        members = self.nodes[:-1] if self.spec.aggregator == "lm" else self.nodes
+        answers, error = [], None
+        for member in members:
+            try:
+                answers.append(member(**inputs))
+            except Exception as exc:  # a member that fails is outvoted, not fatal
+                error = exc
+        if not answers:
+            raise error  # type: ignore[misc]
+        if self.spec.aggregator == "vote":
+            return majority(answers, self.outputs)
+        return self.nodes[-1](**inputs, candidate_answers=self._answers(answers))
+
+    def _debate(self, inputs: dict[str, Any]) -> dspy.Prediction:
+        agents, judge = self.nodes[:-1], self.nodes[-1]
+        answers = [agent(**inputs, other_answers="(none yet)") for agent in agents]
+        transcript = [f"Round 1:\n{self._answers(answers)}"]
+        for round_number in range(2, self.spec.rounds + 1):
+            answers = [
+                agent(**inputs, other_answers=self._answers(answers[:i] + answers[i + 1:]))
+                for i, agent in enumerate(agents)
+            ]
+            transcript.append(f"Round {round_number}:\n{self._answers(answers)}")
+        return judge(**inputs, debate="\n".join(transcript))
+
+    def _reflect(self, inputs: dict[str, Any]) -> dspy.Prediction:
+        answer, critique, revise = self.nodes
+        prediction = answer(**inputs)
+        for _ in range(self.spec.rounds):
+            previous = render_answer(prediction, self.outputs)
+            feedback = critique(**inputs, proposed_answer=previous).critique
+            revised = revise(**inputs, previous_answer=previous, critique=feedback)
+            if render_answer(revised, self.outputs) == previous:
+                break  # a fixed point: more rounds would repeat it
+            prediction = revised
         return prediction
 
 
@@ -84,8 +144,12 @@ def _validated(path: Path, key: str, model: Any, value: Any) -> Any:
         raise ProgramFileError(f"{path}: {describe_validation_error(exc, prefix=(key,))}") from None
 
 
-def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None) -> SpecProgram:
-    """Rebuild a saved program; its LM comes from the file unless ``lm`` is given."""
+def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: str | Path | None = None) -> SpecProgram:
+    """Rebuild a saved program; its LM comes from the file unless ``lm`` is given.
+
+    Only ReAct tools and best-of-n rewards are user code, imported by reference from ``base_dir``
+    (or the import path); the rest of the program is in the file.
+    """
     from agentsearch.lm import build_lm
     from agentsearch.task import LMConfig
 
@@ -104,4 +168,4 @@ def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None) -> SpecProg
         raise ProgramFileError(f"{path}: demos: missing demo {sorted(missing)[0]!r}")
     if lm is None and lm_config is not None:
         lm = build_lm(lm_config)
-    return SpecProgram(spec, demos, lm)
+    return SpecProgram(spec, demos, lm, base_dir=None if base_dir is None else Path(base_dir))

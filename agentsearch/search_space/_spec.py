@@ -1,7 +1,9 @@
 """Candidate specs: a program described as data, so it can be hashed, stored, diffed and rebuilt.
 
 A spec holds what the search varies and nothing else (no LM, no scores, no lineage): two candidates
-with the same spec are the same program, and the hash says so.
+with the same spec are the same program, and the hash says so. A program is a small graph: a
+``topology`` says how its nodes are wired, each node is one reasoning module (``module``) over a
+DSPy signature, with its own instructions, demos and prompt format.
 """
 
 from __future__ import annotations
@@ -10,33 +12,101 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ModuleType = Literal["predict", "chain_of_thought"]
+ModuleKind = Literal[
+    "predict", "chain_of_thought", "self_consistency", "best_of_n", "program_of_thought", "react", "retrieve_demos"
+]
+MODULE_KINDS: tuple[str, ...] = ModuleKind.__args__
+Topology = Literal["single", "pipeline", "ensemble", "debate", "reflect"]
+TOPOLOGIES: tuple[str, ...] = Topology.__args__
 PromptFormat = Literal["chat", "json", "xml", "completion"]
+
+SAMPLING_KINDS = ("self_consistency", "best_of_n")
+DEMO_KINDS = ("predict", "chain_of_thought", "self_consistency", "best_of_n", "retrieve_demos")
+"""Kinds whose demos are task examples; ReAct and ProgramOfThought prompts have fields no demo fills."""
 
 
 class PredictorSpec(BaseModel):
+    """One node. Options that belong to another module kind must stay at their defaults (one spec per program)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "predict"
     signature: str
     instructions: str = ""
-    module: ModuleType = "predict"
+    module: ModuleKind = "predict"
     demo_ids: tuple[str, ...] = ()
+    """Fixed demos; for ``retrieve_demos``, the pool the nearest ``retrieve_k`` are drawn from per input."""
     format: PromptFormat = "chat"
-    """How the predictor's prompt is written and its answer parsed (its DSPy adapter)."""
+    """How the node's prompts are written and its answers parsed (its DSPy adapter)."""
+    samples: int = Field(default=1, ge=1, le=32)
+    """Samples drawn by ``self_consistency`` (majority vote) and ``best_of_n`` (best by the judge)."""
+    judge: str | None = None
+    """How ``best_of_n`` scores a sample: ``lm`` (an LM verdict) or a ``package.module:function`` reward
+    ``fn(inputs: dict, outputs: dict) -> float``. Never the task metric: it needs the gold answer."""
+    tools: tuple[str, ...] = ()
+    """``package.module:function`` references a ``react`` node may call."""
+    max_iters: int = Field(default=1, ge=1, le=20)
+    """Tool-use steps of a ``react`` node."""
+    retrieve_k: int = Field(default=1, ge=1, le=64)
+    """Demos a ``retrieve_demos`` node puts in each prompt."""
+
+    @model_validator(mode="after")
+    def _options_match_module(self) -> PredictorSpec:
+        defaults = type(self).model_fields
+        owned = {"samples": SAMPLING_KINDS, "judge": ("best_of_n",), "tools": ("react",), "max_iters": ("react",),
+                 "retrieve_k": ("retrieve_demos",)}
+        for option, kinds in owned.items():
+            if self.module not in kinds and getattr(self, option) != defaults[option].default:
+                raise ValueError(f"{option} applies only to module {' or '.join(kinds)}, not {self.module}")
+        if self.module == "best_of_n" and not (self.judge == "lm" or ":" in (self.judge or "")):
+            raise ValueError("a best_of_n node needs a judge: lm or a 'package.module:function' reward")
+        return self
 
 
 class CandidateSpec(BaseModel):
-    """Predictors run in order; each reads its inputs from the task inputs and earlier outputs."""
+    """Nodes wired by a topology; the last node (or the vote) gives the task's outputs.
+
+    - ``single``: one node over the task signature.
+    - ``pipeline``: nodes run in order, each reading the task inputs and earlier outputs.
+    - ``ensemble``: members answer independently; ``aggregator`` ``vote`` takes the majority answer,
+      ``lm`` asks a last node to combine them.
+    - ``debate``: agents answer, then for ``rounds - 1`` more rounds each answers again having read the
+      others; a judge node gives the final answer from the transcript.
+    - ``reflect``: an answer, then up to ``rounds`` of critique and revision (stopping when a revision
+      no longer changes the answer).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    topology: Topology = "single"
     predictors: tuple[PredictorSpec, ...] = Field(min_length=1)
+    rounds: int = Field(default=1, ge=1, le=10)
+    aggregator: Literal["vote", "lm"] = "vote"
+
+    @model_validator(mode="after")
+    def _wiring(self) -> CandidateSpec:
+        count = len(self.predictors)
+        if self.topology == "single" and count != 1:
+            raise ValueError(f"a single-node program has one node, not {count}")
+        if self.topology == "pipeline" and count < 2:
+            raise ValueError("a pipeline has at least two nodes")
+        if self.topology == "ensemble" and count - (self.aggregator == "lm") < 2:
+            raise ValueError("an ensemble has at least two members (and an aggregator node when aggregator is lm)")
+        if self.topology == "debate" and count < 3:
+            raise ValueError("a debate has at least two agents and a judge")
+        if self.topology == "reflect" and count != 3:
+            raise ValueError("a reflect loop has three nodes: answer, critique, revise")
+        if self.rounds != 1 and self.topology not in ("debate", "reflect"):
+            raise ValueError(f"rounds applies to debate and reflect, not {self.topology}")
+        if self.aggregator != "vote" and self.topology != "ensemble":
+            raise ValueError(f"aggregator applies to ensemble, not {self.topology}")
+        return self
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Defaults left out, so adding an option with a default keeps every earlier hash."""
+        return json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
 
     @property
     def hash(self) -> str:
@@ -44,3 +114,6 @@ class CandidateSpec(BaseModel):
 
     def demo_ids(self) -> set[str]:
         return {demo for predictor in self.predictors for demo in predictor.demo_ids}
+
+    def modules(self) -> set[str]:
+        return {predictor.module for predictor in self.predictors}

@@ -1,7 +1,7 @@
 """The experiment store's contract and the frozen records it returns.
 
 Implementations must be safe to call from several threads. Finished evaluations are immutable:
-once ``complete_evaluation`` has run, its per-example results and aggregate never change, which is
+once ``complete_evaluation`` has run (complete or pruned), its per-example results and aggregate never change, which is
 what lets a resumed run trust them instead of paying for them again.
 """
 
@@ -42,7 +42,7 @@ class CandidateRecord:
     optimizer: str
     parents: tuple[int, ...]
     trial_number: int | None
-    status: str  # pending | complete | failed
+    status: str  # pending | complete | pruned
     created_at: dt.datetime
     finished_at: dt.datetime | None
 
@@ -52,14 +52,17 @@ class EvaluationRecord:
     id: int
     candidate_id: int
     split: str
-    status: str  # running | complete
+    status: str  # running | complete | pruned (stopped early: it could not beat the best; see note)
     score: float | None
+    """Mean over the ``n`` examples scored (all of the split unless pruned)."""
     n: int
     n_errors: int
     lm_calls: int
     tokens: int
     cost_usd: float
     wall_s: float
+    note: str | None
+    """Why a pruned evaluation was stopped."""
     created_at: dt.datetime
     finished_at: dt.datetime | None
 
@@ -142,4 +145,5 @@ class BaseStorage(abc.ABC):
     def list_example_results(self, evaluation_id: int) -> list[ExampleResultRecord]: ...
 
     @abc.abstractmethod
-    def complete_evaluation(self, evaluation_id: int, wall_s: float) -> EvaluationRecord: ...
+    def complete_evaluation(self, evaluation_id: int, wall_s: float, *, pruned_because: str | None = None) -> EvaluationRecord:
+        """Aggregate the stored example results and close the evaluation, as ``pruned`` when a reason is given."""

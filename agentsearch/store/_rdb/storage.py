@@ -28,7 +28,13 @@ from agentsearch.store._base import (
     RunRecord,
     RunUsage,
 )
-from agentsearch.store._rdb.models import CandidateModel, EvaluationModel, ExampleResultModel, RunModel, utcnow
+from agentsearch.store._rdb.models import (
+    CandidateModel,
+    EvaluationModel,
+    ExampleResultModel,
+    RunModel,
+    utcnow,
+)
 
 VERSION_TABLE = "agentsearch_alembic_version"  # Optuna's tables (and its alembic_version) share the database
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -164,7 +170,7 @@ class RDBStorage(BaseStorage):
         return EvaluationRecord(
             id=row.id, candidate_id=row.candidate_id, split=row.split, status=row.status, score=row.score,
             n=row.n, n_errors=row.n_errors, lm_calls=row.lm_calls, tokens=row.tokens, cost_usd=row.cost_usd,
-            wall_s=row.wall_s, created_at=row.created_at, finished_at=row.finished_at,
+            wall_s=row.wall_s, note=row.note, created_at=row.created_at, finished_at=row.finished_at,
         )
 
     @staticmethod
@@ -306,7 +312,7 @@ class RDBStorage(BaseStorage):
             )
             return [self._example(row) for row in rows]
 
-    def complete_evaluation(self, evaluation_id: int, wall_s: float) -> EvaluationRecord:
+    def complete_evaluation(self, evaluation_id: int, wall_s: float, *, pruned_because: str | None = None) -> EvaluationRecord:
         with self._session() as session:
             row = session.get(EvaluationModel, evaluation_id)
             n, score, errors, calls, tokens, cost = session.execute(
@@ -322,7 +328,8 @@ class RDBStorage(BaseStorage):
             row.n, row.score, row.n_errors = int(n), (None if score is None else float(score)), int(errors)
             row.lm_calls, row.tokens, row.cost_usd = int(calls), int(tokens), float(cost)
             row.wall_s += wall_s
-            row.status = "complete"
+            row.status = "complete" if pruned_because is None else "pruned"
+            row.note = pruned_because
             row.finished_at = utcnow()
             session.flush()
             return self._evaluation(row)

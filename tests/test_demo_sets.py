@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from agentsearch.optimizers._prompt_space import make_demo_sets
+from agentsearch.optimizers._demo_sets import make_demo_sets
 
 
 def test_demo_sets_interleave_labels_so_every_prefix_is_balanced():

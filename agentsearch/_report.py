@@ -1,0 +1,101 @@
+"""What a run's records say: the best candidate, score intervals, the score/cost front, pruning savings.
+
+Computed from the store alone, so the CLI and SQL users see the same figures as ``optimize``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agentsearch._stats import Estimate, bootstrap, paired_difference
+from agentsearch.store import BaseStorage, CandidateRecord, EvaluationRecord
+
+
+def best_candidate(storage: BaseStorage, run_id: int) -> tuple[CandidateRecord, EvaluationRecord] | None:
+    """Highest dev score over complete evaluations; ties go to the earlier candidate (the seed wins a tie)."""
+    candidates = {c.id: c for c in storage.list_candidates(run_id)}
+    scored = [e for e in storage.list_evaluations(run_id=run_id)
+              if e.split == "dev" and e.status == "complete" and e.score is not None]
+    if not scored:
+        return None
+    evaluation = max(scored, key=lambda e: (e.score, -candidates[e.candidate_id].number))
+    return candidates[evaluation.candidate_id], evaluation
+
+
+def cost_per_example(evaluation: EvaluationRecord, measure: str) -> float:
+    """Dollars per example when the LM has a known price (``usd``), else tokens per example."""
+    total = evaluation.cost_usd if measure == "usd" else evaluation.tokens
+    return total / max(1, evaluation.n)
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    candidate: CandidateRecord
+    dev: EvaluationRecord
+    cost: float
+
+
+def pareto_front(storage: BaseStorage, run_id: int, measure: str) -> list[FrontPoint]:
+    """Candidates no other beats on dev score without costing more per example, cheapest first."""
+    candidates = {c.id: c for c in storage.list_candidates(run_id)}
+    points = [FrontPoint(candidates[e.candidate_id], e, cost_per_example(e, measure))
+              for e in storage.list_evaluations(run_id=run_id)
+              if e.split == "dev" and e.status == "complete" and e.score is not None]
+    front = [
+        p for p in points
+        if not any(q.dev.score >= p.dev.score and q.cost <= p.cost and (q.dev.score, q.cost) != (p.dev.score, p.cost)
+                   for q in points)
+    ]
+    return sorted(front, key=lambda p: (p.cost, -p.dev.score, p.candidate.number))
+
+
+@dataclass(frozen=True)
+class PruningSummary:
+    pruned: int
+    """Dev evaluations stopped early."""
+    lm_calls_spent: int
+    """LM calls the pruned evaluations made."""
+    lm_calls_saved: int
+    """Estimated: each pruned candidate's calls per example times the dev examples it skipped."""
+
+
+def pruning_summary(storage: BaseStorage, run_id: int) -> PruningSummary:
+    dev = [e for e in storage.list_evaluations(run_id=run_id) if e.split == "dev"]
+    full = max((e.n for e in dev if e.status == "complete"), default=0)
+    pruned = [e for e in dev if e.status == "pruned"]
+    saved = sum(round(e.lm_calls / max(1, e.n) * max(0, full - e.n)) for e in pruned)
+    return PruningSummary(len(pruned), sum(e.lm_calls for e in pruned), saved)
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    candidate: CandidateRecord
+    dev: EvaluationRecord | None
+    test: EvaluationRecord | None
+
+    @property
+    def dev_score(self) -> float | None:
+        return self.dev.score if self.dev else None
+
+    @property
+    def test_score(self) -> float | None:
+        return self.test.score if self.test and self.test.status == "complete" else None
+
+
+def score_intervals(storage: BaseStorage, best: CandidateResult, seed: CandidateResult) -> dict[str, Estimate]:
+    """Bootstrap 95% intervals of the best's dev and test scores, and paired differences against the seed."""
+    def per_example(evaluation: EvaluationRecord | None) -> dict[str, float] | None:
+        if evaluation is None or evaluation.status != "complete":
+            return None
+        return {result.example_id: result.score for result in storage.list_example_results(evaluation.id)}
+
+    intervals: dict[str, Estimate] = {}
+    for split in ("dev", "test"):
+        best_scores = per_example(getattr(best, split))
+        if not best_scores:
+            continue
+        intervals[f"best_{split}"] = bootstrap(list(best_scores.values()))
+        seed_scores = per_example(getattr(seed, split))
+        if seed_scores and best.candidate.id != seed.candidate.id:
+            intervals[f"best_minus_seed_{split}"] = paired_difference(best_scores, seed_scores)
+    return intervals

@@ -1,0 +1,247 @@
+"""The search space: prompt choices (instructions, demos, formats) and module choices (kinds, topologies).
+
+The space is define-by-run: ``suggest`` asks a trial for the topology first, then for each node it
+creates, its module kind, then only the options that kind has. Optuna's TPE (with ``group=True``)
+models such conditional spaces; a fixed list of distributions could not (a debate's third agent
+exists only when the debate has three agents). The space is built once per run, since its
+instructions and demos cost LM calls, and kept as JSON with the run so a resumed run sees the same
+choices behind the same indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agentsearch.search_space._program import ROLE_INSTRUCTIONS, node_signature
+from agentsearch.search_space._spec import (
+    DEMO_KINDS,
+    MODULE_KINDS,
+    SAMPLING_KINDS,
+    TOPOLOGIES,
+    CandidateSpec,
+    ModuleKind,
+    PredictorSpec,
+    Topology,
+)
+
+AUX_KINDS = ("predict", "chain_of_thought")
+"""Kinds a wiring node (analyze, aggregate, judge, critique, revise) may take."""
+
+
+class ModuleSpaceConfig(BaseModel):
+    """``search.modules`` in task.yaml: which module kinds and topologies the module level may use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kinds: list[ModuleKind] = Field(default=[k for k in MODULE_KINDS if k != "react"], min_length=1)
+    topologies: list[Topology] = Field(default=list(TOPOLOGIES), min_length=1)
+    max_samples: int = Field(default=5, ge=2, le=32, description="samples of self_consistency and best_of_n")
+    max_members: int = Field(default=3, ge=2, le=8, description="ensemble members and debate agents")
+    max_rounds: int = Field(default=2, ge=1, le=10, description="debate rounds and reflect revisions")
+    tools: list[str] = Field(default=[], description="'package.module:function' tools of react nodes")
+    max_iters: int = Field(default=3, ge=1, le=20, description="tool-use steps of a react node")
+    reward: str | None = Field(default=None, description="'package.module:function' best_of_n may judge with")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModuleSpaceConfig:
+        if "react" in self.kinds and not self.tools:
+            raise ValueError("kinds: react needs at least one tool in search.modules.tools")
+        if self.tools and "react" not in self.kinds:
+            raise ValueError("tools: listed, but react is not among search.modules.kinds")
+        return self
+
+
+class Trial(Protocol):
+    """The part of ``optuna.Trial`` the space uses."""
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+    def suggest_int(self, name: str, low: int, high: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    signature: str
+    instructions: tuple[str, ...]
+    """Instruction variants of the task's nodes; index 0 is the seed program's."""
+    demo_sets: tuple[tuple[str, ...], ...]
+    retrieval_pool: tuple[str, ...]
+    """Train examples a retrieve_demos node picks its demos from."""
+    demos: dict[str, dict[str, Any]]
+    """Texts of every demo id above."""
+    formats: tuple[str, ...]
+    max_demos: int
+    levels: tuple[str, ...]
+    modules: ModuleSpaceConfig
+
+    # persistence --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["modules"] = self.modules.model_dump(mode="json")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        return cls(
+            signature=data["signature"], instructions=tuple(data["instructions"]),
+            demo_sets=tuple(tuple(s) for s in data["demo_sets"]), retrieval_pool=tuple(data["retrieval_pool"]),
+            demos=data["demos"], formats=tuple(data["formats"]), max_demos=int(data["max_demos"]),
+            levels=tuple(data["levels"]), modules=ModuleSpaceConfig.model_validate(data["modules"]),
+        )
+
+    # choices ------------------------------------------------------------------------------------
+    @property
+    def topologies(self) -> tuple[str, ...]:
+        return tuple(self.modules.topologies) if "module" in self.levels else ("single",)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        kinds = tuple(self.modules.kinds) if "module" in self.levels else ("predict",)
+        return tuple(k for k in kinds if k != "retrieve_demos" or (self.retrieval_pool and self.max_demos))
+
+    @property
+    def aux_kinds(self) -> tuple[str, ...]:
+        return tuple(k for k in AUX_KINDS if k in self.kinds) or ("predict",)
+
+    @property
+    def judges(self) -> tuple[str, ...]:
+        return ("lm",) + ((self.modules.reward,) if self.modules.reward else ())
+
+    def _searches_demos(self, kind: str) -> bool:
+        return "prompt" in self.levels and kind in DEMO_KINDS and kind != "retrieve_demos" and bool(self.demo_sets)
+
+    # define-by-run ------------------------------------------------------------------------------
+    @staticmethod
+    def _choose(trial: Trial, name: str, choices: tuple[Any, ...]) -> Any:
+        return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
+
+    def _task_node(self, trial: Trial, name: str, role: str) -> PredictorSpec:
+        kind = self._choose(trial, f"{name}.module", self.kinds)
+        options: dict[str, Any] = {}
+        if "prompt" in self.levels:
+            options["instructions"] = self.instructions[
+                self._choose(trial, f"{name}.instruction", tuple(range(len(self.instructions))))
+            ]
+        if self._searches_demos(kind) and self.max_demos:
+            count = trial.suggest_int(f"{name}.n_demos", 0, self.max_demos)
+            if count:
+                demo_set = self._choose(trial, f"{name}.demo_set", tuple(range(len(self.demo_sets))))
+                options["demo_ids"] = self.demo_sets[demo_set][:count]
+        if kind in SAMPLING_KINDS:
+            options["samples"] = trial.suggest_int(f"{name}.samples", 2, self.modules.max_samples)
+        if kind == "best_of_n":
+            options["judge"] = self._choose(trial, f"{name}.judge", self.judges)
+        if kind == "react":
+            options["tools"] = tuple(self.modules.tools)
+            options["max_iters"] = trial.suggest_int(f"{name}.max_iters", 1, self.modules.max_iters)
+        if kind == "retrieve_demos":
+            options["demo_ids"] = self.retrieval_pool
+            options["retrieve_k"] = trial.suggest_int(f"{name}.retrieve_k", 1, self.max_demos)
+        return PredictorSpec(
+            name=name, signature=node_signature(self.signature, role), module=kind,
+            format=self._choose(trial, f"{name}.format", self.formats),
+            **{"instructions": self.instructions[0], **options},
+        )
+
+    def _wiring_node(self, trial: Trial, role: str) -> PredictorSpec:
+        return PredictorSpec(
+            name=role, signature=node_signature(self.signature, role), instructions=ROLE_INSTRUCTIONS[role],
+            module=self._choose(trial, f"{role}.module", self.aux_kinds),
+            format=self._choose(trial, f"{role}.format", self.formats),
+        )
+
+    def suggest(self, trial: Trial) -> CandidateSpec:
+        topology = self._choose(trial, "topology", self.topologies)
+        top = self.modules
+        if topology == "pipeline":
+            return CandidateSpec(topology=topology, predictors=(
+                self._wiring_node(trial, "analyze"), self._task_node(trial, "respond", "respond")))
+        if topology == "ensemble":
+            members = trial.suggest_int("ensemble.members", 2, top.max_members)
+            aggregator = self._choose(trial, "ensemble.aggregator", ("vote", "lm"))
+            nodes = [self._task_node(trial, f"member_{i}", "member") for i in range(1, members + 1)]
+            if aggregator == "lm":
+                nodes.append(self._wiring_node(trial, "aggregate"))
+            return CandidateSpec(topology=topology, predictors=tuple(nodes), aggregator=aggregator)
+        if topology == "debate":
+            agents = trial.suggest_int("debate.agents", 2, top.max_members)
+            rounds = trial.suggest_int("debate.rounds", 1, top.max_rounds)
+            nodes = [self._task_node(trial, f"agent_{i}", "agent") for i in range(1, agents + 1)]
+            return CandidateSpec(topology=topology, predictors=(*nodes, self._wiring_node(trial, "judge")),
+                                 rounds=rounds)
+        if topology == "reflect":
+            rounds = trial.suggest_int("reflect.rounds", 1, top.max_rounds)
+            return CandidateSpec(topology=topology, rounds=rounds, predictors=(
+                self._task_node(trial, "answer", "answer"), self._wiring_node(trial, "critique"),
+                self._wiring_node(trial, "revise")))
+        return CandidateSpec(predictors=(self._task_node(trial, "answer", "answer"),))
+
+    # size ---------------------------------------------------------------------------------------
+    def _task_node_count(self) -> int:
+        count = 0
+        for kind in self.kinds:
+            choices = len(self.formats) * (len(self.instructions) if "prompt" in self.levels else 1)
+            if self._searches_demos(kind) and self.max_demos:
+                choices *= 1 + self.max_demos * len(self.demo_sets)
+            if kind in SAMPLING_KINDS:
+                choices *= self.modules.max_samples - 1
+            if kind == "best_of_n":
+                choices *= len(self.judges)
+            if kind == "react":
+                choices *= self.modules.max_iters
+            if kind == "retrieve_demos":
+                choices *= self.max_demos
+            count += choices
+        return count
+
+    def size(self) -> int:
+        """How many distinct configurations ``suggest`` can return (the conditional tree's leaves)."""
+        node, wiring = self._task_node_count(), len(self.aux_kinds) * len(self.formats)
+        members, rounds = range(2, self.modules.max_members + 1), self.modules.max_rounds
+        sizes = {
+            "single": node,
+            "pipeline": wiring * node,
+            "ensemble": sum(node**k * (1 + wiring) for k in members),
+            "debate": sum(node**k for k in members) * rounds * wiring,
+            "reflect": rounds * node * wiring * wiring,
+        }
+        return sum(sizes[topology] for topology in self.topologies)
+
+
+class _DefaultTrial:
+    """Answers every question with the seed program's choice, and records what was asked."""
+
+    PREFERRED = {"module": "predict", "format": "chat", "instruction": 0, "n_demos": 0, "topology": "single"}
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.distributions: dict[str, Any] = {}
+
+    def _preferred(self, name: str, default: Any) -> Any:
+        return self.PREFERRED.get(name.rsplit(".", 1)[-1], default)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        value = self._preferred(name, choices[0])
+        value = value if value in choices else choices[0]
+        self.params[name], self.distributions[name] = value, CategoricalDistribution(choices)
+        return value
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        from optuna.distributions import IntDistribution
+
+        value = min(max(self._preferred(name, low), low), high)
+        self.params[name], self.distributions[name] = value, IntDistribution(low, high)
+        return value
+
+
+def seed_trial(space: SearchSpace, seed: CandidateSpec) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Params and distributions under which ``suggest`` returns the seed, or None if the space lacks it."""
+    trial = _DefaultTrial()
+    if space.suggest(trial) != seed:
+        return None
+    return trial.params, trial.distributions

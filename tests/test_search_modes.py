@@ -1,0 +1,108 @@
+"""Early stopping (pruning), the cost-aware multi-objective mode, and splits cut from one data file."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+import agentsearch
+from agentsearch._report import pareto_front
+from agentsearch.exceptions import TaskSpecError
+from agentsearch.store import get_storage
+from tests.conftest import sentiment_rows, write_jsonl
+from tests.test_cli import run_cli
+
+
+@pytest.fixture
+def big_dev(task_dir):
+    """Enough dev examples for the pruner to see a significant difference (40)."""
+    rows = [row for offset in (300, 400) for row in sentiment_rows(offset)]
+    write_jsonl(task_dir / "data" / "dev.jsonl", rows)
+
+
+def test_weak_candidates_are_pruned_and_record_why(write_task, sqlite_url, fake_lm, big_dev):
+    path = write_task(**{"search.max_candidates": 10, "search.minibatch": 8})
+    result = agentsearch.optimize(path, storage=sqlite_url)
+    store = get_storage(sqlite_url)
+    pruned = [e for e in store.list_evaluations(run_id=result.run.id) if e.status == "pruned"]
+    assert pruned, "chance-level candidates should be stopped early once the best is clearly better"
+    for evaluation in pruned:
+        assert evaluation.n < 40 and "Wilcoxon" in evaluation.note
+        assert store.get_candidate(evaluation.candidate_id).status == "pruned"
+        assert len(store.list_example_results(evaluation.id)) == evaluation.n  # the partial results are kept
+    assert result.pruning.pruned == len(pruned)
+    assert result.pruning.lm_calls_saved > 0
+    # a pruned candidate is never the best, and its trial is PRUNED in the study
+    assert result.best.candidate.id not in {e.candidate_id for e in pruned}
+    study = optuna.load_study(study_name=f"agentsearch:{result.run.name}", storage=sqlite_url)
+    assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == len(pruned)
+
+
+def test_without_a_pruner_every_candidate_is_scored_on_all_of_dev(write_task, sqlite_url, fake_lm, big_dev):
+    path = write_task(**{"search.max_candidates": 10, "search.pruner": "none"})
+    result = agentsearch.optimize(path, storage=sqlite_url)
+    dev = [e for e in get_storage(sqlite_url).list_evaluations(run_id=result.run.id) if e.split == "dev"]
+    assert {e.status for e in dev} == {"complete"} and {e.n for e in dev} == {40}
+    assert result.pruning.pruned == 0
+
+
+def test_cost_aware_search_lists_the_pareto_front(write_task, sqlite_url, fake_lm, monkeypatch, capsys):
+    path = write_task(**{"search.objectives": ["score", "cost"], "search.levels": ["prompt", "module"],
+                         "search.max_candidates": 12})
+    result = agentsearch.optimize(path, storage=sqlite_url, run_name="mo")
+    study = optuna.load_study(study_name="agentsearch:mo", storage=sqlite_url)
+    assert len(study.directions) == 2
+    store = get_storage(sqlite_url)
+    assert not [e for e in store.list_evaluations(run_id=result.run.id) if e.status == "pruned"]
+    front = pareto_front(store, result.run.id, "tokens")
+    points = [(p.dev.score, p.cost) for p in front]
+    assert points == sorted(points, key=lambda p: p[1]) and len(front) >= 1
+    # each point is undominated: along the front, more cost buys more score
+    assert all(later[0] > earlier[0] for earlier, later in zip(points, points[1:]))
+    code, out, _ = run_cli(monkeypatch, capsys, "candidates", "mo", "--pareto", "--json", "--storage", sqlite_url)
+    assert code == 0
+    rows = json.loads(out)
+    assert [row["id"] for row in rows] == [p.candidate.id for p in front]
+    assert all(row["cost_unit"] == "tokens" and row["tokens_per_example"] > 0 for row in rows)
+
+
+def test_splits_cut_from_one_file_are_disjoint_and_stable(task_dir, write_task, sqlite_url, fake_lm):
+    write_jsonl(task_dir / "data" / "all.jsonl", [row for o in (0, 100, 200) for row in sentiment_rows(o)])
+    path = write_task(**{"data": {"file": "data/all.jsonl", "split": {"train": 20, "dev": 16, "test": 12}}})
+    task = agentsearch.load_task(path)
+    from agentsearch.data import load_split
+
+    ids = {split: [item.id for item in load_split(task, split)] for split in ("train", "dev", "test")}
+    assert [len(ids[s]) for s in ("train", "dev", "test")] == [20, 16, 12]
+    assert not set(ids["train"]) & set(ids["dev"]) and not set(ids["dev"]) & set(ids["test"])
+    assert ids == {split: [item.id for item in load_split(task, split)] for split in ids}
+    assert agentsearch.optimize(path, storage=sqlite_url, max_candidates=2).best.test.n == 12
+
+
+def test_split_sizes_beyond_the_file_are_refused(task_dir, write_task):
+    write_jsonl(task_dir / "data" / "all.jsonl", sentiment_rows(0))
+    path = write_task(**{"data": {"file": "data/all.jsonl", "split": {"train": 10, "dev": 10, "test": 10}}})
+    with pytest.raises(TaskSpecError, match="data.split: 30 examples asked for"):
+        agentsearch.load_task(path)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"search.modules": {"kinds": ["react"]}}, "search.modules.kinds: react needs at least one tool"),
+    ({"search.modules": {"kinds": ["react"], "tools": ["tests.toolbox:nope"]}}, "search.modules.tools: "),
+    ({"search.objectives": ["cost"]}, "objectives"),
+    ({"search.levels": ["module", "module"]}, "levels"),
+])
+def test_bad_module_settings_name_the_field(write_task, override, message, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "validate", str(write_task(**override)))
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_validate_prints_the_space_size(write_task, monkeypatch, capsys):
+    task = write_task(**{"search.levels": ["prompt", "module"]})
+    plan = json.loads(run_cli(monkeypatch, capsys, "validate", str(task), "--json")[1])
+    assert plan["space_size"] > 10**6 and "debate" in plan["topologies"]
+    prompt_only = json.loads(run_cli(monkeypatch, capsys, "validate", str(write_task()), "--json")[1])
+    # 2 formats x 3 instructions x (1 + 3 demo sets x 4 demo counts)
+    assert prompt_only["space_size"] == 2 * 3 * (1 + 3 * 4)
