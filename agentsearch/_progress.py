@@ -14,6 +14,7 @@ from rich.progress import (
 
 from agentsearch._callbacks import SearchCallback
 from agentsearch.evaluators import ExampleOutcome
+from agentsearch.search_space import CandidateSpec
 from agentsearch.store import CandidateRecord, EvaluationRecord, RunUsage
 
 
@@ -59,5 +60,7 @@ class RichProgress(SearchCallback):
             self.progress.advance(self.candidates)
         self.progress.update(self.candidates, status=self._status())
         errors = f", {evaluation.n_errors} errors" if evaluation.n_errors else ""
-        self.progress.console.log(f"candidate #{candidate.number} {evaluation.split}: {evaluation.score:.3f}"
-                                  f" on {evaluation.n} examples{errors}")
+        pruned = " (pruned: significantly below the best)" if evaluation.status == "pruned" else ""
+        structure = CandidateSpec.model_validate(candidate.spec).structure()
+        self.progress.console.log(f"candidate #{candidate.number} [{structure}] {evaluation.split}: "
+                                  f"{evaluation.score:.3f} on {evaluation.n} examples{errors}{pruned}")

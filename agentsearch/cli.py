@@ -108,6 +108,7 @@ def optimize(
         "best": {"candidate": result.best.candidate.id, "dev": result.best.dev_score, "test": result.best.test_score,
                  "spec": result.best.candidate.spec},
         "intervals_95": result.intervals,
+        "pruning": result.pruning,
         "lm_calls": result.usage.lm_calls, "tokens": result.usage.tokens, "cost_usd": result.usage.cost_usd,
         "wall_s": round(result.wall_s, 1),
     }
@@ -131,6 +132,9 @@ def optimize(
                       f" {estimate.n} examples)")
     out.print(f"LM calls {result.usage.lm_calls}, tokens {result.usage.tokens}, cost ${result.usage.cost_usd:.4f}, "
               f"wall {result.wall_s:.1f} s")
+    if result.pruning.pruned:
+        out.print(f"pruned {result.pruning.pruned} candidates early: {result.pruning.lm_calls_spent} LM calls spent on "
+                  f"them, about {result.pruning.lm_calls_saved} saved against scoring them on all of dev")
     out.print(f"export the best program: agentsearch export {result.run.name} --out best.json"
               + (f" --storage {storage}" if storage else ""))
 
@@ -161,14 +165,6 @@ def runs(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
     out.print(table)
 
 
-def _structure(spec: dict[str, Any]) -> str:
-    """``topology: kinds`` of a spec, e.g. ``debate x2: chain_of_thought,predict``."""
-    topology = spec.get("topology", "single")
-    rounds = f" x{spec['rounds']}" if spec.get("rounds", 1) > 1 else ""
-    kinds = ",".join(dict.fromkeys(p.get("module", "predict") for p in spec["predictors"]))
-    return f"{topology}{rounds}: {kinds}"
-
-
 @app.command()
 def candidates(
     run: str = typer.Argument(..., help="run name or id"),
@@ -180,6 +176,7 @@ def candidates(
     """The best candidates of a run by dev score, or its score/cost Pareto front."""
     from agentsearch._report import cost_per_example, pareto_front
     from agentsearch.lm import cost_measure
+    from agentsearch.search_space import CandidateSpec
 
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
@@ -195,7 +192,7 @@ def candidates(
         predictors = candidate.spec["predictors"]
         rows.append({
             "id": candidate.id, "number": candidate.number, "status": candidate.status,
-            "optimizer": candidate.optimizer, "structure": _structure(candidate.spec),
+            "optimizer": candidate.optimizer, "structure": CandidateSpec.model_validate(candidate.spec).structure(),
             "format": ",".join(dict.fromkeys(p["format"] for p in predictors)),
             "demos": sum(len(p["demo_ids"]) for p in predictors if p.get("module") != "retrieve_demos"),
             "instructions": predictors[0]["instructions"],

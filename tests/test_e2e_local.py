@@ -124,3 +124,16 @@ def test_json_format_on_the_embedded_lm_is_constrained_to_parseable_json():
     outcomes = Evaluator(BUILTIN_METRICS["exact_match"]).evaluate(program, examples)
     assert [o.error for o in outcomes] == [None, None, None]
     assert all(isinstance(o.prediction["label"], str) for o in outcomes)
+
+
+def test_module_level_search_on_the_embedded_lm(tmp_path):
+    """Module kinds and topologies run on the real tiny model (PoT code in the sandbox among them)."""
+    path = small_task(tmp_path, levels=["prompt", "module"], max_candidates=6, formats=["completion"],
+                      modules={"kinds": ["predict", "program_of_thought", "self_consistency", "retrieve_demos"],
+                               "topologies": ["single", "ensemble", "reflect"], "max_samples": 2, "max_rounds": 1})
+    url = f"sqlite:///{tmp_path / 'modules.db'}"
+    result = agentsearch.optimize(path, storage=url)
+    assert result.run.status == "finished"
+    candidates = agentsearch.get_storage(url).list_candidates(result.run.id)
+    assert len(candidates) == 6 and {c.level for c in candidates} >= {"module"}
+    assert result.best.dev_score >= result.seed.dev_score

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -117,3 +119,25 @@ def test_module_search_stores_several_kinds_and_topologies(write_task, sqlite_ur
     assert {c.level for c in candidates} == {"prompt", "module"}
     assert result.best.dev_score >= result.seed.dev_score
     assert result.best_program(sentence="a wonderful film").label in ("positive", "negative")
+
+
+SHARED_BBH = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh" / "web_of_lies.jsonl"
+
+
+@pytest.mark.skipif(not SHARED_BBH.is_file(), reason="needs ../shared/data beside the project root")
+def test_bbh_web_of_lies_module_search_completes_on_the_fake_lm(tmp_path, sqlite_url, fake_lm):
+    task = agentsearch.Task.model_validate({
+        "name": "web-of-lies", "base_dir": tmp_path,
+        "program": {"signature": "input -> target", "instructions": "Answer Yes or No."},
+        "data": {"file": str(SHARED_BBH), "split": {"train": 30, "dev": 20, "test": 20}},
+        "lm": {"model": "fake/keyword", "num_retries": 0},
+        "search": {"levels": ["prompt", "module"], "max_candidates": 16, "num_instructions": 2, "max_demos": 3,
+                   "bootstrap_examples": 4, "modules": {"max_samples": 3}},
+    })
+    result = agentsearch.optimize(task, storage=sqlite_url)
+    assert result.run.status == "finished"
+    specs = [CandidateSpec.model_validate(c.spec) for c in get_storage(sqlite_url).list_candidates(result.run.id)]
+    assert len(specs) == 16
+    assert len({s.topology for s in specs}) >= 3
+    assert len(set().union(*(s.modules() for s in specs))) >= 4
+    assert result.best.test is not None and result.best.test.n == 20

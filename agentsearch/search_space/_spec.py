@@ -117,3 +117,9 @@ class CandidateSpec(BaseModel):
 
     def modules(self) -> set[str]:
         return {predictor.module for predictor in self.predictors}
+
+    def structure(self) -> str:
+        """``topology: kinds`` in one line, e.g. ``debate x2: chain_of_thought,predict``."""
+        rounds = f" x{self.rounds}" if self.rounds > 1 else ""
+        kinds = ",".join(dict.fromkeys(predictor.module for predictor in self.predictors))
+        return f"{self.topology}{rounds}: {kinds}"
