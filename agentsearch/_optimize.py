@@ -345,8 +345,8 @@ class _Search:
             proposal = optimizer.ask()
             twin = known.get(proposal.spec.hash)
             if twin is not None:
-                twin_dev = self.storage.get_or_create_evaluation(twin.id, "dev")
-                self._tell(optimizer, proposal, twin_dev)
+                twin_dev = [e for e in self.storage.list_evaluations(candidate_id=twin.id) if e.split == "dev"]
+                self._tell(optimizer, proposal, twin_dev[0] if twin_dev else None)
                 duplicates += 1
                 if duplicates >= MAX_DUPLICATE_STREAK:
                     self.end_note = f"search space exhausted ({duplicates} proposals in a row were already evaluated)"
@@ -364,8 +364,8 @@ class _Search:
                 return
             self._finish(candidate, evaluation, optimizer, scores)
 
-    def _tell(self, optimizer: BaseOptimizer, proposal: Proposal, evaluation: EvaluationRecord) -> None:
-        if evaluation.status not in ("complete", "pruned"):
+    def _tell(self, optimizer: BaseOptimizer, proposal: Proposal, evaluation: EvaluationRecord | None) -> None:
+        if evaluation is None or evaluation.status not in ("complete", "pruned"):
             optimizer.tell(proposal, None)
             return
         optimizer.tell(proposal, evaluation.score, cost=cost_per_example(evaluation, self.cost_measure),

@@ -298,7 +298,7 @@ def evaluate(
     if split not in SPLITS:
         raise AgentSearchError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
     task = load_task(task_file)
-    program = load_program(program_file)
+    program = load_program(program_file, base_dir=task.base_dir)  # where its tools and rewards import from
     logging.getLogger("dspy").setLevel(logging.ERROR)
     evaluator = Evaluator(resolve_metric(task.metric, base_dir=task.base_dir), concurrency=concurrency or task.concurrency)
     outcomes = evaluator.evaluate(program, load_split(task, split))

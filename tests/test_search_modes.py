@@ -106,3 +106,26 @@ def test_validate_prints_the_space_size(write_task, monkeypatch, capsys):
     prompt_only = json.loads(run_cli(monkeypatch, capsys, "validate", str(write_task()), "--json")[1])
     # 2 formats x 3 instructions x (1 + 3 demo sets x 4 demo counts)
     assert prompt_only["space_size"] == 2 * 3 * (1 + 3 * 4)
+
+
+def test_module_search_with_pruning_resumes_to_the_same_run(write_task, tmp_path, fake_lm, big_dev):
+    import dspy
+
+    from tests.test_optimize import _Crash, _CrashAfter
+
+    path = write_task(**{"search.levels": ["prompt", "module"], "search.max_candidates": 8,
+                         "search.modules": {"max_samples": 2}})
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)  # every repeated call would count
+    uninterrupted = agentsearch.optimize(path, storage=f"sqlite:///{tmp_path / 'a.db'}", run_name="a")
+    calls = fake_lm.calls
+    fake_lm.calls = 0
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with pytest.raises(_Crash):
+        agentsearch.optimize(path, storage=url, run_name="b", callback=_CrashAfter(150))
+    resumed = agentsearch.optimize(path, storage=url, resume=True)
+    assert fake_lm.calls == calls
+    def hashes(url, run):
+        return [c.spec_hash for c in get_storage(url).list_candidates(run.id)]
+
+    assert hashes(url, resumed.run) == hashes(f"sqlite:///{tmp_path / 'a.db'}", uninterrupted.run)
+    assert resumed.pruning == uninterrupted.pruning

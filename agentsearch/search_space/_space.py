@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentsearch.search_space._program import ROLE_INSTRUCTIONS, node_signature
@@ -120,7 +121,7 @@ class SearchSpace:
 
     def _task_node(self, trial: Trial, name: str, role: str) -> PredictorSpec:
         kind = self._choose(trial, f"{name}.module", self.kinds)
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"instructions": self.instructions[0]}
         if "prompt" in self.levels:
             options["instructions"] = self.instructions[
                 self._choose(trial, f"{name}.instruction", tuple(range(len(self.instructions))))
@@ -142,8 +143,7 @@ class SearchSpace:
             options["retrieve_k"] = trial.suggest_int(f"{name}.retrieve_k", 1, self.max_demos)
         return PredictorSpec(
             name=name, signature=node_signature(self.signature, role), module=kind,
-            format=self._choose(trial, f"{name}.format", self.formats),
-            **{"instructions": self.instructions[0], **options},
+            format=self._choose(trial, f"{name}.format", self.formats), **options,
         )
 
     def _wiring_node(self, trial: Trial, role: str) -> PredictorSpec:
@@ -224,16 +224,12 @@ class _DefaultTrial:
         return self.PREFERRED.get(name.rsplit(".", 1)[-1], default)
 
     def suggest_categorical(self, name: str, choices: Any) -> Any:
-        from optuna.distributions import CategoricalDistribution
-
         value = self._preferred(name, choices[0])
         value = value if value in choices else choices[0]
         self.params[name], self.distributions[name] = value, CategoricalDistribution(choices)
         return value
 
     def suggest_int(self, name: str, low: int, high: int) -> int:
-        from optuna.distributions import IntDistribution
-
         value = min(max(self._preferred(name, low), low), high)
         self.params[name], self.distributions[name] = value, IntDistribution(low, high)
         return value
