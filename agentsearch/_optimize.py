@@ -188,18 +188,14 @@ class _Search:
         """Why the search ended before max_candidates without a budget (the space ran out)."""
 
     # evaluation --------------------------------------------------------------------------------
-    def _minibatches(self, examples: Sequence[LabelledExample], done: int) -> list[list[LabelledExample]]:
-        """Dev examples not yet scored, cut where pruning is checked: after 1, 3, 7, ... minibatches."""
-        cuts, size, end = [], self.task.search.minibatch, 0
-        while end < len(examples):
-            end = min(len(examples), end + size)
-            cuts.append(end)
-            size *= 2
-        batches, start = [], 0
-        for cut in cuts:
-            if cut > done:
-                batches.append(list(examples[max(start, done):cut]))
-            start = cut
+    def _minibatches(self, examples: Sequence[LabelledExample], done: set[str]) -> list[list[LabelledExample]]:
+        """The examples not yet scored, cut where pruning is checked: after 1, 3, 7, ... minibatches."""
+        batches, start, size = [], 0, self.task.search.minibatch
+        while start < len(examples):
+            batch = [item for item in examples[start:start + size] if item.id not in done]
+            if batch:
+                batches.append(batch)
+            start, size = start + size, size * 2
         return batches
 
     def evaluate(self, candidate: CandidateRecord, split: str, examples: Sequence[LabelledExample],
@@ -219,7 +215,7 @@ class _Search:
                               base_dir=self.task.base_dir)
         proposal = Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents, candidate.trial_number)
         pruning = optimizer is not None and optimizer.prunes and split == "dev"
-        batches = self._minibatches(examples, len(done)) if pruning else [todo]
+        batches = self._minibatches(examples, set(done)) if pruning else [todo]
         started = time.perf_counter()
         for batch in batches:
             finished = 0

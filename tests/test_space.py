@@ -72,6 +72,16 @@ def test_size_counts_every_distinct_program_the_space_can_return(topologies):
     assert len({spec.hash for spec in specs}) == len(specs)
 
 
+def test_size_counts_the_options_of_every_kind():
+    space = small_space(topologies=["single", "pipeline"], max_iters=2, reward="tests.toolbox:prefers_negative",
+                        tools=["tests.toolbox:word_count"],
+                        kinds=["predict", "chain_of_thought", "best_of_n", "react", "program_of_thought"])
+    specs = enumerate_space(space)
+    assert {kind for spec in specs for kind in spec.modules()} == set(space.kinds)
+    assert len(specs) == space.size()
+    assert len({spec.hash for spec in specs}) == len(specs)
+
+
 def test_the_space_is_conditional():
     space = small_space()
     single = optuna.trial.FixedTrial({"topology": "single", "answer.module": "predict", "answer.format": "chat",
