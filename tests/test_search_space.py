@@ -118,3 +118,23 @@ def test_formats_are_kept_per_predictor_through_a_program_file(tmp_path):
     ))
     loaded = load_program(save_program(SpecProgram(spec, {}), tmp_path / "mixed.json"))
     assert [type(n.adapter) for n in loaded.nodes] == [CompletionAdapter, dspy.XMLAdapter]
+
+
+class _OneFieldAtATime:
+    """An LM that writes only the field left open at the end of the prompt, as small models do."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def __call__(self, messages, **kwargs):
+        prompt = messages[0]["content"]
+        self.prompts.append(prompt)
+        return [" 2" if prompt.endswith("Answer:") else " one plus one is two"]
+
+
+def test_completion_generates_a_multi_output_signature_field_by_field():
+    lm = _OneFieldAtATime()
+    signature = dspy.Signature("question -> reasoning, answer: int")
+    assert CompletionAdapter()(lm, {}, signature, [], {"question": "1+1?"}) == [{"reasoning": "one plus one is two",
+                                                                                 "answer": 2}]
+    assert len(lm.prompts) == 2 and lm.prompts[1].endswith("Reasoning: one plus one is two\nAnswer:")

@@ -19,7 +19,12 @@ def _label(name: str) -> str:
 
 
 class CompletionAdapter(Adapter):
-    """Instructions, then demos and the input as ``Label: value`` blocks; the LM continues the text."""
+    """Instructions, then demos and the input as ``Label: value`` blocks; the LM continues the text.
+
+    A signature with several outputs (a reasoning, then a label) is generated field by field: when
+    the LM stops before writing a later field, the text so far plus that field's ``Label:`` is sent
+    again. Small models seldom write the next label unprompted, but they continue it when it is open.
+    """
 
     def __call__(self, lm: dspy.BaseLM, lm_kwargs: dict[str, Any], signature, demos, inputs):
         from agentsearch.lm._local import RAW_PROMPT_PARAM
@@ -27,7 +32,16 @@ class CompletionAdapter(Adapter):
         lm_kwargs = {**lm_kwargs, "stop": ["\n\n"]}
         if RAW_PROMPT_PARAM in getattr(lm, "supported_params", ()):
             lm_kwargs[RAW_PROMPT_PARAM] = True
-        return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+        prompt = self.format(signature, demos, inputs)[0]["content"]
+        text = ""
+        for _ in signature.output_fields:
+            output = lm(messages=[{"role": "user", "content": prompt + text}], **lm_kwargs)[0]
+            text += output["text"] if isinstance(output, dict) else (output or "")
+            missing = [name for name in signature.output_fields if name not in self._fields(signature, text)]
+            if not missing:
+                break
+            text = f"{text.rstrip()}\n{_label(missing[0])}:"
+        return [self.parse(signature, text)]
 
     def _block(self, signature, values: dict[str, Any], *, open_end: bool) -> str:
         """Fields a demo lacks (an intermediate field, a reasoning) are left out rather than the whole demo."""
@@ -48,7 +62,9 @@ class CompletionAdapter(Adapter):
         blocks.append(self._block(signature, inputs, open_end=True))
         return [{"role": "user", "content": "\n\n".join(blocks)}]
 
-    def parse(self, signature, completion: str) -> dict[str, Any]:
+    @staticmethod
+    def _fields(signature, completion: str) -> dict[str, str]:
+        """Output fields found in a completion that continues the first output's open label; empty ones left out."""
         outputs = list(signature.output_fields)
         values: dict[str, list[str]] = {outputs[0]: []}
         current = outputs[0]
@@ -60,16 +76,21 @@ class CompletionAdapter(Adapter):
                 values[current] = [rest]
             else:
                 values[current].append(line)
-        missing = [name for name in outputs if name not in values]
-        if missing or not "".join(values[outputs[0]]).strip():
+        texts = {name: "\n".join(lines).strip() for name, lines in values.items()}
+        return {name: text for name, text in texts.items() if text}
+
+    def parse(self, signature, completion: str) -> dict[str, Any]:
+        found = self._fields(signature, completion)
+        missing = [name for name in signature.output_fields if name not in found]
+        if missing:
             raise AdapterParseError(
                 adapter_name="CompletionAdapter", signature=signature, lm_response=completion,
-                message=f"no value for {missing[0] if missing else outputs[0]!r}",
+                message=f"no value for {missing[0]!r}",
             )
         parsed = {}
-        for name, lines in values.items():
+        for name, text in found.items():
             try:
-                parsed[name] = parse_value("\n".join(lines).strip(), signature.output_fields[name].annotation)
+                parsed[name] = parse_value(text, signature.output_fields[name].annotation)
             except Exception as exc:  # pydantic and json errors alike: the LM wrote a value of the wrong type
                 raise AdapterParseError(
                     adapter_name="CompletionAdapter", signature=signature, lm_response=completion,
