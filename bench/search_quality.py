@@ -1,7 +1,7 @@
 """One search on a task, from a fresh database and a fresh LM cache; prints JSON.
 
     python bench/search_quality.py bench/sst2/modules.yaml [--max-candidates N] [--set search.pruner=none]
-                                   [--audit-pruning] [--keep DIR]
+                                   [--audit-pruning] [--keep DIR [--run NAME]]
 
 Reports the seed program's and the best candidate's dev and test scores (with bootstrap 95%
 intervals and the paired gain over the seed), LM calls, tokens, wall time, the module kinds and
@@ -66,6 +66,7 @@ def main() -> None:
                         help="override a task field, e.g. search.levels=[prompt]")
     parser.add_argument("--audit-pruning", action="store_true")
     parser.add_argument("--keep", type=Path, help="directory for the database and LM cache (default: a temp dir)")
+    parser.add_argument("--run", help="run name; naming a finished run in --keep reports it without new LM calls")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="agentsearch-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,7 @@ def main() -> None:
     task = agentsearch.load_task(args.task).with_overrides(**overrides)
     url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.perf_counter()
-    result = agentsearch.optimize(task, storage=url, max_candidates=args.max_candidates)
+    result = agentsearch.optimize(task, storage=url, run_name=args.run, max_candidates=args.max_candidates)
     wall = time.perf_counter() - started
     storage = agentsearch.get_storage(url)
     specs = [CandidateSpec.model_validate(c.spec) for c in storage.list_candidates(result.run.id)]
