@@ -99,8 +99,6 @@ def main() -> None:
         "pruning": {"pruned": result.pruning.pruned, "lm_calls_spent_on_pruned": result.pruning.lm_calls_spent,
                     "lm_calls_saved_estimate": result.pruning.lm_calls_saved},
         "wall_s": round(wall, 1), "stop_reason": result.stop_reason,
-        "run_wall_s": round((result.run.finished_at - result.run.created_at).total_seconds(), 1)
-        if result.run.finished_at else None,
     }
     if args.audit_pruning:
         report["pruning_audit"] = _audit_pruning(result, storage)
