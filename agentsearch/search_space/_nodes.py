@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +45,23 @@ def majority(predictions: Sequence[dspy.Prediction], fields: Sequence[str]) -> d
     return next(p for p, key in zip(predictions, keys, strict=True) if counts[key] == best)
 
 
-def _samples(module: dspy.Module, inputs: dict[str, Any], count: int) -> list[dspy.Prediction]:
-    """``count`` sampled predictions; failed samples are dropped unless all fail."""
+def surviving(calls: Iterable[Callable[[], dspy.Prediction]]) -> list[dspy.Prediction]:
+    """The predictions of the calls that succeed; one failing sample or member must not sink the rest."""
     predictions, error = [], None
-    for index in range(count):
+    for call in calls:
         try:
-            predictions.append(module(**inputs, config={"rollout_id": index, "temperature": SAMPLING_TEMPERATURE}))
-        except Exception as exc:  # one unparsable sample must not sink the vote
+            predictions.append(call())
+        except Exception as exc:  # an unparsable answer, a failed LM call
             error = exc
     if not predictions:
         raise error  # type: ignore[misc]
     return predictions
+
+
+def _samples(module: dspy.Module, inputs: dict[str, Any], count: int) -> list[dspy.Prediction]:
+    """``count`` sampled predictions, each its own cache entry (rollout_id)."""
+    config = [{"rollout_id": index, "temperature": SAMPLING_TEMPERATURE} for index in range(count)]
+    return surviving(lambda c=c: module(**inputs, config=c) for c in config)
 
 
 class SelfConsistency(dspy.Module):

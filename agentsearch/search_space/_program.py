@@ -16,7 +16,7 @@ import dspy
 from pydantic import ValidationError
 
 from agentsearch.exceptions import ProgramFileError, describe_validation_error
-from agentsearch.search_space._nodes import Node, majority, render_answer
+from agentsearch.search_space._nodes import Node, majority, render_answer, surviving
 from agentsearch.search_space._spec import CandidateSpec
 
 PROGRAM_FILE_VERSION = 1
@@ -82,14 +82,7 @@ class SpecProgram(dspy.Module):
 
     def _ensemble(self, inputs: dict[str, Any]) -> dspy.Prediction:
         members = self.nodes[:-1] if self.spec.aggregator == "lm" else self.nodes
-        answers, error = [], None
-        for member in members:
-            try:
-                answers.append(member(**inputs))
-            except Exception as exc:  # a member that fails is outvoted, not fatal
-                error = exc
-        if not answers:
-            raise error  # type: ignore[misc]
+        answers = surviving(lambda m=member: m(**inputs) for member in members)
         if self.spec.aggregator == "vote":
             return majority(answers, self.outputs)
         return self.nodes[-1](**inputs, candidate_answers=self._answers(answers))
