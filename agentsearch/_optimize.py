@@ -107,12 +107,11 @@ def planned_space(task: Task, *, train_size: int) -> SearchSpace:
     search = task.search
     prompt = "prompt" in search.levels
     demo_sets = tuple((f"demo{i}",) * min(search.max_demos, train_size) for i in range(search.num_demo_sets))
-    retrieve = "module" in search.levels and "retrieve_demos" in search.modules.kinds and search.max_demos > 0
     return SearchSpace(
         signature=node_signature(task.program.signature, "answer"),
         instructions=tuple(f"instruction {i}" for i in range(search.num_instructions if prompt else 1)),
         demo_sets=demo_sets if search.max_demos and train_size else (),
-        retrieval_pool=("pool",) if retrieve and train_size else (),
+        retrieval_pool=("pool",) if search.modules.retrieves(search.levels, search.max_demos) and train_size else (),
         demos={}, formats=tuple(search.formats), max_demos=min(search.max_demos, train_size),
         levels=tuple(search.levels), modules=search.modules,
     )
@@ -163,6 +162,11 @@ def _open_run(storage: BaseStorage, task: Task, run_name: str | None, resume: bo
     return storage.create_run(name, task.name, task.model_dump(mode="json"))
 
 
+def _proposal(candidate: CandidateRecord) -> Proposal:
+    """The proposal a stored candidate came from, as its optimizer is told about it."""
+    return Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents, candidate.trial_number)
+
+
 class _Search:
     def __init__(self, task: Task, storage: BaseStorage, run: RunRecord, callback: SearchCallback) -> None:
         self.task = task
@@ -211,9 +215,8 @@ class _Search:
         done = {result.example_id: result.score for result in self.storage.list_example_results(evaluation.id)}
         todo = [item for item in examples if item.id not in done]
         self.callback.on_evaluation_start(candidate, split, len(examples), len(examples) - len(todo))
-        program = SpecProgram(CandidateSpec.model_validate(candidate.spec), self.demos, self.lm,
-                              base_dir=self.task.base_dir)
-        proposal = Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents, candidate.trial_number)
+        proposal = _proposal(candidate)
+        program = SpecProgram(proposal.spec, self.demos, self.lm, base_dir=self.task.base_dir)
         pruning = optimizer is not None and optimizer.prunes and split == "dev"
         batches = self._minibatches(examples, set(done)) if pruning else [todo]
         started = time.perf_counter()
@@ -371,8 +374,7 @@ class _Search:
                 scores: dict[int, float | None]) -> None:
         self.storage.set_candidate_status(candidate.id, "pruned" if evaluation.status == "pruned" else "complete")
         scores[candidate.id] = evaluation.score
-        self._tell(optimizer, Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents,
-                                       candidate.trial_number), evaluation)
+        self._tell(optimizer, _proposal(candidate), evaluation)
 
     def best(self) -> tuple[CandidateRecord, EvaluationRecord]:
         found = best_candidate(self.storage, self.run.id)

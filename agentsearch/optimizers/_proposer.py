@@ -120,8 +120,7 @@ def build_space(
     if len(set(label_of.values())) > MAX_CLASSES:
         label_of = None  # free-form answers: nothing to balance
     demo_sets = make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng, label_of=label_of)
-    retrieve = "module" in levels and "retrieve_demos" in modules.kinds and max_demos > 0
-    pool = tuple(item.id for item in train) if retrieve else ()
+    pool = tuple(item.id for item in train) if modules.retrieves(levels, max_demos) else ()
     used = {demo for demo_set in demo_sets for demo in demo_set} | set(pool)
     return SearchSpace(
         signature=seed.predictors[0].signature,

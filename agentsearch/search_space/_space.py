@@ -10,6 +10,7 @@ choices behind the same indices.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -53,6 +54,10 @@ class ModuleSpaceConfig(BaseModel):
         if self.tools and "react" not in self.kinds:
             raise ValueError("tools: listed, but react is not among search.modules.kinds")
         return self
+
+    def retrieves(self, levels: Sequence[str], max_demos: int) -> bool:
+        """Whether a run needs the train pool a retrieve_demos node draws from."""
+        return "module" in levels and "retrieve_demos" in self.kinds and max_demos > 0
 
 
 class Trial(Protocol):
