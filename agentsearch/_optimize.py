@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dspy
 import optuna
 
 from agentsearch._budget import Budget
@@ -29,33 +30,43 @@ from agentsearch._report import (
 )
 from agentsearch._stats import Estimate
 from agentsearch.data import LabelledExample, load_split
-from agentsearch.evaluators import Evaluator
+from agentsearch.evaluators import AgentLimits, Evaluator
 from agentsearch.exceptions import AgentSearchError
-from agentsearch.lm import build_lm, cost_measure, redact_secrets
+from agentsearch.lm import Usage, build_lm, cost_measure, redact_secrets
 from agentsearch.metrics import resolve_metric
 from agentsearch.optimizers import (
+    ArchiveEntry,
     BaseOptimizer,
+    DesignTask,
+    MetaAgentOptimizer,
     OptunaOptimizer,
     Proposal,
     build_space,
+    make_demo_sets,
     make_pruner,
     make_sampler,
     optuna_storage,
     propose_instructions,
+    summarize_data,
 )
 from agentsearch.search_space import (
+    AnySpec,
     CandidateSpec,
     PredictorSpec,
+    Program,
     SearchSpace,
-    SpecProgram,
+    build_program,
     node_signature,
+    parse_spec,
     save_program,
     seed_trial,
+    stages_prompt_first,
 )
 from agentsearch.store import (
     BaseStorage,
     CandidateRecord,
     EvaluationRecord,
+    ExampleResultRecord,
     RunRecord,
     RunUsage,
     get_storage,
@@ -70,7 +81,7 @@ class OptimizeResult:
     run: RunRecord
     seed: CandidateResult
     best: CandidateResult
-    best_program: SpecProgram
+    best_program: Program
     usage: RunUsage
     wall_s: float
     task: Task
@@ -105,16 +116,23 @@ def planned_space(task: Task, *, train_size: int) -> SearchSpace:
     Instructions and demo sets are placeholders; counts are upper bounds (repeated demo sets are dropped).
     """
     search = task.search
-    prompt = "prompt" in search.levels
+    prompt = "prompt" in search.space_levels
     demo_sets = tuple((f"demo{i}",) * min(search.max_demos, train_size) for i in range(search.num_demo_sets))
     return SearchSpace(
         signature=node_signature(task.program.signature, "answer"),
         instructions=tuple(f"instruction {i}" for i in range(search.num_instructions if prompt else 1)),
         demo_sets=demo_sets if search.max_demos and train_size else (),
-        retrieval_pool=("pool",) if search.modules.retrieves(search.levels, search.max_demos) and train_size else (),
+        retrieval_pool=("pool",) if search.modules.retrieves(search.space_levels, search.max_demos) and train_size else (),
         demos={}, formats=tuple(search.formats), max_demos=min(search.max_demos, train_size),
-        levels=tuple(search.levels), modules=search.modules,
+        levels=tuple(search.space_levels), modules=search.modules,
     )
+
+
+def prompt_trials(task: Task, space: SearchSpace) -> int:
+    """How many trials (the seed's included) a staged search holds to the prompt level; 0 when not staged."""
+    if not stages_prompt_first(space):
+        return 0
+    return round(task.search.space_candidates * task.search.prompt_share)
 
 
 RESUMABLE_CHANGES = {"budget", "concurrency", "storage", "search.max_candidates"}
@@ -162,9 +180,17 @@ def _open_run(storage: BaseStorage, task: Task, run_name: str | None, resume: bo
     return storage.create_run(name, task.name, task.model_dump(mode="json"))
 
 
+def _describe_failure(result: ExampleResultRecord, item: LabelledExample) -> str:
+    """One dev example a design got wrong, as the meta agent is shown it."""
+    inputs = ", ".join(f"{k}={v!r}" for k, v in item.example.inputs().items())
+    expected = ", ".join(f"{k}={v!r}" for k, v in item.example.labels().items())
+    got = f"error {result.error}" if result.error else f"answered {result.prediction}"
+    return f"{inputs}: {got}; expected {expected}"[:400]
+
+
 def _proposal(candidate: CandidateRecord) -> Proposal:
     """The proposal a stored candidate came from, as its optimizer is told about it."""
-    return Proposal(CandidateSpec.model_validate(candidate.spec), candidate.parents, candidate.trial_number)
+    return Proposal(parse_spec(candidate.spec), candidate.parents, candidate.trial_number)
 
 
 class _Search:
@@ -182,6 +208,9 @@ class _Search:
         random.Random(task.seed).shuffle(self.splits["dev"])
         self.dev_step = {item.id: step for step, item in enumerate(self.splits["dev"])}
         self.cost_measure = cost_measure(task.lm.model)
+        agent = task.search.agent
+        self.limits = AgentLimits(cpu_s=agent.cpu_s, wall_s=agent.wall_s, memory_mb=agent.memory_mb,
+                                  max_lm_calls=agent.max_lm_calls)
         self.demos: dict[str, dict[str, Any]] = {}
         dev_scores = [e.score for e in storage.list_evaluations(run_id=run.id)
                       if e.split == "dev" and e.status == "complete" and e.score is not None]
@@ -216,7 +245,7 @@ class _Search:
         todo = [item for item in examples if item.id not in done]
         self.callback.on_evaluation_start(candidate, split, len(examples), len(examples) - len(todo))
         proposal = _proposal(candidate)
-        program = SpecProgram(proposal.spec, self.demos, self.lm, base_dir=self.task.base_dir)
+        program = build_program(proposal.spec, self.demos, self.lm, base_dir=self.task.base_dir, limits=self.limits)
         pruning = optimizer is not None and optimizer.prunes and split == "dev"
         batches = self._minibatches(examples, set(done)) if pruning else [todo]
         started = time.perf_counter()
@@ -279,7 +308,7 @@ class _Search:
                 if result.error is None and result.score >= 1.0 and result.prediction and result.example_id in inputs
             }
         instructions: list[str] = []
-        if search.num_instructions > 1 and "prompt" in search.levels:
+        if search.num_instructions > 1 and "prompt" in search.space_levels:
             self.callback.on_phase(f"proposing {search.num_instructions - 1} instructions")
             proposer = build_lm(self.task.effective_proposer_lm)
             instructions, usage = propose_instructions(
@@ -290,7 +319,7 @@ class _Search:
         space = build_space(
             seed_spec(self.task), train=train, bootstrapped=bootstrapped, instructions=instructions,
             formats=search.formats, num_demo_sets=search.num_demo_sets, max_demos=search.max_demos,
-            levels=search.levels, modules=search.modules, rng=rng,
+            levels=search.space_levels, modules=search.modules, rng=rng,
         )
         self.storage.set_run_space(self.run.id, space.to_dict())
         return space
@@ -310,6 +339,7 @@ class _Search:
             space, study=study, name=search.optimizer, seed_candidate_id=seed.id,
             sampler_for=lambda trials: make_sampler(search.optimizer, seed=self.task.seed + trials,
                                                     max_candidates=search.max_candidates),
+            prompt_trials=prompt_trials(self.task, space), candidate_of=self._candidate_of_trial,
         )
         known = seed_trial(space, seed_spec(self.task))
         if not study.trials and known is not None and seed_dev.score is not None:
@@ -319,16 +349,22 @@ class _Search:
             optimizer.record_known(*known, values=values, example_scores=steps)
         return optimizer
 
-    def _level(self, spec: CandidateSpec) -> str:
+    def _candidate_of_trial(self, trial_number: int) -> int | None:
+        found = next((c.id for c in self.storage.list_candidates(self.run.id) if c.trial_number == trial_number), None)
+        # Trial 0 with no candidate of its own is the seed's, which record_known added.
+        return self.seed_candidate().id if found is None and trial_number == 0 else found
+
+    def _level(self, spec: AnySpec) -> str:
         plain = spec.topology == "single" and spec.modules() == {"predict"}
         return "prompt" if plain else "module"
 
     def search(self, optimizer: OptunaOptimizer) -> None:
         dev = self.splits["dev"]
-        candidates = self.storage.list_candidates(self.run.id)
+        candidates = [c for c in self.storage.list_candidates(self.run.id) if c.level != "agent"]
         known = {c.spec_hash: c for c in candidates}
+        ids = {c.id for c in candidates}
         scores = {e.candidate_id: e.score for e in self.storage.list_evaluations(run_id=self.run.id)
-                  if e.split == "dev" and e.status in ("complete", "pruned")}
+                  if e.split == "dev" and e.status in ("complete", "pruned") and e.candidate_id in ids}
         # Candidates a killed process left unfinished are finished first, with their own trials.
         for candidate in candidates:
             if candidate.number > 0 and candidate.status == "pending":
@@ -337,7 +373,7 @@ class _Search:
                     return
                 self._finish(candidate, evaluation, optimizer, scores)
         duplicates = 0
-        while len(scores) < self.task.search.max_candidates:
+        while len(scores) < self.task.search.space_candidates:
             self.stop_reason = self.budget.exhausted()
             if self.stop_reason:
                 return
@@ -375,6 +411,102 @@ class _Search:
         self.storage.set_candidate_status(candidate.id, "pruned" if evaluation.status == "pruned" else "complete")
         scores[candidate.id] = evaluation.score
         self._tell(optimizer, _proposal(candidate), evaluation)
+
+    # the agent level ------------------------------------------------------------------------------
+    def meta_agent(self, seed: CandidateRecord) -> MetaAgentOptimizer:
+        settings = self.task.search.agent
+        train = self.splits["train"]
+        signature = node_signature(self.task.program.signature, "answer")
+        outputs = list(dspy.Signature(signature).output_fields)
+        label_of = {item.id: "\x1f".join(str(item.example[name]) for name in outputs) for item in train}
+        shown = make_demo_sets([], [item.id for item in train], num_sets=1, size=settings.examples,
+                               rng=random.Random(self.task.seed), label_of=label_of)
+        by_id = {item.id: item for item in train}
+        examples = tuple(dict(by_id[example_id].example.items()) for example_id in (shown[0] if shown else ()))
+        design_task = DesignTask(signature=signature, instructions=self.task.program.instructions,
+                                 summary=summarize_data(train, outputs), examples=examples, limits=self.limits)
+
+        def spend(usage: Usage) -> None:
+            self.storage.add_proposer_usage(self.run.id, usage.lm_calls, usage.tokens, usage.cost_usd)
+            self.budget.spend(usage)
+
+        return MetaAgentOptimizer(
+            task=design_task, proposer=build_lm(self.task.effective_proposer_lm), archive=self._design_archive,
+            known=lambda: {c.spec_hash for c in self.storage.list_candidates(self.run.id) if c.level == "agent"},
+            spend=spend, seed_candidate_id=seed.id, show_code=settings.show_code,
+        )
+
+    def _design_archive(self) -> list[ArchiveEntry]:
+        dev = {e.candidate_id: e for e in self.storage.list_evaluations(run_id=self.run.id)
+               if e.split == "dev" and e.status == "complete" and e.score is not None}
+        examples = {item.id: item for item in self.splits["dev"]}
+        entries = []
+        for candidate in self.storage.list_candidates(self.run.id):
+            evaluation = dev.get(candidate.id)
+            if candidate.level != "agent" or evaluation is None:
+                continue
+            wrong = [r for r in self.storage.list_example_results(evaluation.id) if r.score < 1.0]
+            failures = tuple(_describe_failure(r, examples[r.example_id]) for r in wrong[:3] if r.example_id in examples)
+            entries.append(ArchiveEntry(candidate.id, parse_spec(candidate.spec), evaluation.score,
+                                        evaluation.lm_calls / max(evaluation.n, 1), failures))
+        return entries
+
+    def _designs_done(self) -> int:
+        """Designs that ended: scored on dev, or failed after their last repair."""
+        designs = [c for c in self.storage.list_candidates(self.run.id) if c.level == "agent"]
+        repaired = {parent for c in designs if c.optimizer == "repair" for parent in c.parents}
+        return sum(c.status in ("complete", "pruned") or (c.status == "failed" and c.id not in repaired)
+                   for c in designs)
+
+    def _smoke_test(self, candidate: CandidateRecord) -> str | None:
+        """The error of a design that fails on every one of the first train examples, else None."""
+        examples = self.splits["train"][:self.task.search.agent.smoke_examples]
+        evaluation = self.evaluate(candidate, "train", examples)
+        results = self.storage.list_example_results(evaluation.id)
+        errors = [r.error for r in results if r.error]
+        if evaluation.status == "complete" and results and len(errors) == len(results):
+            return errors[0]
+        return None
+
+    def search_designs(self, meta: MetaAgentOptimizer) -> None:
+        """Designs until max_candidates: each must run on a few train examples (with up to ``repairs``
+        fixes by the meta agent) before it is scored on dev."""
+        dev, repairs = self.splits["dev"], self.task.search.agent.repairs
+        seeds = {spec.hash for spec in meta.seeds}
+        pending = [c for c in self.storage.list_candidates(self.run.id) if c.level == "agent" and c.status == "pending"]
+        while pending or self.task.search.space_candidates + self._designs_done() < self.task.search.max_candidates:
+            self.stop_reason = self.budget.exhausted()
+            if self.stop_reason:
+                return
+            if pending:  # left by a killed process: checked and scored, not repaired
+                candidate, proposal, attempts = pending.pop(0), None, repairs
+            else:
+                proposal, attempts = meta.ask(), 0
+                candidate = self._create_design(proposal, "archive" if proposal.spec.hash in seeds else meta.name)
+            while True:
+                error = self._smoke_test(candidate)
+                if self.budget.exhausted():
+                    self.stop_reason = self.budget.exhausted()
+                    return
+                if error is None:
+                    break
+                self.storage.set_candidate_status(candidate.id, "failed", note=error)
+                if attempts >= repairs or proposal is None:
+                    break
+                attempts += 1
+                self.callback.on_phase(f"repairing design #{candidate.number} ({attempts} of {repairs})")
+                proposal = meta.repair(proposal, error, candidate.id)
+                candidate = self._create_design(proposal, "repair")
+            if error is not None:
+                continue
+            evaluation = self.evaluate(candidate, "dev", dev)
+            if evaluation.status == "running":
+                return
+            self._finish(candidate, evaluation, meta, {})
+
+    def _create_design(self, proposal: Proposal, optimizer: str) -> CandidateRecord:
+        return self.storage.create_candidate(self.run.id, proposal.spec.model_dump(mode="json"), proposal.spec.hash,
+                                             level="agent", optimizer=optimizer, parents=proposal.parents)
 
     def best(self) -> tuple[CandidateRecord, EvaluationRecord]:
         found = best_candidate(self.storage, self.run.id)
@@ -421,11 +553,15 @@ def optimize(
         seed_dev = search.evaluate(seed, "dev", search.splits["dev"])
         if seed_dev.status == "complete":
             store.set_candidate_status(seed.id, "complete")
-            space = search.space(seed)
-            if space is not None:
-                search.demos = space.demos
-                callback.on_phase(f"searching with {task.search.optimizer}")
-                search.search(search.optimizer(space, seed, seed_dev))
+            if task.search.space_levels:
+                space = search.space(seed)
+                if space is not None:
+                    search.demos = space.demos
+                    callback.on_phase(f"searching with {task.search.optimizer}")
+                    search.search(search.optimizer(space, seed, seed_dev))
+            if "agent" in task.search.levels and not search.stop_reason:
+                callback.on_phase("searching agent designs with the meta agent")
+                search.search_designs(search.meta_agent(seed))
         if seed_dev.status != "complete":
             store.set_run_status(run.id, "stopped", search.stop_reason)
             raise AgentSearchError(f"run {run.name} stopped before the seed program was scored: {search.stop_reason}")
@@ -449,8 +585,8 @@ def optimize(
         run=store.get_run(run.id),
         seed=seed_result,
         best=best_result,
-        best_program=SpecProgram(CandidateSpec.model_validate(best.spec), search.demos, search.lm,
-                                 base_dir=task.base_dir),
+        best_program=build_program(parse_spec(best.spec), search.demos, search.lm, base_dir=task.base_dir,
+                                   limits=search.limits),
         usage=store.run_usage(run.id),
         wall_s=time.perf_counter() - started,
         task=task,

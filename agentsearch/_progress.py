@@ -14,7 +14,7 @@ from rich.progress import (
 
 from agentsearch._callbacks import SearchCallback
 from agentsearch.evaluators import ExampleOutcome
-from agentsearch.search_space import CandidateSpec
+from agentsearch.search_space import parse_spec
 from agentsearch.store import CandidateRecord, EvaluationRecord, RunUsage
 
 
@@ -61,6 +61,6 @@ class RichProgress(SearchCallback):
         self.progress.update(self.candidates, status=self._status())
         errors = f", {evaluation.n_errors} errors" if evaluation.n_errors else ""
         pruned = " (pruned: significantly below the best)" if evaluation.status == "pruned" else ""
-        structure = CandidateSpec.model_validate(candidate.spec).structure()
+        structure = parse_spec(candidate.spec).structure()
         self.progress.console.log(f"candidate #{candidate.number} [{structure}] {evaluation.split}: "
                                   f"{evaluation.score:.3f} on {evaluation.n} examples{errors}{pruned}")

@@ -176,7 +176,7 @@ def candidates(
     """The best candidates of a run by dev score, or its score/cost Pareto front."""
     from agentsearch._report import cost_per_example, pareto_front
     from agentsearch.lm import cost_measure
-    from agentsearch.search_space import CandidateSpec
+    from agentsearch.search_space import parse_spec
 
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
@@ -189,13 +189,14 @@ def candidates(
             continue
         splits = evaluations.get(candidate.id, {})
         dev, test = splits.get("dev"), splits.get("test")
-        predictors = candidate.spec["predictors"]
+        spec = parse_spec(candidate.spec)
+        predictors = getattr(spec, "predictors", ())  # an agent design has code, not predictors
         rows.append({
             "id": candidate.id, "number": candidate.number, "status": candidate.status,
-            "optimizer": candidate.optimizer, "structure": CandidateSpec.model_validate(candidate.spec).structure(),
-            "format": ",".join(dict.fromkeys(p["format"] for p in predictors)),
-            "demos": sum(len(p["demo_ids"]) for p in predictors if p.get("module") != "retrieve_demos"),
-            "instructions": predictors[0]["instructions"],
+            "optimizer": candidate.optimizer, "structure": spec.structure(),
+            "format": ",".join(dict.fromkeys(p.format for p in predictors)) or "-",
+            "demos": sum(len(p.demo_ids) for p in predictors if p.module != "retrieve_demos"),
+            "instructions": predictors[0].instructions if predictors else getattr(spec, "rationale", ""),
             "dev": dev.score if dev and dev.status == "complete" else None,
             "dev_partial": dev.score if dev and dev.status == "pruned" else None,
             "test": test.score if test and test.status == "complete" else None,
@@ -228,7 +229,11 @@ def candidates(
 @app.command()
 def show(candidate_id: int = typer.Argument(..., help="candidate id"), storage: Optional[str] = StorageOpt,
          as_json: bool = JsonOpt) -> None:
-    """One candidate: its spec, scores per split, cost and lineage."""
+    """One candidate: its spec (an agent design's code), scores per split, cost and lineage."""
+    from rich.syntax import Syntax
+
+    from agentsearch.search_space import DesignSpec, parse_spec
+
     store = _open_existing(storage)
     candidate = store.get_candidate(candidate_id)
     if candidate is None:
@@ -247,7 +252,14 @@ def show(candidate_id: int = typer.Argument(..., help="candidate id"), storage: 
         return
     out.print(f"[bold]candidate {candidate.id}[/] (#{candidate.number} of run {data['run']}), {candidate.level} level,"
               f" {candidate.optimizer}, {candidate.status}, hash {candidate.spec_hash}")
-    out.print_json(json.dumps(candidate.spec))
+    if candidate.note:
+        out.print(f"note: {candidate.note}")
+    spec = parse_spec(candidate.spec)
+    if isinstance(spec, DesignSpec):
+        out.print(f"design {spec.name!r}: {spec.rationale}")
+        out.print(Syntax(spec.code, "python", line_numbers=True))
+    else:
+        out.print_json(json.dumps(candidate.spec))
     for evaluation in data["evaluations"]:
         out.print(f"{evaluation.split}: {_score(evaluation.score)} on {evaluation.n} examples ({evaluation.status}), "
                   f"{evaluation.n_errors} errors, {evaluation.lm_calls} LM calls, {evaluation.tokens} tokens, "
@@ -261,10 +273,15 @@ def show(candidate_id: int = typer.Argument(..., help="candidate id"), storage: 
 def export(run: str = typer.Argument(..., help="run name or id"),
            out_file: Path = typer.Option(..., "--out", help="where to write the program JSON"),
            storage: Optional[str] = StorageOpt) -> None:
-    """Save the run's best program (by dev score) as a self-contained JSON file."""
+    """Save the run's best program (by dev score) as a self-contained JSON file (and an agent design as .py too)."""
     from agentsearch._optimize import program_metadata
     from agentsearch._report import CandidateResult, best_candidate
-    from agentsearch.search_space import CandidateSpec, SpecProgram, save_program
+    from agentsearch.search_space import (
+        DesignSpec,
+        build_program,
+        parse_spec,
+        save_program,
+    )
 
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
@@ -273,10 +290,17 @@ def export(run: str = typer.Argument(..., help="run name or id"),
         raise AgentSearchError(f"run {record.name} has no candidate with a dev score yet")
     candidate, dev = found
     test = _scores_by_candidate(store, record.id).get(candidate.id, {}).get("test")
-    program = SpecProgram(CandidateSpec.model_validate(candidate.spec), (record.space or {}).get("demos", {}))
-    save_program(program, out_file, lm=record.task["lm"],
-                 metadata=program_metadata(record, CandidateResult(candidate, dev, test)))
+    spec = parse_spec(candidate.spec)
+    metadata = program_metadata(record, CandidateResult(candidate, dev, test))
+    save_program(build_program(spec, (record.space or {}).get("demos", {})), out_file, lm=record.task["lm"],
+                 metadata=metadata)
     out.print(f"wrote {out_file}: candidate {candidate.id} (#{candidate.number}), dev {_score(dev.score)}")
+    if isinstance(spec, DesignSpec):
+        from agentsearch._export import lm_options, write_standalone_design
+
+        standalone = write_standalone_design(spec, out_file.with_suffix(".py"), model=record.task["lm"]["model"],
+                                             lm_options=lm_options(record.task["lm"]), metadata=metadata)
+        out.print(f"wrote {standalone}: the design as a standalone Python program")
 
 
 @app.command()
@@ -318,7 +342,7 @@ def evaluate(
 @app.command()
 def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: bool = JsonOpt) -> None:
     """Check a task file and print what a search would do."""
-    from agentsearch._optimize import planned_space
+    from agentsearch._optimize import planned_space, prompt_trials
     from agentsearch.data import load_split
     from agentsearch.task import SPLITS, load_task
 
@@ -330,7 +354,8 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
         "proposer_lm": task.effective_proposer_lm.model, "examples": counts, "optimizer": task.search.optimizer,
         "levels": task.search.levels, "objectives": task.search.objectives, "space_size": space.size(),
         "module_kinds": list(space.kinds), "topologies": list(space.topologies), "formats": list(space.formats),
-        "max_candidates": task.search.max_candidates,
+        "max_candidates": task.search.max_candidates, "prompt_stage_trials": prompt_trials(task, space),
+        "agent_designs": task.search.max_candidates - task.search.space_candidates,
         "max_dev_evaluations": task.search.max_candidates * counts["dev"],
         "budget": task.budget.model_dump(), "storage": task.storage,
     }
@@ -341,9 +366,18 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
     out.print("examples: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
     out.print(f"search: {task.search.optimizer} over {task.search.levels}, up to {task.search.max_candidates} candidates"
               f" (at most {plan['max_dev_evaluations']} dev example evaluations) on {task.lm.model}")
-    out.print(f"space: {plan['space_size']:.3g} configurations (topologies {', '.join(space.topologies)}; "
-              f"modules {', '.join(space.kinds)}; formats {', '.join(space.formats)}; "
-              f"up to {task.search.num_instructions} instructions and {task.search.num_demo_sets} demo sets)")
+    if task.search.space_levels:
+        out.print(f"space: {plan['space_size']:.3g} configurations (topologies {', '.join(space.topologies)}; "
+                  f"modules {', '.join(space.kinds)}; formats {', '.join(space.formats)}; "
+                  f"up to {task.search.num_instructions} instructions and {task.search.num_demo_sets} demo sets)")
+    if plan["agent_designs"]:
+        agent = task.search.agent
+        out.print(f"agent level: {plan['agent_designs']} designs (the hand-written patterns first, then written by "
+                  f"{task.effective_proposer_lm.model}), up to {agent.repairs} repairs each; sandbox per example: "
+                  f"{agent.cpu_s} s CPU, {agent.wall_s:g} s wall, {agent.memory_mb} MB, {agent.max_lm_calls} LM calls")
+    if plan["prompt_stage_trials"]:
+        out.print(f"staged: the first {plan['prompt_stage_trials']} trials (the seed's included) at the prompt level, "
+                  f"then module-level lifts of the best prompts, then the whole space")
     out.print(f"objectives: {', '.join(task.search.objectives)}; pruner: {task.search.pruner}")
     out.print(f"budget: {task.budget.model_dump()}; storage: {task.storage}")
 

@@ -114,8 +114,24 @@ class DataConfig(_Strict):
         return self
 
 
+class AgentSearchConfig(_Strict):
+    """``search.agent``: the agent level (designs written by the meta agent, run in the sandbox)."""
+
+    share: float = Field(default=0.5, gt=0, le=1,
+                         description="with other levels: the share of max_candidates left to agent designs")
+    repairs: int = Field(default=3, ge=0, le=10, description="rounds a design that will not run gets to be fixed")
+    smoke_examples: int = Field(default=2, ge=1, description="train examples a new design must run on first")
+    examples: int = Field(default=4, ge=0, le=32, description="train examples shown to the meta agent and "
+                                                              "built into the seed designs")
+    show_code: int = Field(default=3, ge=0, description="archive designs whose code the meta agent is shown")
+    cpu_s: int = Field(default=10, ge=1, le=600, description="CPU seconds of a design per example")
+    wall_s: float = Field(default=30, gt=0, le=3600, description="seconds of a design per example, LM time excluded")
+    memory_mb: int = Field(default=512, ge=64, le=65536)
+    max_lm_calls: int = Field(default=20, ge=1, le=1000, description="LM calls of a design per example")
+
+
 class SearchConfig(_Strict):
-    levels: list[Literal["prompt", "module"]] = Field(default=["prompt"], min_length=1)
+    levels: list[Literal["prompt", "module", "agent"]] = Field(default=["prompt"], min_length=1)
     objectives: list[Literal["score", "cost"]] = Field(
         default=["score"], description="[score] or [score, cost]: cost-aware search for the score/cost Pareto front"
     )
@@ -124,6 +140,12 @@ class SearchConfig(_Strict):
     )
     minibatch: int = Field(default=10, gt=0, description="dev examples before the first pruning check; batches double")
     modules: ModuleSpaceConfig = ModuleSpaceConfig()
+    agent: AgentSearchConfig = AgentSearchConfig()
+    prompt_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="with levels [prompt, module]: the share of max_candidates searched at the prompt level first, "
+                    "before module choices open around the best prompts (0: both levels from the start)",
+    )
     optimizer: Literal["tpe", "random"] = "tpe"
     max_candidates: int = Field(default=20, gt=0, description="candidates evaluated on dev, the seed included")
     num_instructions: int = Field(default=5, gt=0, description="instruction variants, the seed's included")
@@ -131,6 +153,20 @@ class SearchConfig(_Strict):
     num_demo_sets: int = Field(default=6, gt=0)
     bootstrap_examples: int = Field(default=32, ge=0, description="train examples the seed runs on to bootstrap demos")
     formats: list[Literal["chat", "json", "xml", "completion"]] = Field(default=["chat", "completion"], min_length=1)
+
+    @property
+    def space_levels(self) -> list[str]:
+        """The levels searched through the Optuna study (the agent level has its own optimizer)."""
+        return [level for level in self.levels if level != "agent"]
+
+    @property
+    def space_candidates(self) -> int:
+        """Candidates (the seed included) the Optuna study gets; agent designs get the rest."""
+        if "agent" not in self.levels:
+            return self.max_candidates
+        if not self.space_levels:
+            return 1
+        return max(1, self.max_candidates - round(self.max_candidates * self.agent.share))
 
     @model_validator(mode="after")
     def _distinct(self) -> SearchConfig:

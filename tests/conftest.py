@@ -50,6 +50,9 @@ def fake_lm() -> fakes.KeywordLLM:
     fake = fakes.register()
     fake.calls = 0
     fake.prompts.clear()
+    fake.designs_written = 0
+    fake.meta_prompts = 0
+    fake.repairs_work = True
     return fake
 
 

@@ -5,6 +5,9 @@ least two demos; otherwise it answers "positive" (chance on balanced data). So a
 the completion format with demos beats the seed, as the real tiny model does. A sentence containing
 EXPLODE makes the call fail.
 
+As the meta agent it writes agent designs: the first, third, ... new design imports ``os`` (refused
+by the sandbox), and a repair prompt gets a working design unless ``repairs_work`` is off.
+
 It answers any signature: it reads the output fields from DSPy's chat prompt (or, for a completion
 prompt, from the open ``Field:`` line and the demos), and fills each by its name: a ReAct step calls
 the first tool once, then finishes; a ProgramOfThought node writes code that prints the label.
@@ -31,6 +34,9 @@ class KeywordLLM(CustomLLM):
         self.calls = 0
         self.last_params: dict[str, Any] = {}
         self.prompts: list[str] = []
+        self.designs_written = 0
+        self.meta_prompts = 0
+        self.repairs_work = True
         self._lock = threading.Lock()
 
     def _value(self, field: str, text: str, sentence: str, completion: bool) -> str:
@@ -54,8 +60,23 @@ class KeywordLLM(CustomLLM):
             return f"```python\nimport os\nprint({label!r}, {where})\n```"
         return {"correct": "True", "critique": "It looks right."}.get(field, f"some {field}")
 
+    def _design(self, working: bool) -> str:
+        self.designs_written += 1
+        number = self.designs_written
+        body = ('shots = "Sentence: a great film\\nLabel: positive\\n\\nSentence: a dull mess\\nLabel: negative"\n'
+                'def forward(inputs, lm):\n'
+                '    text = lm(shots + "\\n\\nSentence: " + inputs["sentence"] + "\\nLabel:", temperature=0.0)\n'
+                '    return {"label": text.strip()}\n')
+        header = f"# design {number}\n" + ("" if working else "import os\n")
+        return f"NAME: Keyword shots {number}\nRATIONALE: two worked examples.\n```python\n{header}{body}```\n"
+
     def _reply(self, messages: list) -> str:
         text = "\n\n".join(str(m.get("content") or "") for m in messages)
+        if text.startswith("You design agents"):
+            self.meta_prompts += 1
+            return self._design(working=self.meta_prompts % 2 == 0)
+        if text.startswith("This agent design failed"):
+            return self._design(working=self.repairs_work)
         sentences = re.findall(r"Sentence: (.*)", text) or re.findall(r"\[\[ ## sentence ## \]\]\n(.*)", text)
         sentence = sentences[-1] if sentences else ""
         if "EXPLODE" in sentence:

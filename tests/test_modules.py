@@ -10,13 +10,13 @@ from dspy.utils.dummies import DummyLM
 from pydantic import ValidationError
 
 from agentsearch import load_program, save_program
+from agentsearch.evaluators import run_python
 from agentsearch.lm import build_lm
 from agentsearch.search_space import (
     CandidateSpec,
     PredictorSpec,
     SpecProgram,
     node_signature,
-    run_python,
 )
 from agentsearch.task import LMConfig
 from tests import toolbox

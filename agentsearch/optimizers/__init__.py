@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from agentsearch.optimizers._base import BaseOptimizer, Proposal
+from agentsearch.optimizers._demo_sets import make_demo_sets
+from agentsearch.optimizers._meta_agent import (
+    ArchiveEntry,
+    DesignTask,
+    MetaAgentOptimizer,
+    parse_design,
+    seed_designs,
+)
 from agentsearch.optimizers._optuna import (
     OptunaOptimizer,
     make_pruner,
@@ -16,13 +24,19 @@ from agentsearch.optimizers._proposer import (
 )
 
 __all__ = [
+    "ArchiveEntry",
     "BaseOptimizer",
+    "DesignTask",
+    "MetaAgentOptimizer",
     "OptunaOptimizer",
     "Proposal",
     "build_space",
+    "make_demo_sets",
     "make_pruner",
     "make_sampler",
     "optuna_storage",
+    "parse_design",
     "propose_instructions",
+    "seed_designs",
     "summarize_data",
 ]

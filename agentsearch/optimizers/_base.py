@@ -5,12 +5,12 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-from agentsearch.search_space import CandidateSpec
+from agentsearch.search_space import AnySpec
 
 
 @dataclass(frozen=True)
 class Proposal:
-    spec: CandidateSpec
+    spec: AnySpec
     parents: tuple[int, ...]
     """Candidate ids this one was derived from."""
     trial_number: int | None = None

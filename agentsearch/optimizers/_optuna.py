@@ -6,6 +6,10 @@ and its sampler looks for the score/cost Pareto front. Single-objective studies 
 scores are reported per example (the step is the example's position in dev) and Optuna's
 ``WilcoxonPruner`` stops a candidate once it is significantly worse than the best on the same
 examples.
+
+With both levels on, the search is staged (``prompt_trials``): the first trials are held to the
+prompt level, then module-level *lifts* of the best prompts are enqueued (see
+``search_space._lifts``), then the sampler has the whole space.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import optuna
 from optuna.trial import TrialState
 
 from agentsearch.optimizers._base import BaseOptimizer, Proposal
-from agentsearch.search_space import SearchSpace
+from agentsearch.search_space import PROMPT_LEVEL, SearchSpace, module_lifts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 PRUNE_P_THRESHOLD = 0.1
+LIFTED = "agentsearch:lifted"
+"""Study attribute set once the module-level lifts are enqueued: the prompt stage is over."""
+LIFTED_FROM = "agentsearch:lifted_from"
+"""Trial attribute of a lift: the trial numbers of the prompt-level trials it was built from."""
 
 
 def make_sampler(name: str, *, seed: int, max_candidates: int) -> optuna.samplers.BaseSampler:
@@ -47,17 +55,22 @@ class OptunaOptimizer(BaseOptimizer):
     """Ask/tell over a SearchSpace. Every proposal derives from the seed candidate (its parent)."""
 
     def __init__(self, space: SearchSpace, *, study: optuna.Study, name: str, seed_candidate_id: int,
-                 sampler_for: Callable[[int], optuna.samplers.BaseSampler]) -> None:
+                 sampler_for: Callable[[int], optuna.samplers.BaseSampler], prompt_trials: int = 0,
+                 candidate_of: Callable[[int], int | None] = lambda trial_number: None) -> None:
         """``sampler_for(n)`` makes the sampler that proposes trial ``n``.
 
         A fresh sampler seeded by the trial number makes each proposal a function of the study's
         history alone, so a run resumed in a new process proposes what the uninterrupted run would.
+        The first ``prompt_trials`` trials (0: none) are held to the prompt level. ``candidate_of``
+        maps a trial number to its candidate id, so a lift names the candidates it came from.
         """
         self.space = space
         self.study = study
         self.sampler_for = sampler_for
         self.name = name
         self.seed_candidate_id = seed_candidate_id
+        self.prompt_trials = prompt_trials
+        self.candidate_of = candidate_of
         self.multi_objective = len(study.directions) > 1
         self.prunes = not self.multi_objective and not isinstance(study.pruner, optuna.pruners.NopPruner)
 
@@ -69,10 +82,37 @@ class OptunaOptimizer(BaseOptimizer):
             intermediate_values={} if self.multi_objective else example_scores,
         ))
 
+    def _prompt_level_ranking(self) -> list[optuna.trial.FrozenTrial]:
+        """Finished prompt-level trials, best first, one per distinct configuration."""
+        ranked, seen = [], set()
+        finished = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for trial in sorted(finished, key=lambda t: (-t.values[0], t.number)):
+            key = tuple(sorted(trial.params.items()))
+            if key not in seen and all(trial.params.get(k, v) == v for k, v in PROMPT_LEVEL.items()):
+                seen.add(key)
+                ranked.append(trial)
+        return ranked
+
+    def _enqueue_lifts(self) -> None:
+        ranked = self._prompt_level_ranking()
+        for lift in module_lifts(self.space, [trial.params for trial in ranked]):
+            self.study.enqueue_trial(lift.params, user_attrs={LIFTED_FROM: [ranked[i].number for i in lift.sources]})
+        self.study.set_user_attr(LIFTED, True)
+
     def ask(self) -> Proposal:
-        self.study.sampler = self.sampler_for(len(self.study.trials))
+        count = len(self.study.trials)
+        sampler = self.sampler_for(count)
+        lifted = bool(self.study.user_attrs.get(LIFTED))
+        if self.prompt_trials and not lifted:
+            if count < self.prompt_trials:
+                sampler = optuna.samplers.PartialFixedSampler(PROMPT_LEVEL, sampler)
+            else:
+                self._enqueue_lifts()
+        self.study.sampler = sampler
         trial = self.study.ask()
-        return Proposal(self.space.suggest(trial), (self.seed_candidate_id,), trial.number)
+        sources = [self.candidate_of(number) for number in trial.user_attrs.get(LIFTED_FROM, [])]
+        parents = tuple(dict.fromkeys(c for c in sources if c is not None)) or (self.seed_candidate_id,)
+        return Proposal(self.space.suggest(trial), parents, trial.number)
 
     def _trial(self, proposal: Proposal) -> optuna.Trial:
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(

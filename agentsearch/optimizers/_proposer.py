@@ -5,16 +5,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import dspy
-import jinja2
 
 from agentsearch.data import LabelledExample
 from agentsearch.lm import Usage, UsageMeter
 from agentsearch.optimizers._demo_sets import make_demo_sets
+from agentsearch.optimizers._templates import render
 from agentsearch.search_space import CandidateSpec, ModuleSpaceConfig, SearchSpace
 
 # Tips steer each proposal somewhere different, as MIPROv2's do; without them a small proposer repeats itself.
@@ -32,12 +30,6 @@ MAX_CLASSES = 10
 """Outputs with at most this many distinct values in train are treated as class labels."""
 MIN_PROPOSAL_TOKENS = 200
 """A task LM may be capped at a few tokens (a label); an instruction needs room."""
-
-
-@lru_cache(maxsize=1)
-def _template() -> jinja2.Template:
-    source = (Path(__file__).parent / "templates" / "propose_instruction.j2").read_text(encoding="utf-8")
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(source)
 
 
 def summarize_data(examples: Sequence[LabelledExample], outputs: Sequence[str]) -> str:
@@ -76,7 +68,8 @@ def propose_instructions(
             if len(found) >= count:
                 break
             shown = rng.sample(list(train), min(3, len(train)))
-            prompt = _template().render(
+            prompt = render(
+                "propose_instruction.j2",
                 inputs=list(signature.input_fields),
                 outputs=list(signature.output_fields),
                 seed_instruction=predictor.instructions,

@@ -19,8 +19,8 @@ from typing import Any
 import dspy
 
 from agentsearch._references import resolve_callable
+from agentsearch.evaluators import run_python
 from agentsearch.search_space._adapters import make_adapter
-from agentsearch.search_space._sandbox import run_python
 from agentsearch.search_space._spec import PredictorSpec
 
 Demos = Mapping[str, Mapping[str, Any]]

@@ -15,9 +15,16 @@ from typing import Any
 import dspy
 from pydantic import ValidationError
 
+from agentsearch.evaluators import AgentLimits
 from agentsearch.exceptions import ProgramFileError, describe_validation_error
+from agentsearch.search_space._design import DesignProgram
 from agentsearch.search_space._nodes import Node, majority, render_answer, surviving
-from agentsearch.search_space._spec import CandidateSpec
+from agentsearch.search_space._spec import (
+    AnySpec,
+    CandidateSpec,
+    DesignSpec,
+    parse_spec,
+)
 
 PROGRAM_FILE_VERSION = 1
 
@@ -112,17 +119,28 @@ class SpecProgram(dspy.Module):
         return prediction
 
 
-def _program_document(program: SpecProgram, *, lm: dict[str, Any] | None, metadata: dict[str, Any]) -> dict[str, Any]:
+Program = SpecProgram | DesignProgram
+
+
+def build_program(spec: AnySpec, demos: Demos, lm: dspy.BaseLM | None = None, *, base_dir: Path | None = None,
+                  limits: AgentLimits = AgentLimits()) -> Program:
+    """The runnable program of a spec of any level; ``limits`` bound an agent design's sandbox."""
+    if isinstance(spec, DesignSpec):
+        return DesignProgram(spec, lm, limits=limits)
+    return SpecProgram(spec, demos, lm, base_dir=base_dir)
+
+
+def _program_document(program: Program, *, lm: dict[str, Any] | None, metadata: dict[str, Any]) -> dict[str, Any]:
     return {
         "agentsearch_program": PROGRAM_FILE_VERSION,
         "spec": program.spec.model_dump(mode="json"),
-        "demos": program.demo_texts,
+        "demos": getattr(program, "demo_texts", {}),
         "lm": lm,
         "metadata": metadata,
     }
 
 
-def save_program(program: SpecProgram, path: str | Path, *, lm: dict[str, Any] | None = None,
+def save_program(program: Program, path: str | Path, *, lm: dict[str, Any] | None = None,
                  metadata: dict[str, Any] | None = None) -> Path:
     path = Path(path)
     document = _program_document(program, lm=lm, metadata=metadata or {})
@@ -130,18 +148,19 @@ def save_program(program: SpecProgram, path: str | Path, *, lm: dict[str, Any] |
     return path
 
 
-def _validated(path: Path, key: str, model: Any, value: Any) -> Any:
+def _validated(path: Path, key: str, parse: Any, value: Any) -> Any:
     try:
-        return model.model_validate(value)
+        return parse(value)
     except ValidationError as exc:
         raise ProgramFileError(f"{path}: {describe_validation_error(exc, prefix=(key,))}") from None
 
 
-def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: str | Path | None = None) -> SpecProgram:
+def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: str | Path | None = None) -> Program:
     """Rebuild a saved program; its LM comes from the file unless ``lm`` is given.
 
     Only ReAct tools and best-of-n rewards are user code, imported by reference from ``base_dir``
-    (or the import path); the rest of the program is in the file.
+    (or the import path); the rest of the program is in the file. An agent design's code is in
+    the file too, and runs only in the sandbox.
     """
     from agentsearch.lm import build_lm
     from agentsearch.task import LMConfig
@@ -153,12 +172,12 @@ def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: s
         raise ProgramFileError(f"{path}: cannot read program file ({exc})") from None
     if not isinstance(document, dict) or document.get("agentsearch_program") != PROGRAM_FILE_VERSION:
         raise ProgramFileError(f"{path}: agentsearch_program: not an agentsearch program file (version {PROGRAM_FILE_VERSION})")
-    spec = _validated(path, "spec", CandidateSpec, document.get("spec"))
-    lm_config = _validated(path, "lm", LMConfig, document["lm"]) if document.get("lm") else None
+    spec = _validated(path, "spec", parse_spec, document.get("spec"))
+    lm_config = _validated(path, "lm", LMConfig.model_validate, document["lm"]) if document.get("lm") else None
     demos = document.get("demos") or {}
     missing = spec.demo_ids() - set(demos)
     if missing:
         raise ProgramFileError(f"{path}: demos: missing demo {sorted(missing)[0]!r}")
     if lm is None and lm_config is not None:
         lm = build_lm(lm_config)
-    return SpecProgram(spec, demos, lm, base_dir=None if base_dir is None else Path(base_dir))
+    return build_program(spec, demos, lm, base_dir=None if base_dir is None else Path(base_dir))

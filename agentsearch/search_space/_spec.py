@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -123,3 +123,50 @@ class CandidateSpec(BaseModel):
         rounds = f" x{self.rounds}" if self.rounds > 1 else ""
         kinds = ",".join(dict.fromkeys(predictor.module for predictor in self.predictors))
         return f"{self.topology}{rounds}: {kinds}"
+
+
+class DesignSpec(BaseModel):
+    """An agent-level candidate: a whole agent program as Python source, written by the meta agent.
+
+    ``code`` defines ``forward(inputs: dict, lm) -> dict`` over the task signature; ``lm(prompt or
+    messages, **options)`` is its only way to an LM, and it only ever runs in the sandbox. The name
+    and rationale are the meta agent's words about the design: kept, shown, but not hashed, so the
+    same code under another name is the same program.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["design"] = "design"
+    signature: str
+    name: str = Field(min_length=1, max_length=200)
+    rationale: str = ""
+    code: str
+
+    topology: ClassVar[str] = "agent"
+
+    def canonical_json(self) -> str:
+        return json.dumps({"kind": self.kind, "signature": self.signature, "code": self.code}, sort_keys=True,
+                          separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    def demo_ids(self) -> set[str]:
+        return set()
+
+    def modules(self) -> set[str]:
+        return {"design"}
+
+    def structure(self) -> str:
+        return f"agent: {self.name}"
+
+
+AnySpec = CandidateSpec | DesignSpec
+
+
+def parse_spec(data: Any) -> AnySpec:
+    """A stored or saved spec, of either level: agent designs say ``kind: design``."""
+    if isinstance(data, dict) and data.get("kind") == "design":
+        return DesignSpec.model_validate(data)
+    return CandidateSpec.model_validate(data)

@@ -42,7 +42,8 @@ class CandidateRecord:
     optimizer: str
     parents: tuple[int, ...]
     trial_number: int | None
-    status: str  # pending | complete | pruned
+    status: str  # pending | complete | pruned | failed (would not run; see note)
+    note: str | None
     created_at: dt.datetime
     finished_at: dt.datetime | None
 
@@ -123,7 +124,7 @@ class BaseStorage(abc.ABC):
     ) -> CandidateRecord: ...
 
     @abc.abstractmethod
-    def set_candidate_status(self, candidate_id: int, status: str) -> None: ...
+    def set_candidate_status(self, candidate_id: int, status: str, *, note: str | None = None) -> None: ...
 
     @abc.abstractmethod
     def get_candidate(self, candidate_id: int) -> CandidateRecord | None: ...

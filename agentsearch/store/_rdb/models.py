@@ -55,6 +55,7 @@ class CandidateModel(Base):
     parents: Mapped[list[Any]] = mapped_column(JSON)
     trial_number: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 

@@ -162,7 +162,8 @@ class RDBStorage(BaseStorage):
         return CandidateRecord(
             id=row.id, run_id=row.run_id, number=row.number, spec=row.spec, spec_hash=row.spec_hash,
             level=row.level, optimizer=row.optimizer, parents=tuple(row.parents or ()),
-            trial_number=row.trial_number, status=row.status, created_at=row.created_at, finished_at=row.finished_at,
+            trial_number=row.trial_number, status=row.status, note=row.note, created_at=row.created_at,
+            finished_at=row.finished_at,
         )
 
     @staticmethod
@@ -255,10 +256,11 @@ class RDBStorage(BaseStorage):
             session.flush()
             return self._candidate(row)
 
-    def set_candidate_status(self, candidate_id: int, status: str) -> None:
+    def set_candidate_status(self, candidate_id: int, status: str, *, note: str | None = None) -> None:
         with self._session() as session:
             row = session.get(CandidateModel, candidate_id)
             row.status = status
+            row.note = note
             row.finished_at = utcnow() if status != "pending" else None
 
     def get_candidate(self, candidate_id: int) -> CandidateRecord | None:

@@ -1,0 +1,135 @@
+"""Lifts: module-level candidates built around the best prompt-level configurations.
+
+A staged search (as MASS does for multi-agent systems: prompts first, topology next) spends its
+first trials on single Predict programs, where a weak LM is cheap to search, then opens the module
+level. Sampling multi-node programs from scratch at that point wastes most trials on members whose
+prompts were never tuned. A lift instead keeps the best prompts found so far and changes only the
+module around them: the best prompt reasoning first (chain of thought), sampled and voted
+(self-consistency), with its demos retrieved per input, the top prompts as ensemble members or
+debate agents, and so on. Each lift is a full set of trial parameters, so it is enqueued into the
+same Optuna study and the sampler learns from it as from any trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentsearch.search_space._space import SearchSpace
+from agentsearch.search_space._spec import CandidateSpec
+
+Params = dict[str, Any]
+
+PROMPT_LEVEL: Params = {"topology": "single", "answer.module": "predict"}
+"""The module choices that make a trial a prompt-level one: a single Predict node."""
+
+NODE_OPTIONS = ("instruction", "n_demos", "demo_set", "format")
+"""The prompt-level choices of a task node, copied from a prompt-level trial onto lifted nodes."""
+
+
+def stages_prompt_first(space: SearchSpace) -> bool:
+    """Whether the space has both a prompt level to search first and module choices to lift into."""
+    has_modules = len(space.topologies) > 1 or len(space.kinds) > 1
+    return "prompt" in space.levels and has_modules and "single" in space.topologies and "predict" in space.kinds
+
+
+class _ParamsTrial:
+    """Answers ``suggest`` from fixed params, refusing a missing or out-of-range one (Optuna's FixedTrial only warns)."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self.asked: Params = {}
+
+    def _value(self, name: str, allowed: Callable[[Any], bool]) -> Any:
+        if name not in self.params or not allowed(self.params[name]):
+            raise ValueError(name)
+        self.asked[name] = self.params[name]
+        return self.params[name]
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._value(name, lambda value: value in choices)
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return self._value(name, lambda value: isinstance(value, int) and low <= value <= high)
+
+
+def suggest_fixed(space: SearchSpace, params: Params) -> tuple[CandidateSpec, Params] | None:
+    """The candidate ``params`` select in ``space`` and the params it asked for, or None if they do not fit."""
+    trial = _ParamsTrial(params)
+    try:
+        return space.suggest(trial), trial.asked
+    except ValueError:
+        return None
+
+
+def _node(prompt: Params, name: str, module: str, **extra: Any) -> Params:
+    """A task node called ``name`` with the prompt choices of the trial ``prompt`` (whose node is ``answer``)."""
+    copied = {f"{name}.{option}": prompt[f"answer.{option}"] for option in NODE_OPTIONS if f"answer.{option}" in prompt}
+    return {f"{name}.module": module, **copied, **{f"{name}.{key}": value for key, value in extra.items()}}
+
+
+def _nodes(prompts: Sequence[Params], prefix: str) -> Params:
+    return {key: value for i, prompt in enumerate(prompts, 1) for key, value in _node(prompt, f"{prefix}_{i}", "predict").items()}
+
+
+def _wiring(role: str, prompt: Params) -> Params:
+    """A wiring node in the best prompt's format: a weak LM may answer in that format only."""
+    return {f"{role}.module": "predict", f"{role}.format": prompt.get("answer.format", "chat")}
+
+
+@dataclass(frozen=True)
+class Lift:
+    params: Params
+    """Exactly the trial params the lifted candidate asks for."""
+    sources: tuple[int, ...]
+    """Positions, in the ranking it was built from, of the prompt-level params it reuses."""
+
+
+def _lift_rules(space: SearchSpace) -> list[tuple[str, int, Callable[[Sequence[Params]], Params]]]:
+    """(the kind or topology a lift needs, how many of the best prompts it takes, how it is built), in trial order."""
+    top = space.modules
+    single = {"topology": "single"}
+
+    def retrieve_k(prompt: Params) -> int:
+        return max(1, min(prompt.get("answer.n_demos") or space.max_demos, space.max_demos))
+
+    return [
+        ("ensemble", top.max_members, lambda ps: {"topology": "ensemble", "ensemble.members": len(ps),
+                                                  "ensemble.aggregator": "vote", **_nodes(ps, "member")}),
+        ("chain_of_thought", 1, lambda ps: {**single, **_node(ps[0], "answer", "chain_of_thought")}),
+        ("self_consistency", 1, lambda ps: {**single, **_node(ps[0], "answer", "self_consistency",
+                                                              samples=top.max_samples)}),
+        ("retrieve_demos", 1, lambda ps: {**single, **_node(ps[0], "answer", "retrieve_demos",
+                                                            retrieve_k=retrieve_k(ps[0]))}),
+        # A task-declared reward, when there is one, knows the task; an LM verdict guesses.
+        ("best_of_n", 1, lambda ps: {**single, **_node(ps[0], "answer", "best_of_n", samples=top.max_samples,
+                                                       judge=space.judges[-1])}),
+        ("pipeline", 1, lambda ps: {"topology": "pipeline", **_wiring("analyze", ps[0]),
+                                    **_node(ps[0], "respond", "predict")}),
+        ("reflect", 1, lambda ps: {"topology": "reflect", "reflect.rounds": 1, **_node(ps[0], "answer", "predict"),
+                                   **_wiring("critique", ps[0]), **_wiring("revise", ps[0])}),
+        ("debate", 2, lambda ps: {"topology": "debate", "debate.agents": 2, "debate.rounds": 1,
+                                  **_nodes(ps, "agent"), **_wiring("judge", ps[0])}),
+        ("program_of_thought", 1, lambda ps: {**single, **_node(ps[0], "answer", "program_of_thought")}),
+        ("react", 1, lambda ps: {**single, **_node(ps[0], "answer", "react", max_iters=top.max_iters)}),
+    ]
+
+
+def module_lifts(space: SearchSpace, ranked: Sequence[Params]) -> list[Lift]:
+    """Module-level candidates around ``ranked`` prompt-level trial params (best first).
+
+    Only lifts the space allows are returned, each once; each is checked by the space's own
+    ``suggest``, so an enqueued lift is always a candidate the space could have sampled. Lifts
+    that need two prompts (an ensemble, a debate) are left out when there is only one.
+    """
+    lifts, seen = [], set()
+    for needs, count, build in _lift_rules(space):
+        prompts = ranked[:count]
+        if needs not in {*space.topologies, *space.kinds} or not prompts:
+            continue
+        fitted = suggest_fixed(space, build(prompts))
+        if fitted is not None and fitted[0].hash not in seen:
+            seen.add(fitted[0].hash)
+            lifts.append(Lift(fitted[1], tuple(range(len(prompts)))))
+    return lifts

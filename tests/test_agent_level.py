@@ -1,0 +1,144 @@
+"""The agent level: the meta agent writes designs, the sandbox runs them, the store keeps code, lineage and errors."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import pytest
+
+import agentsearch
+from agentsearch.optimizers import DesignTask, parse_design, seed_designs
+from agentsearch.search_space import DesignProgram, DesignSpec, parse_spec
+from agentsearch.store import get_storage
+from tests.test_cli import run_cli
+
+SIGNATURE = "sentence -> label"
+PATTERNS = {"Few-shot answer", "Chain of thought", "Self-consistency", "Self-refine", "Debate", "Role assignment",
+            "Step-back abstraction"}
+
+
+def design_task() -> DesignTask:
+    return DesignTask(signature=SIGNATURE, instructions="Classify the sentiment.", summary="2 examples.",
+                      examples=({"sentence": "a great film", "label": "positive"},
+                                {"sentence": "a dull mess", "label": "negative"}))
+
+
+def test_seed_designs_are_self_contained_code_of_the_known_patterns():
+    designs = seed_designs(design_task())
+    assert {d.name for d in designs} == PATTERNS
+    for design in designs:
+        tree = ast.parse(design.code)
+        assert any(isinstance(node, ast.FunctionDef) and node.name == "forward" for node in tree.body)
+        assert "{%" not in design.code and "a great film" in design.code  # rendered, examples built in
+        assert design.rationale
+
+
+def test_seed_designs_run_in_the_sandbox_on_the_fake_lm(fake_lm):
+    from agentsearch.lm import build_lm
+    from agentsearch.task import LMConfig
+
+    lm = build_lm(LMConfig(model="fake/keyword", num_retries=0))
+    for design in seed_designs(design_task()):
+        prediction = DesignProgram(design, lm)(sentence="a wonderful film")
+        assert prediction.label in ("positive", "negative"), design.name
+
+
+@pytest.mark.parametrize(("reply", "name", "code_start"), [
+    ("NAME: Vote\nRATIONALE: votes.\n```python\ndef forward(inputs, lm):\n    return {}\n```\n", "Vote", "def forward"),
+    ("NAME: Unclosed\n```python\ndef forward(inputs, lm):\n    return {}\n", "Unclosed", "def forward"),
+    ("I cannot write code.", "design 3", "I cannot"),
+])
+def test_parse_design_reads_name_rationale_and_code(reply, name, code_start):
+    spec = parse_design(reply, SIGNATURE, default_name="design 3")
+    assert spec.name == name and spec.code.startswith(code_start)
+
+
+def test_a_design_hash_is_over_its_code_not_its_name():
+    one = DesignSpec(signature=SIGNATURE, name="a", code="x = 1\n")
+    assert one.hash == DesignSpec(signature=SIGNATURE, name="b", rationale="r", code="x = 1\n").hash
+    assert one.hash != DesignSpec(signature=SIGNATURE, name="a", code="x = 2\n").hash
+    assert parse_spec(one.model_dump(mode="json")) == one
+
+
+def _agent_run(write_task, sqlite_url, **overrides):
+    path = write_task(**{"search.levels": ["agent"], "search.max_candidates": 10, **overrides})
+    result = agentsearch.optimize(path, storage=sqlite_url, run_name="agents")
+    return path, result, get_storage(sqlite_url).list_candidates(result.run.id)
+
+
+def test_agent_search_stores_designs_with_code_lineage_scores_and_errors(write_task, sqlite_url, fake_lm):
+    _, result, candidates = _agent_run(write_task, sqlite_url)
+    storage = get_storage(sqlite_url)
+    designs = [c for c in candidates if c.level == "agent"]
+    by_optimizer = {name: [c for c in designs if c.optimizer == name] for name in ("archive", "meta_agent", "repair")}
+    assert {parse_spec(c.spec).name for c in by_optimizer["archive"]} == PATTERNS
+    assert all(c.status == "complete" for c in by_optimizer["archive"])
+    # 9 designs after the seed program: the 7 patterns, then 2 from the meta agent. The first
+    # imports os: it fails, its error is kept, and its repair (whose parent it is) runs.
+    first, second = by_optimizer["meta_agent"]
+    assert first.status == "failed" and "import of 'os' is not allowed in the sandbox" in first.note
+    assert set(first.parents) <= {c.id for c in by_optimizer["archive"]} and first.parents
+    repair = by_optimizer["repair"][0]
+    assert repair.parents == (first.id,) and repair.status == "complete"
+    assert second.status == "complete"
+    dev = {e.candidate_id: e for e in storage.list_evaluations(run_id=result.run.id) if e.split == "dev"}
+    assert all(dev[c.id].n == 12 for c in designs if c.status == "complete")
+    # the failed design's smoke-test results carry the error too
+    smoke = [e for e in storage.list_evaluations(candidate_id=first.id) if e.split == "train"][0]
+    assert all("ImportError" in r.error for r in storage.list_example_results(smoke.id))
+    assert result.best.candidate.level == "agent" and result.best.dev_score > result.seed.dev_score
+    assert result.run.status == "finished"
+
+
+def test_a_design_that_cannot_be_repaired_is_recorded_as_failed(write_task, sqlite_url, fake_lm):
+    fake_lm.repairs_work = False
+    _, result, candidates = _agent_run(write_task, sqlite_url, **{"search.max_candidates": 9,
+                                                                  "search.agent": {"repairs": 2}})
+    chain = [c for c in candidates if c.optimizer in ("meta_agent", "repair")]
+    assert [c.optimizer for c in chain] == ["meta_agent", "repair", "repair"]
+    assert all(c.status == "failed" and "ImportError" in c.note for c in chain)
+    assert [c.parents for c in chain[1:]] == [(chain[0].id,), (chain[1].id,)]
+    assert result.run.status == "finished"
+
+
+def test_the_best_design_exports_runs_standalone_and_reloads_with_identical_predictions(
+        write_task, sqlite_url, fake_lm, tmp_path, monkeypatch, capsys):
+    path, result, _ = _agent_run(write_task, sqlite_url)
+    saved = result.save(tmp_path / "best.json")
+    loaded = agentsearch.load_program(saved)
+    sentences = ["a wonderful film", "a dull, tired mess", "fine acting"]
+    assert [loaded(sentence=s).label for s in sentences] == [result.best_program(sentence=s).label for s in sentences]
+
+    code, out, _ = run_cli(monkeypatch, capsys, "export", "agents", "--out", str(tmp_path / "cli.json"),
+                           "--storage", sqlite_url)
+    assert code == 0
+    standalone = tmp_path / "cli.py"
+    assert standalone.is_file() and "def forward(inputs, lm)" in standalone.read_text()
+    document = json.loads((tmp_path / "cli.json").read_text())
+    assert document["spec"]["kind"] == "design"
+    compiled = compile(standalone.read_text(), str(standalone), "exec")  # valid Python on its own
+    assert compiled is not None
+    code, out, _ = run_cli(monkeypatch, capsys, "show", str(result.best.candidate.id), "--storage", sqlite_url)
+    assert code == 0 and "def forward(inputs, lm)" in out
+
+
+def test_agent_level_with_the_prompt_level_shares_the_candidates(write_task, sqlite_url, fake_lm):
+    _, result, candidates = _agent_run(write_task, sqlite_url, **{"search.levels": ["prompt", "agent"],
+                                                                  "search.max_candidates": 12})
+    levels = [c.level for c in candidates if c.status != "failed"]
+    assert levels[:6] == ["prompt"] * 6 and levels.count("agent") >= 6
+    assert result.run.status == "finished"
+
+
+def test_standalone_export_runs_as_a_plain_python_program(tmp_path):
+    spec = DesignSpec(signature=SIGNATURE, name="echo", code="def forward(inputs, lm):\n    return {'label': 'x'}\n")
+    from agentsearch._export import write_standalone_design
+
+    target = write_standalone_design(spec, tmp_path / "echo.py", model="openai/gpt-4o-mini", lm_options={},
+                                     metadata={"run": "r", "candidate_id": 1, "dev_score": 1.0, "test_score": None})
+    out = subprocess.run([sys.executable, str(target), '{"sentence": "hi"}'], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == {"label": "x"}

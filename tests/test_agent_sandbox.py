@@ -1,0 +1,201 @@
+"""The agent sandbox: an agent design runs in a confined child that reaches an LM only through the parent.
+
+Each attack below must be stopped, and the parent must record why; nothing may leak out of the
+child (a file, a process, a secret).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from agentsearch.evaluators import AgentLimits, run_agent
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def echo_lm(request: dict) -> str:
+    return "chat" if "messages" in request else "completion: " + request["prompt"]
+
+
+def run(code: str, inputs: dict | None = None, **limits):
+    return run_agent(code, inputs or {}, echo_lm, limits=AgentLimits(**limits))
+
+
+def design(body: str, header: str = "") -> str:
+    lines = "\n".join("    " + line for line in body.strip().splitlines())
+    return f"{header}\ndef forward(inputs, lm):\n{lines}\n"
+
+
+def nobody_processes() -> set[int]:
+    out = subprocess.run(["ps", "-u", "65534", "-o", "pid="], capture_output=True, text=True).stdout
+    return {int(pid) for pid in out.split()}
+
+
+@pytest.fixture
+def open_dir():
+    """A world-writable directory in the project: only the sandbox's own layers keep the child out of it."""
+    path = Path(tempfile.mkdtemp(dir=PROJECT, prefix=".sandbox-probe-"))
+    path.chmod(0o777)
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+def test_a_design_answers_through_the_parents_lm_and_its_prints_stay_out_of_the_exchange():
+    result = run(design('''
+print("thinking")
+first = lm("Sentence: " + inputs["sentence"] + "\\nLabel:", temperature=0.0)
+second = lm([{"role": "user", "content": "hi"}])
+return {"label": first, "other": second}
+'''), {"sentence": "fine"})
+    assert result.error is None and result.lm_calls == 2
+    assert result.outputs == {"label": "completion: Sentence: fine\nLabel:", "other": "chat"}
+    assert "thinking" in result.stderr
+
+
+def test_an_infinite_loop_is_stopped_by_the_cpu_limit():
+    started = time.monotonic()
+    result = run(design("while True:\n    pass"), cpu_s=1)
+    assert result.outputs is None and result.error == "CPU-time limit of 1 s exceeded"
+    assert time.monotonic() - started < 10
+
+
+def test_a_blocked_design_is_stopped_by_the_wall_clock_limit():
+    result = run(design("time.sleep(60)", header="import time"), wall_s=1)
+    assert result.outputs is None and result.error == "wall-clock limit of 1 s exceeded"
+
+
+def test_time_spent_answering_lm_calls_does_not_count_against_the_wall_clock():
+    def slow_lm(request: dict) -> str:
+        time.sleep(0.6)
+        return "ok"
+
+    result = run_agent(design("return {'a': lm('x') + lm('y')}"), {}, slow_lm, limits=AgentLimits(wall_s=1))
+    assert result.outputs == {"a": "okok"}
+
+
+def test_allocating_10_gb_is_stopped_by_the_memory_limit():
+    result = run(design("block = bytearray(10 * 1024 ** 3)\nreturn {}"))
+    assert result.outputs is None
+    assert result.error == "line 3: MemoryError: memory limit of 512 MB reached"
+
+
+def test_a_fork_bomb_starts_no_process():
+    before = nobody_processes()
+    result = run(design('''
+for _ in range(100):
+    random._os.fork()
+return {}
+''', header="import random"))
+    assert result.outputs is None and "os.fork is not allowed in the sandbox" in result.error
+    # the raw posix call, reached around the refused os function, is refused as well
+    raw = run(design("random._os.sys.modules['posix'].fork()\nreturn {}", header="import random"))
+    assert "os.fork is not allowed" in raw.error
+    assert nobody_processes() <= before
+
+
+def test_os_system_runs_nothing(open_dir):
+    marker = open_dir / "ran"
+    result = run(design(f"return {{'code': random._os.system('touch {marker}')}}", header="import random"))
+    assert result.outputs is None and "os.system is not allowed in the sandbox" in result.error
+    assert not marker.exists()
+
+
+def test_opening_a_socket_is_refused():
+    result = run(design("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\nreturn {}"))
+    assert result.outputs is None and "import of 'socket' is not allowed in the sandbox" in result.error
+
+
+@pytest.mark.parametrize("module", ["subprocess", "ctypes", "os", "sys", "importlib", "shutil", "pathlib"])
+def test_importing_a_module_outside_the_allow_list_is_refused(module):
+    result = run(design(f"import {module}\nreturn {{}}"))
+    assert result.outputs is None
+    assert result.error == (f"line 3: ImportError: import of {module!r} is not allowed in the sandbox; "
+                            f"allowed: " + result.error.split("allowed: ")[1])
+
+
+def test_private_files_cannot_be_read():
+    secret_dir = Path(tempfile.mkdtemp(dir=PROJECT, prefix=".sandbox-ssh-"))  # mode 0700, like ~/.ssh
+    try:
+        (secret_dir / "id_rsa").write_text("PRIVATE KEY")
+        paths = [str(secret_dir / "id_rsa"), str(Path.home() / ".ssh" / "id_rsa")]
+        result = run(design(f'''
+found = {{}}
+for path in {paths!r}:
+    try:
+        found[path] = open(path).read()
+    except OSError as exc:
+        found[path] = type(exc).__name__
+return found
+'''))
+        assert result.outputs is not None and "PRIVATE KEY" not in str(result.outputs)
+        assert result.outputs[paths[0]] == "PermissionError"
+    finally:
+        (secret_dir / "id_rsa").unlink()
+        secret_dir.rmdir()
+
+
+def test_the_parents_environment_does_not_reach_the_design(monkeypatch):
+    monkeypatch.setenv("AGENTSEARCH_TEST_SECRET", "s3cr3t-value")
+    result = run(design('''
+os = random._os
+found = {"environ": dict(os.environ)}
+try:
+    found["parent"] = open(f"/proc/{os.getppid()}/environ").read()
+except OSError as exc:
+    found["parent"] = type(exc).__name__
+return found
+''', header="import random"))
+    assert result.outputs is not None and "s3cr3t-value" not in str(result.outputs)
+    assert set(result.outputs["environ"]) <= {"PATH", "LANG", "LC_CTYPE"}
+    assert result.outputs["parent"] == "PermissionError"
+
+
+def test_writing_to_the_project_directory_is_refused():
+    target = PROJECT / "sandbox-escape.txt"
+    result = run(design(f"open({str(target)!r}, 'w').write('x')\nreturn {{}}"))
+    assert result.outputs is None and "PermissionError" in result.error
+    assert not target.exists()
+
+
+def test_scratch_files_stay_in_the_sandbox():
+    result = run(design("open('/tmp/agentsearch-agent-scratch', 'w').write('x')\nreturn {'ok': 1}"))
+    assert result.outputs == {"ok": 1}
+    assert not Path("/tmp/agentsearch-agent-scratch").exists()
+
+
+def test_lm_calls_per_example_are_capped_and_lm_failures_reach_the_design():
+    capped = run(design("for _ in range(10):\n    lm('x')\nreturn {}"), max_lm_calls=3)
+    assert capped.lm_calls == 3 and "limit of 3 LM calls per example reached" in capped.error
+
+    def failing_lm(request: dict) -> str:
+        raise RuntimeError("rate limited, key sk-abcdefghijklmnopqrstuvwx")
+
+    failed = run_agent(design("return {'a': lm('x')}"), {}, failing_lm)
+    assert "LM call failed: RuntimeError: rate limited" in failed.error
+    assert "sk-abcdefghijklmnopqrstuvwx" not in failed.error
+
+
+@pytest.mark.parametrize(("code", "error"), [
+    ("def forward(inputs, lm) oops", "SyntaxError"),
+    ("x = 1", "TypeError: the design defines no forward(inputs, lm) function"),
+    (design("return 'positive'"), "TypeError: forward returned str, not a dict of output fields"),
+    (design("raise ValueError('bad')"), "line 3: ValueError: bad"),
+])
+def test_a_broken_design_reports_its_error(code, error):
+    result = run(code)
+    assert result.outputs is None and error in result.error
+
+
+def test_no_key_in_the_parent_environment_reaches_the_child(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-parentkeyparentkeyparentkey")
+    result = run(design("return {'env': str(random._os.environ)}", header="import random"))
+    assert "sk-parentkey" not in str(result.outputs)
+    assert os.environ["OPENAI_API_KEY"].startswith("sk-parent")
