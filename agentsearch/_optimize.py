@@ -38,9 +38,12 @@ from agentsearch.optimizers import (
     ArchiveEntry,
     BaseOptimizer,
     DesignTask,
+    EvolveOptimizer,
+    Failure,
     MetaAgentOptimizer,
     OptunaOptimizer,
     Proposal,
+    ScoredCandidate,
     build_space,
     make_demo_sets,
     make_pruner,
@@ -221,8 +224,12 @@ class _Search:
         """Why the search ended before max_candidates without a budget (the space ran out)."""
 
     # evaluation --------------------------------------------------------------------------------
-    def _minibatches(self, examples: Sequence[LabelledExample], done: set[str]) -> list[list[LabelledExample]]:
-        """The examples not yet scored, cut where pruning is checked: after 1, 3, 7, ... minibatches."""
+    def _minibatches(self, examples: Sequence[LabelledExample], done: set[str],
+                     offset: int = 0) -> list[list[LabelledExample]]:
+        """The examples not yet scored, from ``offset`` on (wrapping), cut where pruning is checked:
+        after 1, 3, 7, ... minibatches."""
+        offset %= max(len(examples), 1)
+        examples = [*examples[offset:], *examples[:offset]]
         batches, start, size = [], 0, self.task.search.minibatch
         while start < len(examples):
             batch = [item for item in examples[start:start + size] if item.id not in done]
@@ -247,7 +254,7 @@ class _Search:
         proposal = _proposal(candidate)
         program = build_program(proposal.spec, self.demos, self.lm, base_dir=self.task.base_dir, limits=self.limits)
         pruning = optimizer is not None and optimizer.prunes and split == "dev"
-        batches = self._minibatches(examples, set(done)) if pruning else [todo]
+        batches = self._minibatches(examples, set(done), optimizer.minibatch_offset(proposal)) if pruning else [todo]
         started = time.perf_counter()
         for batch in batches:
             finished = 0
@@ -264,8 +271,7 @@ class _Search:
                 return evaluation
             if pruning and len(done) < len(examples) and optimizer.should_prune(proposal):
                 mean = sum(done.values()) / len(done)
-                reason = (f"pruned after {len(done)} of {len(examples)} dev examples: score {mean:.3f} is "
-                          f"significantly below the best candidate's on the same examples (Wilcoxon signed-rank test)")
+                reason = f"pruned after {len(done)} of {len(examples)} dev examples: score {mean:.3f}, {optimizer.prune_reason}"
                 evaluation = self.storage.complete_evaluation(evaluation.id, time.perf_counter() - started,
                                                               pruned_because=reason)
                 self.callback.on_evaluation_end(candidate, evaluation, self.best_dev)
@@ -308,7 +314,8 @@ class _Search:
                 if result.error is None and result.score >= 1.0 and result.prediction and result.example_id in inputs
             }
         instructions: list[str] = []
-        if search.num_instructions > 1 and "prompt" in search.space_levels:
+        # evolve writes its own instructions, from failures, so it needs no proposals up front
+        if search.num_instructions > 1 and "prompt" in search.space_levels and search.optimizer != "evolve":
             self.callback.on_phase(f"proposing {search.num_instructions - 1} instructions")
             proposer = build_lm(self.task.effective_proposer_lm)
             instructions, usage = propose_instructions(
@@ -324,8 +331,48 @@ class _Search:
         self.storage.set_run_space(self.run.id, space.to_dict())
         return space
 
-    def optimizer(self, space: SearchSpace, seed: CandidateRecord, seed_dev: EvaluationRecord) -> OptunaOptimizer:
+    def _spend_proposer(self, usage: Usage) -> None:
+        self.storage.add_proposer_usage(self.run.id, usage.lm_calls, usage.tokens, usage.cost_usd)
+        self.budget.spend(usage)
+
+    def evolver(self, space: SearchSpace) -> EvolveOptimizer:
+        return EvolveOptimizer(
+            space, build_lm(self.task.effective_proposer_lm), population=self._population, failures=self._failures,
+            asked=lambda: sum(c.optimizer == "evolve" for c in self.storage.list_candidates(self.run.id)),
+            spend=self._spend_proposer, seed=self.task.seed, minibatch=self.task.search.minibatch,
+        )
+
+    def _population(self) -> list[ScoredCandidate]:
+        """Candidates of the Optuna-space levels scored on all of dev, with their per-example scores."""
+        complete = {e.candidate_id: e for e in self.storage.list_evaluations(run_id=self.run.id)
+                    if e.split == "dev" and e.status == "complete"}
+        population = []
+        for candidate in self.storage.list_candidates(self.run.id):
+            if candidate.id in complete and candidate.level != "agent":
+                scores = {self.dev_step[r.example_id]: r.score
+                          for r in self.storage.list_example_results(complete[candidate.id].id)
+                          if r.example_id in self.dev_step}
+                population.append(ScoredCandidate(candidate.id, parse_spec(candidate.spec), scores))
+        return population
+
+    def _failures(self, candidate_id: int, rng: random.Random, count: int = 4) -> list[Failure]:
+        evaluation = next(e for e in self.storage.list_evaluations(candidate_id=candidate_id) if e.split == "dev")
+        examples = {item.id: item for item in self.splits["dev"]}
+        wrong = [r for r in self.storage.list_example_results(evaluation.id) if r.score < 1.0 and r.example_id in examples]
+        failures = []
+        for result in rng.sample(wrong, min(count, len(wrong))):
+            item = examples[result.example_id]
+            expected = {k: str(v) for k, v in item.example.labels().items()}
+            feedback = result.error or "wrong answer: expected " + "; ".join(f"{k} {v!r}" for k, v in expected.items())
+            failures.append(Failure({k: str(v) for k, v in item.example.inputs().items()},
+                                    "; ".join(f"{k}: {v}" for k, v in (result.prediction or {}).items()) or "(none)",
+                                    expected, feedback))
+        return failures
+
+    def optimizer(self, space: SearchSpace, seed: CandidateRecord, seed_dev: EvaluationRecord) -> BaseOptimizer:
         search = self.task.search
+        if search.optimizer == "evolve":
+            return self.evolver(space)
         cost_aware = "cost" in search.objectives
         study = optuna.create_study(
             storage=optuna_storage(self.storage.url),
@@ -358,7 +405,7 @@ class _Search:
         plain = spec.topology == "single" and spec.modules() == {"predict"}
         return "prompt" if plain else "module"
 
-    def search(self, optimizer: OptunaOptimizer) -> None:
+    def search(self, optimizer: BaseOptimizer) -> None:
         dev = self.splits["dev"]
         candidates = [c for c in self.storage.list_candidates(self.run.id) if c.level != "agent"]
         known = {c.spec_hash: c for c in candidates}
@@ -426,14 +473,10 @@ class _Search:
         design_task = DesignTask(signature=signature, instructions=self.task.program.instructions,
                                  summary=summarize_data(train, outputs), examples=examples, limits=self.limits)
 
-        def spend(usage: Usage) -> None:
-            self.storage.add_proposer_usage(self.run.id, usage.lm_calls, usage.tokens, usage.cost_usd)
-            self.budget.spend(usage)
-
         return MetaAgentOptimizer(
             task=design_task, proposer=build_lm(self.task.effective_proposer_lm), archive=self._design_archive,
             known=lambda: {c.spec_hash for c in self.storage.list_candidates(self.run.id) if c.level == "agent"},
-            spend=spend, seed_candidate_id=seed.id, show_code=settings.show_code,
+            spend=self._spend_proposer, seed_candidate_id=seed.id, show_code=settings.show_code,
         )
 
     def _design_archive(self) -> list[ArchiveEntry]:

@@ -146,7 +146,8 @@ class SearchConfig(_Strict):
         description="with levels [prompt, module]: the share of max_candidates searched at the prompt level first, "
                     "before module choices open around the best prompts (0: both levels from the start)",
     )
-    optimizer: Literal["tpe", "random"] = "tpe"
+    optimizer: Literal["tpe", "random", "evolve"] = Field(
+        default="tpe", description="tpe | random (Optuna samplers) | evolve (reflective evolution, GEPA-style)")
     max_candidates: int = Field(default=20, gt=0, description="candidates evaluated on dev, the seed included")
     num_instructions: int = Field(default=5, gt=0, description="instruction variants, the seed's included")
     max_demos: int = Field(default=8, ge=0)
@@ -174,6 +175,8 @@ class SearchConfig(_Strict):
             raise ValueError("levels: each level at most once")
         if self.objectives not in (["score"], ["score", "cost"]):
             raise ValueError("objectives: use [score] or [score, cost]")
+        if self.optimizer == "evolve" and "cost" in self.objectives:
+            raise ValueError("objectives: [score, cost] needs optimizer tpe or random; evolve maximises the score")
         return self
 
 

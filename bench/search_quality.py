@@ -30,7 +30,7 @@ def _audit_pruning(result, storage) -> dict:
     from agentsearch.evaluators import Evaluator
     from agentsearch.lm import build_lm
     from agentsearch.metrics import resolve_metric
-    from agentsearch.search_space import CandidateSpec, SearchSpace, SpecProgram
+    from agentsearch.search_space import SearchSpace, build_program, parse_spec
 
     task = result.task
     dev = load_split(task, "dev")
@@ -43,7 +43,7 @@ def _audit_pruning(result, storage) -> dict:
             continue
         seen = {r.example_id: r.score for r in storage.list_example_results(evaluation.id)}
         candidate = storage.get_candidate(evaluation.candidate_id)
-        program = SpecProgram(CandidateSpec.model_validate(candidate.spec), space.demos, lm, base_dir=task.base_dir)
+        program = build_program(parse_spec(candidate.spec), space.demos, lm, base_dir=task.base_dir)
         rest = evaluator.evaluate(program, [item for item in dev if item.id not in seen])
         calls += sum(outcome.usage.lm_calls for outcome in rest)
         full = (sum(seen.values()) + sum(outcome.score for outcome in rest)) / len(dev)
@@ -56,6 +56,19 @@ def _audit_pruning(result, storage) -> dict:
         "best_pruned_full_dev": best_pruned,
         "same_final_choice": best_pruned is None or best_pruned <= result.best.dev_score,
     }
+
+
+def _test_outside_budget(result) -> float:
+    """The best program's test score when the budget ended the run before its test evaluation
+    (a budget-matched comparison still needs one); not stored, so the run stays as it was."""
+    from agentsearch.data import load_split
+    from agentsearch.evaluators import Evaluator
+    from agentsearch.metrics import resolve_metric
+
+    task = result.task
+    outcomes = Evaluator(resolve_metric(task.metric, base_dir=task.base_dir), concurrency=task.concurrency).evaluate(
+        result.best_program, load_split(task, "test"))
+    return sum(outcome.score for outcome in outcomes) / len(outcomes)
 
 
 def main() -> None:
@@ -72,7 +85,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["DSPY_CACHEDIR"] = str(workdir / "cache")  # read when dspy is first imported
     import agentsearch
-    from agentsearch.search_space import CandidateSpec
+    from agentsearch.search_space import parse_spec
 
     overrides = {}
     for item in args.set:
@@ -84,7 +97,11 @@ def main() -> None:
     result = agentsearch.optimize(task, storage=url, run_name=args.run, max_candidates=args.max_candidates)
     wall = time.perf_counter() - started
     storage = agentsearch.get_storage(url)
-    specs = [CandidateSpec.model_validate(c.spec) for c in storage.list_candidates(result.run.id)]
+    candidates = storage.list_candidates(result.run.id)
+    specs = [parse_spec(c.spec) for c in candidates]
+    best_test, test_note = result.best.test_score, None
+    if best_test is None and result.stop_reason:
+        best_test, test_note = _test_outside_budget(result), "scored by the bench after the run's budget ran out"
     report = {
         "task": result.task.name, "run": result.run.name, "database": url,
         "levels": result.task.search.levels, "max_candidates": result.task.search.max_candidates,
@@ -92,7 +109,9 @@ def main() -> None:
         "topologies": dict(Counter(s.topology for s in specs)),
         "module_kinds": dict(Counter(kind for s in specs for kind in s.modules())),
         "seed_dev": result.seed.dev_score, "seed_test": result.seed.test_score,
-        "best_dev": result.best.dev_score, "best_test": result.best.test_score,
+        "best_dev": result.best.dev_score, "best_test": best_test, "best_test_note": test_note,
+        "by_optimizer": dict(Counter(c.optimizer for c in candidates)),
+        "by_status": dict(Counter(c.status for c in candidates)),
         "intervals": {name: [round(e.low, 3), round(e.high, 3)] for name, e in result.intervals.items()},
         "best_spec": result.best.candidate.spec,
         "lm_calls": result.usage.lm_calls, "tokens": result.usage.tokens, "cost_usd": result.usage.cost_usd,

@@ -142,3 +142,26 @@ def test_standalone_export_runs_as_a_plain_python_program(tmp_path):
     out = subprocess.run([sys.executable, str(target), '{"sentence": "hi"}'], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out) == {"label": "x"}
+
+
+def test_a_design_that_breaks_a_limit_on_one_example_scores_0_there_and_the_rest_go_on(fake_lm):
+    import dspy
+
+    from agentsearch.data import LabelledExample
+    from agentsearch.evaluators import AgentLimits, Evaluator
+    from agentsearch.lm import build_lm
+    from agentsearch.metrics import resolve_metric
+    from agentsearch.task import LMConfig
+
+    code = ('def forward(inputs, lm):\n'
+            '    if "loop" in inputs["sentence"]:\n'
+            '        while True:\n'
+            '            pass\n'
+            '    return {"label": "positive"}\n')
+    program = DesignProgram(DesignSpec(signature=SIGNATURE, name="looper", code=code),
+                            build_lm(LMConfig(model="fake/keyword", num_retries=0)), limits=AgentLimits(cpu_s=1))
+    examples = [LabelledExample(f"dev:{i}", dspy.Example(sentence=s, label="positive").with_inputs("sentence"))
+                for i, s in enumerate(["fine", "a loop forever", "great"])]
+    outcomes = {o.example_id: o for o in Evaluator(resolve_metric("exact_match")).evaluate(program, examples)}
+    assert [outcomes[f"dev:{i}"].score for i in range(3)] == [1.0, 0.0, 1.0]
+    assert outcomes["dev:1"].error == "DesignError: CPU-time limit of 1 s exceeded"

@@ -137,3 +137,21 @@ def test_module_level_search_on_the_embedded_lm(tmp_path):
     candidates = agentsearch.get_storage(url).list_candidates(result.run.id)
     assert len(candidates) == 6 and {c.level for c in candidates} >= {"module"}
     assert result.best.dev_score >= result.seed.dev_score
+
+
+def test_agent_level_search_on_the_embedded_lm(tmp_path):
+    """The hand-written designs and one the 135M model writes itself run in the sandbox on the real model."""
+    path = small_task(tmp_path, levels=["agent"], max_candidates=9, agent={"repairs": 1})
+    url = f"sqlite:///{tmp_path / 'agents.db'}"
+    result = agentsearch.optimize(path, storage=url)
+    assert result.run.status == "finished"
+    designs = [c for c in agentsearch.get_storage(url).list_candidates(result.run.id) if c.level == "agent"]
+    archive = [c for c in designs if c.optimizer == "archive"]
+    written = [c for c in designs if c.optimizer in ("meta_agent", "repair")]
+    assert len(archive) == 7 and all(c.status == "complete" and "def forward" in c.spec["code"] for c in archive)
+    assert written and all(c.parents for c in written)
+    assert all(c.note for c in written if c.status == "failed")  # a failed design keeps its error
+    saved = result.save(tmp_path / "best.json")
+    loaded = load_program(saved)
+    sentences = ["the cast is wonderful.", "the story is a boring mess."]
+    assert [result.best_program(sentence=s).label for s in sentences] == [loaded(sentence=s).label for s in sentences]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agentsearch.optimizers._base import BaseOptimizer, Proposal
 from agentsearch.optimizers._demo_sets import make_demo_sets
+from agentsearch.optimizers._evolve import EvolveOptimizer, Failure, ScoredCandidate
 from agentsearch.optimizers._meta_agent import (
     ArchiveEntry,
     DesignTask,
@@ -27,9 +28,12 @@ __all__ = [
     "ArchiveEntry",
     "BaseOptimizer",
     "DesignTask",
+    "EvolveOptimizer",
+    "Failure",
     "MetaAgentOptimizer",
     "OptunaOptimizer",
     "Proposal",
+    "ScoredCandidate",
     "build_space",
     "make_demo_sets",
     "make_pruner",

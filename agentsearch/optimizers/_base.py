@@ -32,6 +32,8 @@ class BaseOptimizer(abc.ABC):
 
     name: str
     prunes: bool = False
+    prune_reason: str = "stopped early"
+    """Why ``should_prune`` stops a candidate, in words, for the evaluation's note."""
 
     @abc.abstractmethod
     def ask(self) -> Proposal: ...
@@ -45,3 +47,8 @@ class BaseOptimizer(abc.ABC):
 
     def should_prune(self, proposal: Proposal) -> bool:
         return False
+
+    def minibatch_offset(self, proposal: Proposal) -> int:
+        """Where in dev (modulo its size) the proposal's minibatches start: 0 scores every candidate's
+        first minibatch on the same examples, which a paired test across candidates needs."""
+        return 0

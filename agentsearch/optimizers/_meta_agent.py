@@ -20,12 +20,13 @@ import dspy
 
 from agentsearch.evaluators import AgentLimits
 from agentsearch.evaluators._sandbox_child import AGENT_MODULES
-from agentsearch.lm import Usage, UsageMeter
+from agentsearch.lm import Usage
 from agentsearch.optimizers._base import BaseOptimizer, Proposal
+from agentsearch.optimizers._proposer import ask_proposer
 from agentsearch.optimizers._templates import render, template_names
 from agentsearch.search_space import DesignSpec
 
-MIN_PROPOSAL_TOKENS = 1200
+MIN_DESIGN_TOKENS = 1200
 """A design is a page of code; a task LM capped at a label's few tokens could not write one."""
 
 
@@ -141,18 +142,9 @@ class MetaAgentOptimizer(BaseOptimizer):
         return Proposal(fixed, (failed_candidate_id,))
 
     def _complete(self, prompt: str, *, rollout: int) -> str | None:
-        meter = UsageMeter()
-        max_tokens = max(self.proposer.kwargs.get("max_tokens") or 0, MIN_PROPOSAL_TOKENS)
-        try:
-            with dspy.context(usage_tracker=meter):
-                replies = self.proposer(messages=[{"role": "user", "content": prompt}], temperature=1.0,
-                                        rollout_id=rollout, max_tokens=max_tokens)
-        except Exception:  # a prompt too long for the proposer's context, a failed call: the caller shortens it
-            return None
-        finally:
-            self.spend(meter.usage)
-        reply = replies[0] if replies else ""
-        return reply if isinstance(reply, str) else str(reply.get("text", ""))
+        reply, usage = ask_proposer(self.proposer, prompt, rollout=rollout, min_tokens=MIN_DESIGN_TOKENS)
+        self.spend(usage)
+        return reply
 
     def tell(self, proposal: Proposal, score: float | None, *, cost: float | None = None,
              pruned: bool = False) -> None:

@@ -54,6 +54,8 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 class OptunaOptimizer(BaseOptimizer):
     """Ask/tell over a SearchSpace. Every proposal derives from the seed candidate (its parent)."""
 
+    prune_reason = "significantly below the best candidate's on the same examples (Wilcoxon signed-rank test)"
+
     def __init__(self, space: SearchSpace, *, study: optuna.Study, name: str, seed_candidate_id: int,
                  sampler_for: Callable[[int], optuna.samplers.BaseSampler], prompt_trials: int = 0,
                  candidate_of: Callable[[int], int | None] = lambda trial_number: None) -> None:

@@ -46,12 +46,29 @@ def summarize_data(examples: Sequence[LabelledExample], outputs: Sequence[str]) 
     return " ".join(parts)
 
 
-def _clean_instruction(text: str) -> str:
+def ask_proposer(lm: dspy.BaseLM, prompt: str, *, rollout: int, min_tokens: int) -> tuple[str | None, Usage]:
+    """One sampled proposal (temperature 1, its own cache entry per ``rollout``) and what it cost.
+
+    None when the call fails (a prompt too long for the context, an unreachable server): the
+    caller decides what a missing proposal means.
+    """
+    meter = UsageMeter()
+    try:
+        with dspy.context(usage_tracker=meter):
+            replies = lm(messages=[{"role": "user", "content": prompt}], temperature=1.0, rollout_id=rollout,
+                         max_tokens=max(lm.kwargs.get("max_tokens") or 0, min_tokens))
+    except Exception:
+        return None, meter.usage
+    reply = replies[0] if replies else ""
+    return (reply if isinstance(reply, str) else str(reply.get("text", ""))), meter.usage
+
+
+def clean_instruction(text: str) -> str:
     paragraphs = [p.strip() for p in text.strip().split("\n\n") if p.strip()]
     if not paragraphs:
         return ""
     first = paragraphs[0].removeprefix("Instruction:").removeprefix("New instruction:").strip().strip('"').strip()
-    return first[:600]
+    return first[:800]
 
 
 def propose_instructions(
@@ -61,32 +78,27 @@ def propose_instructions(
     predictor = seed.predictors[0]
     signature = dspy.Signature(predictor.signature)
     summary = summarize_data(train, list(signature.output_fields))
-    meter = UsageMeter()
+    usage = Usage()
     found: list[str] = []
-    with dspy.context(usage_tracker=meter):
-        for attempt in range(2 * count):
-            if len(found) >= count:
-                break
-            shown = rng.sample(list(train), min(3, len(train)))
-            prompt = render(
-                "propose_instruction.j2",
-                inputs=list(signature.input_fields),
-                outputs=list(signature.output_fields),
-                seed_instruction=predictor.instructions,
-                summary=summary,
-                examples=[dict(item.example.items()) for item in shown],
-                tip=TIPS[attempt % len(TIPS)],
-            )
-            try:
-                replies = lm(messages=[{"role": "user", "content": prompt}], temperature=1.0, rollout_id=attempt,
-                             max_tokens=max(lm.kwargs.get("max_tokens") or 0, MIN_PROPOSAL_TOKENS))
-            except Exception:  # one failed proposal costs a variant, not the run
-                continue
-            reply = replies[0] if replies else ""
-            text = _clean_instruction(reply if isinstance(reply, str) else str(reply.get("text", "")))
-            if text and text != predictor.instructions and text not in found:
-                found.append(text)
-    return found, meter.usage
+    for attempt in range(2 * count):
+        if len(found) >= count:
+            break
+        shown = rng.sample(list(train), min(3, len(train)))
+        prompt = render(
+            "propose_instruction.j2",
+            inputs=list(signature.input_fields),
+            outputs=list(signature.output_fields),
+            seed_instruction=predictor.instructions,
+            summary=summary,
+            examples=[dict(item.example.items()) for item in shown],
+            tip=TIPS[attempt % len(TIPS)],
+        )
+        reply, spent = ask_proposer(lm, prompt, rollout=attempt, min_tokens=MIN_PROPOSAL_TOKENS)
+        usage.add(spent)
+        text = clean_instruction(reply or "")
+        if text and text != predictor.instructions and text not in found:  # a failed or repeated one is dropped
+            found.append(text)
+    return found, usage
 
 
 def build_space(

@@ -20,6 +20,7 @@ from agentsearch.search_space._program import (
 )
 from agentsearch.search_space._space import ModuleSpaceConfig, SearchSpace, seed_trial
 from agentsearch.search_space._spec import (
+    DEMO_KINDS,
     MODULE_KINDS,
     TOPOLOGIES,
     AnySpec,
@@ -30,6 +31,7 @@ from agentsearch.search_space._spec import (
 )
 
 __all__ = [
+    "DEMO_KINDS",
     "MODULE_KINDS",
     "PROMPT_LEVEL",
     "TOPOLOGIES",

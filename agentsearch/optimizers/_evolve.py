@@ -1,0 +1,203 @@
+"""Reflective evolution of prompts (GEPA's loop), over the run's search space.
+
+Each ``ask`` picks a parent from the per-example Pareto front of the candidates scored on all of dev
+(a candidate is on it when no other scores higher on some example; it is picked in proportion to
+how many examples it leads on, so a specialist survives beside the best on average) and mutates one
+of its task nodes:
+
+- ``reflect``: the proposer LM is shown the node's instructions and examples the parent got wrong —
+  input, prediction, expected answer, and the feedback (the error, or the gold answer missed) — all
+  read from the store, and writes new instructions;
+- ``format`` and ``demos``: another prompt format, or another demo set or count, from the space
+  (a weak LM's failures are often about the format, which no instruction can fix; a switch to the
+  few-shot completion format brings a demo set when the node has none).
+
+Every ``merge_every``-th proposal instead merges two front candidates that lead on different
+examples: one's instructions with the other's demos and format. A child is first scored on a
+minibatch of dev (a different slice each time) and goes on to the rest of dev only if it beats its
+parent on those same examples, whose scores are already in the store; otherwise it stops there,
+recorded as pruned with the reason.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import dspy
+
+from agentsearch.lm import Usage
+from agentsearch.optimizers._base import BaseOptimizer, Proposal
+from agentsearch.optimizers._proposer import (
+    MIN_PROPOSAL_TOKENS,
+    ask_proposer,
+    clean_instruction,
+)
+from agentsearch.optimizers._templates import render
+from agentsearch.search_space import (
+    DEMO_KINDS,
+    CandidateSpec,
+    PredictorSpec,
+    SearchSpace,
+)
+
+TASK_NODES = ("answer", "respond", "member_", "agent_")
+"""Name prefixes of the nodes that answer the task (their instructions are the task's, so they evolve)."""
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    candidate_id: int
+    spec: CandidateSpec
+    scores: dict[int, float]
+    """Per-example dev scores, keyed by the example's position in dev."""
+
+    @property
+    def mean(self) -> float:
+        return sum(self.scores.values()) / max(len(self.scores), 1)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A dev example a candidate got wrong, as the proposer is shown it."""
+
+    inputs: dict[str, str]
+    prediction: str
+    expected: dict[str, str]
+    feedback: str
+
+
+def pareto_front(population: Sequence[ScoredCandidate]) -> dict[int, int]:
+    """Candidate id -> number of examples on which it has the highest score (ties shared)."""
+    best: dict[int, float] = {}
+    for candidate in population:
+        for step, score in candidate.scores.items():
+            best[step] = max(best.get(step, score), score)
+    leads = {c.candidate_id: sum(1 for s, v in c.scores.items() if v >= best[s]) for c in population}
+    return {cid: count for cid, count in leads.items() if count}
+
+
+class EvolveOptimizer(BaseOptimizer):
+    """Its state is the store: ``population()`` reads the candidates fully scored on dev, ``failures``
+    reads a candidate's wrong answers, ``asked()`` counts the proposals made so far."""
+
+    name = "evolve"
+    prunes = True
+    prune_reason = "not above its parent's on the same examples (minibatch acceptance)"
+
+    def __init__(self, space: SearchSpace, proposer: dspy.BaseLM, *,
+                 population: Callable[[], list[ScoredCandidate]],
+                 failures: Callable[[int, random.Random], list[Failure]],
+                 asked: Callable[[], int], spend: Callable[[Usage], None], seed: int, minibatch: int,
+                 merge_every: int = 5) -> None:
+        self.space = space
+        self.proposer = proposer
+        self.population = population
+        self.failures = failures
+        self.asked = asked
+        self.spend = spend
+        self.seed = seed
+        self.minibatch = minibatch
+        self.merge_every = merge_every
+        self.reported: dict[str, dict[int, float]] = {}
+        self._last_number: int | None = None
+        self._repeats = 0
+
+    # proposals ----------------------------------------------------------------------------------
+    def ask(self) -> Proposal:
+        number = self.asked()
+        # Proposals that repeat a known candidate create none, so ``asked()`` stays; the repeat count
+        # moves the random stream on (and restarts from the same point after a resume).
+        self._repeats = self._repeats + 1 if number == self._last_number else 0
+        self._last_number = number
+        rng = random.Random((self.seed * 1_000_003 + number) * 1_009 + self._repeats)
+        population = self.population()
+        by_id = {c.candidate_id: c for c in population}
+        front = pareto_front(population)
+        if number % self.merge_every == self.merge_every - 1:
+            merged = self._merge(rng, [by_id[cid] for cid in sorted(front)])
+            if merged is not None:
+                return merged
+        ids = sorted(front)
+        parent = by_id[rng.choices(ids, weights=[front[cid] for cid in ids])[0]]
+        return Proposal(self._mutate(parent, rng), (parent.candidate_id,))
+
+    def _mutate(self, parent: ScoredCandidate, rng: random.Random) -> CandidateSpec:
+        nodes = [i for i, p in enumerate(parent.spec.predictors) if p.name.startswith(TASK_NODES)]
+        index = rng.choice(nodes)
+        node = parent.spec.predictors[index]
+        other_formats = [f for f in self.space.formats if f != node.format]
+        takes_demos = bool(self.space.demo_sets and self.space.max_demos and node.module in DEMO_KINDS
+                           and node.module != "retrieve_demos")
+        kinds = ["reflect", *(["format"] if other_formats else []), *(["demos"] if takes_demos else [])]
+        kind = rng.choice(kinds)
+        if kind == "format":
+            update: dict = {"format": rng.choice(other_formats)}
+            if update["format"] == "completion" and takes_demos and not node.demo_ids:
+                # the completion format is few-shot text: without demos it gives the LM nothing to continue
+                update["demo_ids"] = tuple(rng.choice(self.space.demo_sets)[:self.space.max_demos])
+            changed = node.model_copy(update=update)
+        elif kind == "demos":
+            demo_set = rng.choice(self.space.demo_sets)
+            count = rng.randint(0, min(self.space.max_demos, len(demo_set)))
+            changed = node.model_copy(update={"demo_ids": tuple(demo_set[:count])})
+        else:
+            changed = node.model_copy(update={"instructions": self._reflect(parent, node, rng)})
+        predictors = list(parent.spec.predictors)
+        predictors[index] = PredictorSpec.model_validate(changed.model_dump())
+        return parent.spec.model_copy(update={"predictors": tuple(predictors)})
+
+    def _reflect(self, parent: ScoredCandidate, node: PredictorSpec, rng: random.Random) -> str:
+        failures = self.failures(parent.candidate_id, rng)
+        signature = dspy.Signature(node.signature)
+        prompt = render("reflect_instruction.j2", instructions=node.instructions, failures=failures,
+                        inputs=list(signature.input_fields), outputs=list(signature.output_fields))
+        reply, usage = ask_proposer(self.proposer, prompt, rollout=self.asked(), min_tokens=MIN_PROPOSAL_TOKENS)
+        self.spend(usage)
+        # a failed proposal keeps the parent's instructions (the format or demos may move next time)
+        return clean_instruction(reply or "") or node.instructions
+
+    def _merge(self, rng: random.Random, front: list[ScoredCandidate]) -> Proposal | None:
+        """Two front candidates of the same shape that each lead on examples the other does not."""
+        pairs = [(a, b) for i, a in enumerate(front) for b in front[i + 1:]
+                 if a.spec.structure() == b.spec.structure() and _complementary(a, b)]
+        if not pairs:
+            return None
+        first, second = rng.choice(pairs)
+        if second.mean > first.mean:
+            first, second = second, first
+        predictors = tuple(
+            PredictorSpec.model_validate(a.model_copy(update={"demo_ids": b.demo_ids, "format": b.format}).model_dump())
+            if a.module == b.module else a
+            for a, b in zip(first.spec.predictors, second.spec.predictors)
+        )
+        child = first.spec.model_copy(update={"predictors": predictors})
+        return Proposal(child, (first.candidate_id, second.candidate_id))
+
+    # minibatch acceptance -----------------------------------------------------------------------
+    def report(self, proposal: Proposal, scores: dict[int, float]) -> None:
+        self.reported[proposal.spec.hash] = dict(scores)
+
+    def should_prune(self, proposal: Proposal) -> bool:
+        """After the first minibatch only: stop unless the child beats its (best) parent on those examples."""
+        scores = self.reported.get(proposal.spec.hash, {})
+        if not scores or len(scores) > self.minibatch:
+            return False
+        parents = [c for c in self.population() if c.candidate_id in proposal.parents]
+        if not parents or any(step not in parent.scores for parent in parents for step in scores):
+            return False
+        parent_best = max(sum(parent.scores[step] for step in scores) for parent in parents)
+        return sum(scores.values()) <= parent_best
+
+    def minibatch_offset(self, proposal: Proposal) -> int:
+        """A slice of dev that depends on the child alone, so a resumed run scores the same examples first."""
+        return int(proposal.spec.hash[:8], 16)
+
+    def tell(self, proposal: Proposal, score: float | None, *, cost: float | None = None, pruned: bool = False) -> None:
+        """Nothing to keep in memory: the population is read from the store."""
+
+
+def _complementary(a: ScoredCandidate, b: ScoredCandidate) -> bool:
+    common = set(a.scores) & set(b.scores)
+    return any(a.scores[s] > b.scores[s] for s in common) and any(b.scores[s] > a.scores[s] for s in common)
