@@ -488,10 +488,11 @@ class _Search:
             evaluation = dev.get(candidate.id)
             if candidate.level != "agent" or evaluation is None:
                 continue
-            wrong = [r for r in self.storage.list_example_results(evaluation.id) if r.score < 1.0]
+            results = self.storage.list_example_results(evaluation.id)
+            wrong = [r for r in results if r.score < 1.0]
             failures = tuple(_describe_failure(r, examples[r.example_id]) for r in wrong[:3] if r.example_id in examples)
-            entries.append(ArchiveEntry(candidate.id, parse_spec(candidate.spec), evaluation.score,
-                                        evaluation.lm_calls / max(evaluation.n, 1), failures))
+            calls = sum(r.program_calls for r in results) / max(len(results), 1)
+            entries.append(ArchiveEntry(candidate.id, parse_spec(candidate.spec), evaluation.score, calls, failures))
         return entries
 
     def _designs_done(self) -> int:
@@ -521,8 +522,9 @@ class _Search:
             self.stop_reason = self.budget.exhausted()
             if self.stop_reason:
                 return
-            if pending:  # left by a killed process: checked and scored, not repaired
-                candidate, proposal, attempts = pending.pop(0), None, repairs
+            if pending:  # left by a killed process: carries on where its repair chain stopped
+                candidate = pending.pop(0)
+                proposal, attempts = _proposal(candidate), self._repairs_before(candidate)
             else:
                 proposal, attempts = meta.ask(), 0
                 candidate = self._create_design(proposal, "archive" if proposal.spec.hash in seeds else meta.name)
@@ -534,7 +536,7 @@ class _Search:
                 if error is None:
                     break
                 self.storage.set_candidate_status(candidate.id, "failed", note=error)
-                if attempts >= repairs or proposal is None:
+                if attempts >= repairs:
                     break
                 attempts += 1
                 self.callback.on_phase(f"repairing design #{candidate.number} ({attempts} of {repairs})")
@@ -546,6 +548,14 @@ class _Search:
             if evaluation.status == "running":
                 return
             self._finish(candidate, evaluation, meta, {})
+
+    def _repairs_before(self, candidate: CandidateRecord) -> int:
+        """How many repairs led to this design (its chain of ``repair`` ancestors)."""
+        count = 0
+        while candidate.optimizer == "repair" and candidate.parents:
+            count += 1
+            candidate = self.storage.get_candidate(candidate.parents[0])
+        return count
 
     def _create_design(self, proposal: Proposal, optimizer: str) -> CandidateRecord:
         return self.storage.create_candidate(self.run.id, proposal.spec.model_dump(mode="json"), proposal.spec.hash,

@@ -165,3 +165,28 @@ def test_a_design_that_breaks_a_limit_on_one_example_scores_0_there_and_the_rest
     outcomes = {o.example_id: o for o in Evaluator(resolve_metric("exact_match")).evaluate(program, examples)}
     assert [outcomes[f"dev:{i}"].score for i in range(3)] == [1.0, 0.0, 1.0]
     assert outcomes["dev:1"].error == "DesignError: CPU-time limit of 1 s exceeded"
+
+
+@pytest.mark.parametrize("crash_after", [30, 75, 100])
+def test_a_crashed_agent_search_resumes_to_the_same_designs(write_task, tmp_path, fake_lm, crash_after):
+    from tests.test_optimize import _Crash, _CrashAfter
+
+    path = write_task(**{"search.levels": ["agent"], "search.max_candidates": 10})
+    uninterrupted = agentsearch.optimize(path, storage=f"sqlite:///{tmp_path / 'a.db'}", run_name="a")
+    fake_lm.designs_written = fake_lm.meta_prompts = 0  # the fake numbers its designs; start the count again
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with pytest.raises(_Crash):
+        agentsearch.optimize(path, storage=url, run_name="b", callback=_CrashAfter(crash_after))
+    resumed = agentsearch.optimize(path, storage=url, resume=True)
+
+    def history(url, run):
+        storage = get_storage(url)
+        rows = [(c.spec_hash, c.optimizer, c.status) for c in storage.list_candidates(run.id)]
+        results = [(e.candidate_id, r.example_id) for e in storage.list_evaluations(run_id=run.id)
+                   for r in storage.list_example_results(e.id)]
+        return rows, len(results) == len(set(results))
+
+    (rows, unique), (expected_rows, _) = history(url, resumed.run), history(f"sqlite:///{tmp_path / 'a.db'}",
+                                                                           uninterrupted.run)
+    assert unique and [" ".join(map(str, row)) for row in rows] == [" ".join(map(str, row)) for row in expected_rows]
+    assert resumed.best.dev_score == uninterrupted.best.dev_score

@@ -78,3 +78,12 @@ def test_error_texts_never_store_a_key(fake_lm, monkeypatch):
 
     (outcome,) = Evaluator(leaky).evaluate(_program(), _examples(("pure joy", "positive")))
     assert "sk-" not in outcome.error and "***" in outcome.error
+
+
+def test_program_calls_count_the_calls_dspys_cache_answers_and_lm_calls_do_not(fake_lm):
+    examples = _examples(("pure joy", "positive"), ("a mess", "negative"))
+    evaluator = Evaluator(BUILTIN_METRICS["exact_match"])
+    first = evaluator.evaluate(_program(), examples)
+    again = evaluator.evaluate(_program(), examples)  # identical program, identical inputs: all from the cache
+    assert [o.usage.lm_calls for o in first] == [1, 1] and [o.program_calls for o in first] == [1, 1]
+    assert [o.usage.lm_calls for o in again] == [0, 0] and [o.program_calls for o in again] == [1, 1]

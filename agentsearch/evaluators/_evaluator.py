@@ -27,7 +27,10 @@ class ExampleOutcome:
     score: float
     error: str | None
     usage: Usage
+    """What the example cost the run: calls DSPy's cache answered are free."""
     latency_s: float
+    program_calls: int = 0
+    """LM calls the program made, cached ones included."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -45,14 +48,15 @@ class Evaluator:
         prediction: dict[str, Any] | None = None
         error = None
         score = 0.0
-        with dspy.context(usage_tracker=meter):
+        with dspy.context(usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter.call_counter]):
             try:
                 result = program(**item.example.inputs())
                 prediction = {key: _jsonable(value) for key, value in result.items()}
                 score = float(self.metric(item.example, result))
             except Exception as exc:
                 error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
-        return ExampleOutcome(item.id, prediction, score, error, meter.usage, time.perf_counter() - started)
+        return ExampleOutcome(item.id, prediction, score, error, meter.usage, time.perf_counter() - started,
+                              meter.calls_made)
 
     def run(
         self,

@@ -12,6 +12,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
 import litellm  # noqa: E402
+from dspy.utils.callback import BaseCallback  # noqa: E402
 from dspy.utils.usage_tracker import UsageTracker  # noqa: E402
 
 litellm.suppress_debug_info = True  # its "Provider List" banner on stdout would corrupt --json output
@@ -93,6 +94,17 @@ def cost_measure(model: str) -> str:
     return "usd" if _cost(model, 1000, 1000) > 0 else "tokens"
 
 
+class _CallCounter(BaseCallback):
+    """Counts LM calls as DSPy's callbacks see them: before its cache, so cache hits count too."""
+
+    def __init__(self, meter: UsageMeter) -> None:
+        self.meter = meter
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        if exception is None:
+            self.meter.calls_made += 1
+
+
 class UsageMeter(UsageTracker):
     """DSPy's usage tracker, extended to count calls and price them with litellm.
 
@@ -103,6 +115,9 @@ class UsageMeter(UsageTracker):
     def __init__(self) -> None:
         super().__init__()
         self.usage = Usage()
+        self.calls_made = 0
+        """Every LM call made under this meter, those DSPy's cache answered included."""
+        self.call_counter = _CallCounter(self)
 
     def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
         super().add_usage(lm, usage_entry)

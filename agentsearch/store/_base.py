@@ -76,6 +76,9 @@ class ExampleResultRecord:
     score: float
     error: str | None
     lm_calls: int
+    """Calls paid for (DSPy's cache answered the others)."""
+    program_calls: int
+    """Calls the program made, cached ones included: its cost per input, whatever ran before it."""
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float

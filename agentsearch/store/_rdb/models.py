@@ -89,6 +89,7 @@ class ExampleResultModel(Base):
     score: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     lm_calls: Mapped[int] = mapped_column(Integer)
+    program_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
     cost_usd: Mapped[float] = mapped_column(Float)

@@ -178,7 +178,7 @@ class RDBStorage(BaseStorage):
     def _example(row: ExampleResultModel) -> ExampleResultRecord:
         return ExampleResultRecord(
             evaluation_id=row.evaluation_id, example_id=row.example_id, prediction=row.prediction, score=row.score,
-            error=row.error, lm_calls=row.lm_calls, prompt_tokens=row.prompt_tokens,
+            error=row.error, lm_calls=row.lm_calls, program_calls=row.program_calls, prompt_tokens=row.prompt_tokens,
             completion_tokens=row.completion_tokens, cost_usd=row.cost_usd, latency_s=row.latency_s,
         )
 
@@ -303,7 +303,7 @@ class RDBStorage(BaseStorage):
             session.add(ExampleResultModel(
                 evaluation_id=evaluation_id, example_id=outcome.example_id, prediction=outcome.prediction,
                 score=outcome.score, error=outcome.error, lm_calls=outcome.usage.lm_calls,
-                prompt_tokens=outcome.usage.prompt_tokens, completion_tokens=outcome.usage.completion_tokens,
+                program_calls=outcome.program_calls, prompt_tokens=outcome.usage.prompt_tokens, completion_tokens=outcome.usage.completion_tokens,
                 cost_usd=outcome.usage.cost_usd, latency_s=outcome.latency_s,
             ))
 
