@@ -105,3 +105,12 @@ def test_evolve_mutates_the_instructions_inside_module_level_candidates():
         assert sum(a != b for a, b in zip(child.predictors, ensemble.predictors)) <= 1
     assert parse_spec(child.model_dump(mode="json")) == child
     assert random.Random(0)  # the optimizer's choices are seeded, not global
+
+
+def test_repeated_asks_at_the_same_point_propose_something_new():
+    """A proposal that repeats a known candidate creates none; asking again must not repeat it (nor the merge)."""
+    a = scored(1, [1, 1, 0], instructions="Say positive or negative.", fmt="chat")
+    b = scored(2, [0, 0, 1], instructions="Classify.", fmt="completion", demos=("a", "b"))
+    optimizer = _optimizer([a, b], asked=4, merge_every=5)
+    specs = [optimizer.ask().spec.hash for _ in range(12)]
+    assert len(set(specs)) >= 4

@@ -115,15 +115,15 @@ class EvolveOptimizer(BaseOptimizer):
         population = self.population()
         by_id = {c.candidate_id: c for c in population}
         front = pareto_front(population)
-        if number % self.merge_every == self.merge_every - 1:
+        if number % self.merge_every == self.merge_every - 1 and not self._repeats:  # a repeated merge: mutate
             merged = self._merge(rng, [by_id[cid] for cid in sorted(front)])
             if merged is not None:
                 return merged
         ids = sorted(front)
         parent = by_id[rng.choices(ids, weights=[front[cid] for cid in ids])[0]]
-        return Proposal(self._mutate(parent, rng), (parent.candidate_id,))
+        return Proposal(self._mutate(parent, rng, rollout=number * 1_000 + self._repeats), (parent.candidate_id,))
 
-    def _mutate(self, parent: ScoredCandidate, rng: random.Random) -> CandidateSpec:
+    def _mutate(self, parent: ScoredCandidate, rng: random.Random, *, rollout: int) -> CandidateSpec:
         nodes = [i for i, p in enumerate(parent.spec.predictors) if p.name.startswith(TASK_NODES)]
         index = rng.choice(nodes)
         node = parent.spec.predictors[index]
@@ -143,17 +143,18 @@ class EvolveOptimizer(BaseOptimizer):
             count = rng.randint(0, min(self.space.max_demos, len(demo_set)))
             changed = node.model_copy(update={"demo_ids": tuple(demo_set[:count])})
         else:
-            changed = node.model_copy(update={"instructions": self._reflect(parent, node, rng)})
+            changed = node.model_copy(update={"instructions": self._reflect(parent, node, rng, rollout)})
         predictors = list(parent.spec.predictors)
         predictors[index] = PredictorSpec.model_validate(changed.model_dump())
         return parent.spec.model_copy(update={"predictors": tuple(predictors)})
 
-    def _reflect(self, parent: ScoredCandidate, node: PredictorSpec, rng: random.Random) -> str:
+    def _reflect(self, parent: ScoredCandidate, node: PredictorSpec, rng: random.Random, rollout: int) -> str:
+        """New instructions; ``rollout`` makes a repeated request a new sample, not DSPy's cached reply."""
         failures = self.failures(parent.candidate_id, rng)
         signature = dspy.Signature(node.signature)
         prompt = render("reflect_instruction.j2", instructions=node.instructions, failures=failures,
                         inputs=list(signature.input_fields), outputs=list(signature.output_fields))
-        reply, usage = ask_proposer(self.proposer, prompt, rollout=self.asked(), min_tokens=MIN_PROPOSAL_TOKENS)
+        reply, usage = ask_proposer(self.proposer, prompt, rollout=rollout, min_tokens=MIN_PROPOSAL_TOKENS)
         self.spend(usage)
         # a failed proposal keeps the parent's instructions (the format or demos may move next time)
         return clean_instruction(reply or "") or node.instructions
