@@ -518,6 +518,7 @@ class _Search:
         dev, repairs = self.splits["dev"], self.task.search.agent.repairs
         seeds = {spec.hash for spec in meta.seeds}
         pending = [c for c in self.storage.list_candidates(self.run.id) if c.level == "agent" and c.status == "pending"]
+        duplicates = 0
         while pending or self.task.search.space_candidates + self._designs_done() < self.task.search.max_candidates:
             self.stop_reason = self.budget.exhausted()
             if self.stop_reason:
@@ -527,6 +528,13 @@ class _Search:
                 proposal, attempts = _proposal(candidate), self._repairs_before(candidate)
             else:
                 proposal, attempts = meta.ask(), 0
+                if proposal.spec.hash in meta.known():  # the meta agent rewrote a design it was shown
+                    duplicates += 1
+                    if duplicates >= MAX_DUPLICATE_STREAK:
+                        self.end_note = f"the meta agent repeated known designs {duplicates} times in a row"
+                        return
+                    continue
+                duplicates = 0
                 candidate = self._create_design(proposal, "archive" if proposal.spec.hash in seeds else meta.name)
             while True:
                 error = self._smoke_test(candidate)

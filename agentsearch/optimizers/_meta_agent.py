@@ -109,9 +109,13 @@ class MetaAgentOptimizer(BaseOptimizer):
     """Designs whose code the prompt shows (the best ones); the rest by name, rationale and score."""
     name: str = "meta_agent"
     seeds: list[DesignSpec] = field(init=False)
+    _last_known: int | None = field(init=False, repr=False)
+    _repeats: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.seeds = seed_designs(self.task)
+        self._last_known: int | None = None
+        self._repeats = 0
 
     def ask(self) -> Proposal:
         known = self.known()
@@ -120,11 +124,15 @@ class MetaAgentOptimizer(BaseOptimizer):
                 return Proposal(seed, (self.seed_candidate_id,))
         entries = sorted(self.archive(), key=lambda entry: -entry.score)
         number = len(known)
+        # asked again with nothing new stored (the last design repeated a known one): a new sample
+        self._repeats = self._repeats + 1 if number == self._last_known else 0
+        self._last_known = number
+        rollout = number * 1_000 + self._repeats
         for shown in range(min(self.show_code, len(entries)), -1, -1):  # a small context: show less code
             archive = [{"name": e.spec.name, "rationale": e.spec.rationale, "score": e.score, "calls": e.calls,
                         "failures": e.failures, "code": e.spec.code if i < shown else None}
                        for i, e in enumerate(entries)]
-            reply = self._complete(render("meta_agent.j2", archive=archive, **self.task.context()), rollout=number)
+            reply = self._complete(render("meta_agent.j2", archive=archive, **self.task.context()), rollout=rollout)
             if reply is not None:
                 spec = parse_design(reply, self.task.signature, default_name=f"design {number}")
                 return Proposal(spec, tuple(e.candidate_id for e in entries[:max(shown, 1)])
