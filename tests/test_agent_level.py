@@ -190,3 +190,22 @@ def test_a_crashed_agent_search_resumes_to_the_same_designs(write_task, tmp_path
                                                                            uninterrupted.run)
     assert unique and [" ".join(map(str, row)) for row in rows] == [" ".join(map(str, row)) for row in expected_rows]
     assert resumed.best.dev_score == uninterrupted.best.dev_score
+
+
+def test_the_meta_agent_asked_again_without_progress_samples_a_new_design():
+    from agentsearch.optimizers import MetaAgentOptimizer
+
+    class Proposer:
+        kwargs: dict = {}
+        rollouts: list = []
+
+        def __call__(self, messages, **options):
+            self.rollouts.append(options["rollout_id"])
+            return ["NAME: same\n```python\ndef forward(inputs, lm):\n    return {'label': 'x'}\n```"]
+
+    proposer = Proposer()
+    seeds = {d.hash for d in seed_designs(design_task())}
+    meta = MetaAgentOptimizer(task=design_task(), proposer=proposer, archive=lambda: [], known=lambda: seeds,
+                              spend=lambda usage: None, seed_candidate_id=1)
+    first, second = meta.ask(), meta.ask()
+    assert first.spec == second.spec and len(set(proposer.rollouts)) == 2
