@@ -7,7 +7,6 @@ child (a file, a process, a secret).
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +32,16 @@ def design(body: str, header: str = "") -> str:
 
 
 def nobody_processes() -> set[int]:
-    out = subprocess.run(["ps", "-u", "65534", "-o", "pid="], capture_output=True, text=True).stdout
-    return {int(pid) for pid in out.split()}
+    """Processes of uid nobody (the sandbox's uid when started as root), read from /proc."""
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            uid = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue  # the process ended while we looked
+        if uid == "65534":
+            found.add(int(status.parent.name))
+    return found
 
 
 @pytest.fixture
