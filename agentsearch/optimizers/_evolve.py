@@ -101,6 +101,8 @@ class EvolveOptimizer(BaseOptimizer):
         self.minibatch = minibatch
         self.merge_every = merge_every
         self.reported: dict[str, dict[int, float]] = {}
+        self._scored: dict[int, ScoredCandidate] = {}
+        """The population as ``ask`` last read it; finished evaluations never change, so it stays true."""
         self._last_number: int | None = None
         self._repeats = 0
 
@@ -113,6 +115,7 @@ class EvolveOptimizer(BaseOptimizer):
         self._last_number = number
         rng = random.Random((self.seed * 1_000_003 + number) * 1_009 + self._repeats)
         population = self.population()
+        self._scored = {c.candidate_id: c for c in population}
         by_id = {c.candidate_id: c for c in population}
         front = pareto_front(population)
         if number % self.merge_every == self.merge_every - 1 and not self._repeats:  # a repeated merge: mutate
@@ -185,7 +188,9 @@ class EvolveOptimizer(BaseOptimizer):
         scores = self.reported.get(proposal.spec.hash, {})
         if not scores or len(scores) > self.minibatch:
             return False
-        parents = [c for c in self.population() if c.candidate_id in proposal.parents]
+        if not set(proposal.parents) <= set(self._scored):  # a candidate a resumed run finishes
+            self._scored = {c.candidate_id: c for c in self.population()}
+        parents = [self._scored[cid] for cid in proposal.parents if cid in self._scored]
         if not parents or any(step not in parent.scores for parent in parents for step in scores):
             return False
         parent_best = max(sum(parent.scores[step] for step in scores) for parent in parents)
