@@ -258,12 +258,13 @@ class _Search:
         started = time.perf_counter()
         for batch in batches:
             finished = 0
-            for outcome in self.evaluator.run(program, batch, should_stop=lambda: self.budget.exhausted() is not None):
-                self.storage.add_example_result(evaluation.id, outcome)
-                self.budget.spend(outcome.usage)
-                finished += 1
-                done[outcome.example_id] = outcome.score
-                self.callback.on_example(outcome, self.budget.as_usage())
+            for outcomes in self.evaluator.run(program, batch, should_stop=lambda: self.budget.exhausted() is not None):
+                self.storage.add_example_results(evaluation.id, outcomes)
+                for outcome in outcomes:
+                    self.budget.spend(outcome.usage)
+                    finished += 1
+                    done[outcome.example_id] = outcome.score
+                    self.callback.on_example(outcome, self.budget.as_usage())
             if pruning:  # all stored scores: those a crash kept from being reported are reported now
                 optimizer.report(proposal, {self.dev_step[example_id]: score for example_id, score in done.items()})
             if finished < len(batch):

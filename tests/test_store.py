@@ -23,8 +23,7 @@ def test_runs_candidates_evaluations_round_trip(storage_url):
     assert (seed.number, child.number, child.parents) == (0, 1, (seed.id,))
     evaluation = store.get_or_create_evaluation(child.id, "dev")
     assert store.get_or_create_evaluation(child.id, "dev").id == evaluation.id
-    store.add_example_result(evaluation.id, _outcome("a", 1.0))
-    store.add_example_result(evaluation.id, _outcome("b", 0.0, "boom"))
+    store.add_example_results(evaluation.id, [_outcome("a", 1.0), _outcome("b", 0.0, "boom")])
     done = store.complete_evaluation(evaluation.id, 2.5)
     assert (done.status, done.score, done.n, done.n_errors, done.lm_calls, done.tokens) == ("complete", 0.5, 2, 1, 2, 24)
     assert [r.example_id for r in store.list_example_results(evaluation.id)] == ["a", "b"]
@@ -42,20 +41,21 @@ def _fresh_evaluation(storage_url: str):
     return store, store.get_or_create_evaluation(candidate.id, "dev")
 
 
-def test_finished_evaluations_are_immutable(storage_url):
+@pytest.mark.parametrize("pruned_because", [None, "pruned after 1 of 2 dev examples"])
+def test_finished_evaluations_are_immutable(storage_url, pruned_because):
     store, evaluation = _fresh_evaluation(storage_url)
-    store.add_example_result(evaluation.id, _outcome("a", 1.0))
-    store.complete_evaluation(evaluation.id, 1.0)
+    store.add_example_results(evaluation.id, [_outcome("a", 1.0)])
+    store.complete_evaluation(evaluation.id, 1.0, pruned_because=pruned_because)
     with pytest.raises(StorageError, match="immutable"):
-        store.add_example_result(evaluation.id, _outcome("b", 1.0))
+        store.add_example_results(evaluation.id, [_outcome("b", 1.0)])
 
 
-def test_duplicate_example_result_maps_to_storage_error(storage_url):
+def test_a_batch_with_a_duplicate_is_refused_whole(storage_url):
     store, evaluation = _fresh_evaluation(storage_url)
-    store.add_example_result(evaluation.id, _outcome("a", 1.0))
+    store.add_example_results(evaluation.id, [_outcome("a", 1.0)])
     with pytest.raises(StorageError):
-        store.add_example_result(evaluation.id, _outcome("a", 1.0))
-    assert len(store.list_example_results(evaluation.id)) == 1
+        store.add_example_results(evaluation.id, [_outcome("b", 1.0), _outcome("a", 1.0)])
+    assert [r.example_id for r in store.list_example_results(evaluation.id)] == ["a"]
 
 
 def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_url):

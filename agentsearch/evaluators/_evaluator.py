@@ -1,8 +1,9 @@
 """Scoring a program on a split, one record per example, errors included.
 
 An example that raises (LM failure, unparsable output, metric error) scores 0 and keeps its error
-text; it never ends the run. Results are handed to ``on_result`` in the calling thread as they
-finish, so the store can write each one at once and a crash loses at most the examples in flight.
+text; it never ends the run. Results reach the calling thread as they finish, in batches of those
+that finished together, so the store can write each batch at once (one transaction, however many
+workers) and a crash loses at most the examples in flight.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class Evaluator:
         examples: Iterable[LabelledExample],
         *,
         should_stop: Callable[[], bool] = lambda: False,
-    ) -> Iterator[ExampleOutcome]:
-        """Yield outcomes as they finish; stop submitting when ``should_stop()`` turns true."""
+    ) -> Iterator[list[ExampleOutcome]]:
+        """Yield the outcomes that finished since the last yield; stop submitting when ``should_stop()`` turns true."""
         pending: set[Future[ExampleOutcome]] = set()
         queue = iter(examples)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="agentsearch-eval") as pool:
@@ -79,11 +80,10 @@ class Evaluator:
                     if not pending:
                         return
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
+                    yield [future.result() for future in done]
             finally:
                 for future in pending:
                     future.cancel()
 
     def evaluate(self, program: dspy.Module, examples: Iterable[LabelledExample]) -> list[ExampleOutcome]:
-        return list(self.run(program, examples))
+        return [outcome for batch in self.run(program, examples) for outcome in batch]

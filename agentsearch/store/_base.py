@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +144,8 @@ class BaseStorage(abc.ABC):
     def list_evaluations(self, *, run_id: int | None = None, candidate_id: int | None = None) -> list[EvaluationRecord]: ...
 
     @abc.abstractmethod
-    def add_example_result(self, evaluation_id: int, outcome: ExampleOutcome) -> None: ...
+    def add_example_results(self, evaluation_id: int, outcomes: Sequence[ExampleOutcome]) -> None:
+        """Store the outcomes all at once (one transaction): a run hands over those that finished together."""
 
     @abc.abstractmethod
     def list_example_results(self, evaluation_id: int) -> list[ExampleResultRecord]: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,17 +295,18 @@ class RDBStorage(BaseStorage):
         with self._session() as session:
             return [self._evaluation(row) for row in session.scalars(query)]
 
-    def add_example_result(self, evaluation_id: int, outcome: ExampleOutcome) -> None:
+    def add_example_results(self, evaluation_id: int, outcomes: Sequence[ExampleOutcome]) -> None:
         with self._session() as session:
             evaluation = session.get(EvaluationModel, evaluation_id)
-            if evaluation is None or evaluation.status == "complete":
+            if evaluation is None or evaluation.status in ("complete", "pruned"):
                 raise StorageError(f"evaluation {evaluation_id} is complete or missing; finished results are immutable")
-            session.add(ExampleResultModel(
+            session.add_all(ExampleResultModel(
                 evaluation_id=evaluation_id, example_id=outcome.example_id, prediction=outcome.prediction,
                 score=outcome.score, error=outcome.error, lm_calls=outcome.usage.lm_calls,
-                program_calls=outcome.program_calls, prompt_tokens=outcome.usage.prompt_tokens, completion_tokens=outcome.usage.completion_tokens,
-                cost_usd=outcome.usage.cost_usd, latency_s=outcome.latency_s,
-            ))
+                program_calls=outcome.program_calls, prompt_tokens=outcome.usage.prompt_tokens,
+                completion_tokens=outcome.usage.completion_tokens, cost_usd=outcome.usage.cost_usd,
+                latency_s=outcome.latency_s,
+            ) for outcome in outcomes)
 
     def list_example_results(self, evaluation_id: int) -> list[ExampleResultRecord]:
         with self._session() as session:

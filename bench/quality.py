@@ -1,0 +1,355 @@
+"""Quality per LM call: agentsearch against DSPy's optimizers, same LM, data and budget; prints JSON.
+
+    python bench/quality.py [--quick] [--budget N] [--tasks sst2 web_of_lies navigate boolean_expressions]
+                            [--contenders ...] [--lm MODEL [--api-base URL]] [--concurrency N] [--save]
+
+Tasks come from ../shared/data beside the project root (SST-2 and three BIG-Bench Hard tasks), cut
+into fixed seeded train/dev/test splits. Contenders: the seed program unoptimised; DSPy's
+BootstrapFewShotWithRandomSearch (its candidate count sized to the budget), MIPROv2 (auto light)
+and GEPA (max_metric_calls = the budget); agentsearch random, tpe (prompt level), tpe with
+[prompt, module], and evolve (each with budget.max_lm_calls = the budget).
+
+Each contender runs in its own process with a fresh DSPy cache, and every LM call it makes is
+counted by one hook around ``litellm.completion`` (which DSPy and agentsearch both call), not by
+either tool's own report. Search calls stop being counted when the chosen program exists; its dev
+and test scores are then measured the same way for everyone. For agentsearch's best contender, the
+LM calls it needed to reach the best DSPy contender's test score are read from its run's history:
+the dev incumbents in order, each scored on test, against the calls stored up to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import emit  # noqa: E402
+
+import agentsearch  # noqa: E402  (a child process gets DSPY_CACHEDIR before this import)
+from agentsearch.lm import build_lm  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TASKS: dict[str, dict[str, Any]] = {
+    "sst2": {"signature": "sentence -> label",
+             "instructions": "Classify the sentiment of a movie review sentence as positive or negative.",
+             "files": {split: SHARED / "sst2" / f"{split}.jsonl" for split in ("train", "dev", "test")}},
+    "web_of_lies": {"signature": "input -> target", "instructions": "Answer the question with Yes or No.",
+                    "file": SHARED / "bbh" / "web_of_lies.jsonl"},
+    "navigate": {"signature": "input -> target", "instructions": "Answer the question with Yes or No.",
+                 "file": SHARED / "bbh" / "navigate.jsonl"},
+    "boolean_expressions": {"signature": "input -> target",
+                            "instructions": "Evaluate the boolean expression. Answer True or False.",
+                            "file": SHARED / "bbh" / "boolean_expressions.jsonl"},
+}
+MODES = {  # BBH files have 250 rows: train + dev + test must fit
+    "full": {"budget": 1000, "bootstrap_examples": 32,
+             "sizes": {"sst2": {"train": 200, "dev": 100, "test": 200}, "bbh": {"train": 50, "dev": 100, "test": 100}}},
+    "quick": {"budget": 100, "bootstrap_examples": 12,
+              "sizes": {"sst2": {"train": 40, "dev": 20, "test": 40}, "bbh": {"train": 40, "dev": 20, "test": 40}}},
+}
+DSPY_CONTENDERS = ("dspy_bootstrap_rs", "dspy_miprov2_light", "dspy_gepa")
+AGENTSEARCH_CONTENDERS = {  # search settings over the task's
+    "agentsearch_random": {"optimizer": "random", "levels": ["prompt"]},
+    "agentsearch_tpe": {"optimizer": "tpe", "levels": ["prompt"]},
+    "agentsearch_tpe_modules": {"optimizer": "tpe", "levels": ["prompt", "module"]},
+    "agentsearch_evolve": {"optimizer": "evolve", "levels": ["prompt"]},
+}
+CONTENDERS = ("seed", *DSPY_CONTENDERS, *AGENTSEARCH_CONTENDERS)
+MAX_DEMOS = 4  # bootstrapped and labelled demos for DSPy's optimizers; agentsearch may use 2 x this
+PROPOSER_MAX_TOKENS = 512  # instruction proposals (MIPROv2's prompt model, GEPA's reflection LM, agentsearch's proposer)
+
+
+# ---- one contender, in its own process -----------------------------------------------------------
+class CallCounter:
+    """The one counting hook: wraps ``litellm.completion``, through which every LM call of DSPy and
+    agentsearch passes (DSPy's cache answers before it, so cached answers are not counted)."""
+
+    def __init__(self) -> None:
+        import litellm
+
+        self.calls = 0
+        self.tokens = 0
+        inner = litellm.completion
+
+        def completion(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            response = inner(*args, **kwargs)
+            usage = getattr(response, "usage", None)
+            self.tokens += int(getattr(usage, "total_tokens", 0) or 0)
+            return response
+
+        litellm.completion = completion
+
+    def snapshot(self) -> dict[str, int]:
+        return {"lm_calls": self.calls, "tokens": self.tokens}
+
+
+def task_dict(args: argparse.Namespace, name: str, search: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = TASKS[name]
+    mode = MODES["quick" if args.quick else "full"]
+    sizes = mode["sizes"]["sst2" if name == "sst2" else "bbh"]
+    data: dict[str, Any]
+    if "files" in spec:
+        data = {**{split: str(path) for split, path in spec["files"].items()}, "limit": sizes}
+    else:
+        data = {"file": str(spec["file"]), "split": sizes}
+    lm: dict[str, Any] = {"model": args.lm, "max_tokens": args.max_tokens}
+    if args.api_base:
+        lm["api_base"] = args.api_base
+    return {
+        "name": f"bench-{name}", "program": {"signature": spec["signature"], "instructions": spec["instructions"]},
+        "data": data, "metric": "exact_match", "lm": lm,
+        "proposer_lm": {**lm, "max_tokens": PROPOSER_MAX_TOKENS},
+        "search": {"max_candidates": 1000, "max_demos": 2 * MAX_DEMOS, "bootstrap_examples": mode["bootstrap_examples"],
+                   **(search or {})},
+        "budget": {"max_lm_calls": args.budget}, "concurrency": args.concurrency, "seed": 0,
+    }
+
+
+def _load_task(args: argparse.Namespace, name: str, contender: str) -> Any:
+    path = Path(args.workdir) / f"{name}-{contender}.yaml"
+    path.write_text(yaml.safe_dump(task_dict(args, name, AGENTSEARCH_CONTENDERS.get(contender))))
+    return agentsearch.load_task(path)
+
+
+def _scores(task: Any, program: Any, split: str) -> list[float]:
+    from agentsearch.data import load_split
+    from agentsearch.evaluators import Evaluator
+    from agentsearch.metrics import resolve_metric
+
+    evaluator = Evaluator(resolve_metric(task.metric), concurrency=task.concurrency)
+    return [outcome.score for outcome in evaluator.evaluate(program, load_split(task, split))]
+
+
+def _dspy_metric(task: Any) -> Any:
+    """The task metric in DSPy's shape, with the textual feedback GEPA reflects on."""
+    import dspy
+
+    from agentsearch.metrics import resolve_metric
+
+    metric = resolve_metric(task.metric)
+    output = task.program.signature.split("->")[1].strip()
+
+    def score(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
+        value = float(metric(gold, pred))
+        if pred_name is None and pred_trace is None:
+            return value
+        expected, got = gold.get(output), getattr(pred, output, None)
+        feedback = "Correct." if value else f"Wrong: the expected {output} is {expected!r}, the answer was {got!r}."
+        return dspy.Prediction(score=value, feedback=feedback)
+
+    return score
+
+
+def _run_dspy(contender: str, task: Any, args: argparse.Namespace) -> Any:
+    import dspy
+    from dspy.teleprompt import GEPA, BootstrapFewShotWithRandomSearch, MIPROv2
+
+    from agentsearch.data import load_split
+
+    train = [item.example for item in load_split(task, "train")]
+    dev = [item.example for item in load_split(task, "dev")]
+    student = dspy.Predict(dspy.Signature(task.program.signature, task.program.instructions))
+    metric = _dspy_metric(task)
+    proposer = build_lm(task.effective_proposer_lm)
+    threads = task.concurrency
+    if contender == "dspy_bootstrap_rs":
+        # DSPy scores 3 fixed programs, then num_candidate_programs random ones, each on all of dev
+        # after bootstrapping up to MAX_DEMOS demos from train: sized so the total is about the budget.
+        per_program = len(dev) + 2 * MAX_DEMOS
+        optimizer = BootstrapFewShotWithRandomSearch(
+            metric=metric, max_bootstrapped_demos=MAX_DEMOS, max_labeled_demos=MAX_DEMOS,
+            num_candidate_programs=max(1, args.budget // per_program - 3), num_threads=threads)
+        return optimizer.compile(student, trainset=train, valset=dev)
+    if contender == "dspy_miprov2_light":
+        optimizer = MIPROv2(metric=metric, auto="light", prompt_model=proposer, max_bootstrapped_demos=MAX_DEMOS,
+                            max_labeled_demos=MAX_DEMOS, num_threads=threads, seed=0, verbose=False)
+        return optimizer.compile(student, trainset=train, valset=dev, minibatch_size=min(35, len(dev)),
+                                 requires_permission_to_run=False)
+    optimizer = GEPA(metric=metric, max_metric_calls=args.budget, reflection_lm=proposer, num_threads=threads, seed=0)
+    return optimizer.compile(student, trainset=train, valset=dev)
+
+
+class _SearchEnd(agentsearch.SearchCallback):
+    """Marks where an agentsearch run stops searching (its test phase), to stop counting search calls there."""
+
+    def __init__(self, counter: CallCounter) -> None:
+        self.counter = counter
+        self.at: dict[str, int] | None = None
+
+    def on_phase(self, message: str) -> None:
+        if "on test" in message and self.at is None:
+            self.at = self.counter.snapshot()
+
+
+def run_one(args: argparse.Namespace) -> dict[str, Any]:
+    import logging
+
+    import dspy
+
+    from agentsearch._optimize import seed_spec
+    from agentsearch._stats import bootstrap
+    from agentsearch.search_space import build_program
+
+    logging.getLogger("dspy").setLevel(logging.ERROR)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    name, contender = args.run_one.split(":")
+    counter = CallCounter()
+    task = _load_task(args, name, contender)
+    dspy.configure(lm=build_lm(task.lm))  # global, not a context: evaluation threads must see it
+    started = time.perf_counter()
+    report: dict[str, Any] = {"task": name, "contender": contender}
+    if contender == "seed":
+        program = build_program(seed_spec(task), {}, build_lm(task.lm), base_dir=task.base_dir)
+        search = counter.snapshot()
+    elif contender in DSPY_CONTENDERS:
+        program = _run_dspy(contender, task, args)
+        search = counter.snapshot()
+    else:
+        end = _SearchEnd(counter)
+        storage = f"sqlite:///{Path(args.workdir) / f'{name}-{contender}.db'}"
+        result = agentsearch.optimize(task, storage=storage, callback=end)
+        search = end.at or counter.snapshot()
+        program = result.best_program
+        report.update(database=storage, run=result.run.name, stop_reason=result.stop_reason,
+                      self_reported_lm_calls=result.usage.lm_calls, best_spec=result.best.candidate.spec,
+                      candidates=len(agentsearch.get_storage(storage).list_candidates(result.run.id)))
+    search_wall = time.perf_counter() - started
+    dev, test = _scores(task, program, "dev"), _scores(task, program, "test")
+    interval = bootstrap(test)
+    report.update(
+        search_lm_calls=search["lm_calls"], search_tokens=search["tokens"], search_wall_s=round(search_wall, 1),
+        dev=round(sum(dev) / len(dev), 4), test=round(interval.mean, 4),
+        test_ci95=[round(interval.low, 4), round(interval.high, 4)], n_dev=len(dev), n_test=len(test),
+    )
+    return report
+
+
+def reach(args: argparse.Namespace) -> dict[str, Any]:
+    """LM calls the run had spent (proposals all counted up front) when its dev incumbent first scored
+    at least ``--target`` on test; incumbents are scored on test here, outside the run."""
+    import dspy
+
+    from agentsearch.search_space import SearchSpace, build_program, parse_spec
+
+    name, contender = args.reach.split(":")
+    task = _load_task(args, name, contender)
+    storage = agentsearch.get_storage(f"sqlite:///{Path(args.workdir) / f'{name}-{contender}.db'}")
+    run = storage.list_runs()[-1]
+    evaluations = {e.candidate_id: e for e in storage.list_evaluations(run_id=run.id) if e.split == "dev"}
+    spent, best, space = run.proposer_lm_calls, None, SearchSpace.from_dict(run.space)
+    lm = build_lm(task.lm)
+    dspy.configure(lm=lm)
+    for candidate in sorted(storage.list_candidates(run.id), key=lambda c: c.number):
+        evaluation = evaluations.get(candidate.id)
+        if evaluation is None:
+            continue
+        spent += evaluation.lm_calls
+        if evaluation.status != "complete" or (best is not None and evaluation.score <= best):
+            continue
+        best = evaluation.score
+        program = build_program(parse_spec(candidate.spec), space.demos, lm, base_dir=task.base_dir)
+        test = _scores(task, program, "test")
+        if sum(test) / len(test) >= args.target:
+            return {"lm_calls": spent, "candidate": candidate.number, "test": round(sum(test) / len(test), 4)}
+    return {"lm_calls": None, "note": f"no dev incumbent reached test {args.target}"}
+
+
+# ---- the whole bench ------------------------------------------------------------------------------
+def _child(args: argparse.Namespace, flag: str, value: str, *extra: str) -> dict[str, Any]:
+    task, contender = value.split(":")
+    env = {**os.environ, "DSPY_CACHEDIR": str(Path(args.workdir) / f"cache-{task}-{contender}")}
+    command = [sys.executable, __file__, flag, value, "--workdir", args.workdir, "--budget", str(args.budget),
+               "--lm", args.lm, "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency), *extra]
+    if args.api_base:
+        command += ["--api-base", args.api_base]
+    if args.quick:
+        command.append("--quick")
+    log = Path(args.workdir) / f"{task}-{contender}{flag.replace('--', '-')}.log"
+    with open(log, "w") as err:
+        done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    if done.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        return {"task": task, "contender": contender, "error": tail[0][:500], "log": str(log)}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _best(rows: list[dict[str, Any]], names: tuple[str, ...] | dict[str, Any]) -> dict[str, Any] | None:
+    scored = [row for row in rows if row["contender"] in names and "test" in row]
+    return max(scored, key=lambda row: (row["test"], -row["search_lm_calls"]), default=None)
+
+
+def compare(args: argparse.Namespace, task: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ours, theirs = _best(rows, AGENTSEARCH_CONTENDERS), _best(rows, DSPY_CONTENDERS)
+    if ours is None or theirs is None:
+        return {"note": "a side has no finished contender"}
+    summary: dict[str, Any] = {
+        "agentsearch_best": ours["contender"], "dspy_best": theirs["contender"],
+        "test_ratio": round(ours["test"] / theirs["test"], 3) if theirs["test"] else None,
+    }
+    if ours["test"] >= theirs["test"]:
+        reached = _child(args, "--reach", f"{task}:{ours['contender']}", "--target", str(theirs["test"]))
+        summary["agentsearch_calls_to_reach_dspy_best_test"] = reached
+        if reached.get("lm_calls") is not None and theirs["search_lm_calls"]:
+            summary["lm_calls_ratio"] = round(reached["lm_calls"] / theirs["search_lm_calls"], 3)
+    else:
+        summary["lm_calls_ratio"] = None
+        summary["note"] = "agentsearch's best did not reach the DSPy contender's test score"
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small splits and budget: about 20 minutes on 2 cores")
+    parser.add_argument("--budget", type=int, help="LM calls each contender may spend searching (default 1000; quick 100)")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--lm", default="local/smollm2-135m", help="any litellm model string")
+    parser.add_argument("--api-base", help="for an OpenAI-compatible server (vLLM, llama.cpp server, ...)")
+    parser.add_argument("--max-tokens", type=int, default=48, help="per answer of the task LM")
+    parser.add_argument("--concurrency", type=int, help="parallel evaluations (default 1 for local/ models, else 8)")
+    parser.add_argument("--workdir", help="databases, caches, task files and logs (default: a temp dir)")
+    parser.add_argument("--save", action="store_true", help="also write the JSON to bench/results/")
+    parser.add_argument("--run-one", help=argparse.SUPPRESS)
+    parser.add_argument("--reach", help=argparse.SUPPRESS)
+    parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    mode = MODES["quick" if args.quick else "full"]
+    args.budget = args.budget or mode["budget"]
+    args.concurrency = args.concurrency or (1 if args.lm.startswith("local/") else 8)
+    if args.run_one or args.reach:
+        print(json.dumps(run_one(args) if args.run_one else reach(args)))
+        return
+    missing = [str(path) for name in args.tasks for path in
+               ([TASKS[name]["file"]] if "file" in TASKS[name] else TASKS[name]["files"].values()) if not path.exists()]
+    if missing:
+        raise SystemExit(f"bench/quality.py: data missing (expected ../shared/data beside the project): {missing[0]}")
+    args.workdir = args.workdir or tempfile.mkdtemp(prefix="agentsearch-quality-")
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report: dict[str, Any] = {"bench": "quality", "settings": {
+        "quick": args.quick, "budget": args.budget, "lm": args.lm, "max_tokens": args.max_tokens,
+        "concurrency": args.concurrency, "bootstrap_examples": mode["bootstrap_examples"], "sizes": mode["sizes"],
+        "workdir": args.workdir}}
+    report["tasks"] = {}
+    for task in args.tasks:
+        rows = []
+        for contender in args.contenders:
+            rows.append(_child(args, "--run-one", f"{task}:{contender}"))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+        report["tasks"][task] = {"contenders": rows, "agentsearch_vs_dspy": compare(args, task, rows)}
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    emit(report, "quality-quick" if args.quick else "quality", save=args.save)
+
+
+if __name__ == "__main__":
+    main()
