@@ -5,6 +5,7 @@ Computed from the store alone, so the CLI and SQL users see the same figures as 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from agentsearch._stats import Estimate, bootstrap, paired_difference
@@ -41,12 +42,18 @@ def pareto_front(storage: BaseStorage, run_id: int, measure: str) -> list[FrontP
     points = [FrontPoint(candidates[e.candidate_id], e, cost_per_example(e, measure))
               for e in storage.list_evaluations(run_id=run_id)
               if e.split == "dev" and e.status == "complete" and e.score is not None]
-    front = [
-        p for p in points
-        if not any(q.dev.score >= p.dev.score and q.cost <= p.cost and (q.dev.score, q.cost) != (p.dev.score, p.cost)
-                   for q in points)
-    ]
-    return sorted(front, key=lambda p: (p.cost, -p.dev.score, p.candidate.number))
+    points.sort(key=lambda p: (p.cost, -p.dev.score, p.candidate.number))
+    # One sweep from the cheapest: a point is dominated by a cheaper one scoring as well, or by one
+    # of its own cost scoring better; points equal in both stay together.
+    front: list[FrontPoint] = []
+    best_cheaper = float("-inf")
+    for _, same_cost in itertools.groupby(points, key=lambda p: p.cost):
+        group = list(same_cost)
+        top = group[0].dev.score
+        if top > best_cheaper:
+            front.extend(p for p in group if p.dev.score == top)
+            best_cheaper = top
+    return front
 
 
 @dataclass(frozen=True)

@@ -180,14 +180,14 @@ def candidates(
 
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
-    evaluations = _scores_by_candidate(store, record.id)
     measure = cost_measure(record.task["lm"]["model"])
-    on_front = {point.candidate.id for point in pareto_front(store, record.id, measure)} if pareto else None
+    if pareto:
+        chosen = [point.candidate for point in pareto_front(store, record.id, measure)]
+    else:
+        chosen = store.best_candidates(record.id, top)
     rows = []
-    for candidate in store.list_candidates(record.id):
-        if on_front is not None and candidate.id not in on_front:
-            continue
-        splits = evaluations.get(candidate.id, {})
+    for candidate in chosen:
+        splits = {evaluation.split: evaluation for evaluation in store.list_evaluations(candidate_id=candidate.id)}
         dev, test = splits.get("dev"), splits.get("test")
         spec = parse_spec(candidate.spec)
         predictors = getattr(spec, "predictors", ())  # an agent design has code, not predictors
@@ -207,9 +207,6 @@ def candidates(
         })
     if pareto:
         rows.sort(key=lambda row: (row["cost_per_example"], -(row["dev"] or 0.0)))
-    else:
-        rows.sort(key=lambda row: (row["dev"] is None, -(row["dev"] or 0.0), row["number"]))
-        rows = rows[:top]
     if as_json:
         _emit_json(rows)
         return

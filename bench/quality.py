@@ -245,16 +245,20 @@ def reach(args: argparse.Namespace) -> dict[str, Any]:
     task = _load_task(args, name, contender)
     storage = agentsearch.get_storage(f"sqlite:///{Path(args.workdir) / f'{name}-{contender}.db'}")
     run = storage.list_runs()[-1]
-    evaluations = {e.candidate_id: e for e in storage.list_evaluations(run_id=run.id) if e.split == "dev"}
+    searched: dict[int, int] = {}  # candidate id -> calls on train (the seed's bootstrapping) and dev
+    dev = {}
+    for evaluation in storage.list_evaluations(run_id=run.id):
+        if evaluation.split != "test":
+            searched[evaluation.candidate_id] = searched.get(evaluation.candidate_id, 0) + evaluation.lm_calls
+        if evaluation.split == "dev":
+            dev[evaluation.candidate_id] = evaluation
     spent, best, space = run.proposer_lm_calls, None, SearchSpace.from_dict(run.space)
     lm = build_lm(task.lm)
     dspy.configure(lm=lm)
     for candidate in sorted(storage.list_candidates(run.id), key=lambda c: c.number):
-        evaluation = evaluations.get(candidate.id)
-        if evaluation is None:
-            continue
-        spent += evaluation.lm_calls
-        if evaluation.status != "complete" or (best is not None and evaluation.score <= best):
+        spent += searched.get(candidate.id, 0)
+        evaluation = dev.get(candidate.id)
+        if evaluation is None or evaluation.status != "complete" or (best is not None and evaluation.score <= best):
             continue
         best = evaluation.score
         program = build_program(parse_spec(candidate.spec), space.demos, lm, base_dir=task.base_dir)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+from types import SimpleNamespace
 
 import optuna
 import pytest
 
 import agentsearch
+import agentsearch._report
 from agentsearch._report import pareto_front
 from agentsearch.exceptions import TaskSpecError
 from agentsearch.store import get_storage
@@ -131,3 +134,23 @@ def test_module_search_with_pruning_resumes_to_the_same_run(write_task, tmp_path
 
     assert hashes(url, resumed.run) == hashes(f"sqlite:///{tmp_path / 'a.db'}", uninterrupted.run)
     assert resumed.pruning == uninterrupted.pruning
+
+
+def test_pareto_front_sweep_matches_the_definition(monkeypatch):
+    """Against the definition, brute force, on random points with many ties in score and cost."""
+    rng = random.Random(0)
+    for _ in range(50):
+        scores = {i: rng.choice([0.0, 0.5, 0.8, 1.0]) for i in range(rng.randint(1, 30))}
+        costs = {i: float(rng.randint(1, 6)) for i in scores}
+        storage = SimpleNamespace(
+            list_candidates=lambda run_id, scores=scores: [SimpleNamespace(id=i, number=i) for i in scores],
+            list_evaluations=lambda run_id, scores=scores: [
+                SimpleNamespace(candidate_id=i, split="dev", status="complete", score=score)
+                for i, score in scores.items()],
+        )
+        monkeypatch.setattr(agentsearch._report, "cost_per_example",
+                            lambda evaluation, measure, costs=costs: costs[evaluation.candidate_id])
+        front = {p.candidate.number for p in pareto_front(storage, 1, "tokens")}
+        assert front == {i for i in scores if not any(
+            scores[j] >= scores[i] and costs[j] <= costs[i] and (scores[j], costs[j]) != (scores[i], costs[i])
+            for j in scores)}

@@ -94,3 +94,33 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
     processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
     errors = [p.communicate(timeout=120)[1] for p in processes]
     assert [p.returncode for p in processes] == [0] * 4, errors
+
+
+def test_best_candidates_ranks_complete_dev_scores_then_the_rest(storage_url):
+    store = get_storage(storage_url)
+    run = store.create_run("r", "t", {})
+    other = store.create_run("other", "t", {})
+    scores = {0: [1.0, 0.0], 1: None, 2: [1.0, 1.0], 3: [0.0, 0.0], 4: [1.0, 0.0], 5: "pruned"}
+    ids = {}
+    for number, results in scores.items():
+        candidate = store.create_candidate(run.id, {"n": number}, f"h{number}", level="prompt", optimizer="tpe")
+        ids[number] = candidate.id
+        if results is None:
+            continue
+        evaluation = store.get_or_create_evaluation(candidate.id, "dev")
+        if results == "pruned":
+            store.add_example_results(evaluation.id, [_outcome("a", 1.0)])
+            store.complete_evaluation(evaluation.id, 1.0, pruned_because="weak")
+            continue
+        store.add_example_results(evaluation.id, [_outcome(f"e{i}", s) for i, s in enumerate(results)])
+        test = store.get_or_create_evaluation(candidate.id, "test")  # a test score must not rank a candidate
+        store.add_example_results(test.id, [_outcome("t", 1.0 - results[0])])
+        store.complete_evaluation(test.id, 1.0)
+        store.complete_evaluation(evaluation.id, 1.0)
+    best = store.create_candidate(other.id, {"n": 9}, "h9", level="prompt", optimizer="tpe")
+    evaluation = store.get_or_create_evaluation(best.id, "dev")
+    store.add_example_results(evaluation.id, [_outcome("a", 1.0)])
+    store.complete_evaluation(evaluation.id, 1.0)
+    ranked = [c.number for c in store.best_candidates(run.id, 10)]
+    assert ranked == [2, 0, 4, 3, 1, 5]  # 1.0, then 0.5 by number, 0.0, then no complete dev score
+    assert [c.id for c in store.best_candidates(run.id, 2)] == [ids[2], ids[0]]

@@ -136,6 +136,12 @@ class BaseStorage(abc.ABC):
     @abc.abstractmethod
     def list_candidates(self, run_id: int) -> list[CandidateRecord]: ...
 
+    @abc.abstractmethod
+    def best_candidates(self, run_id: int, limit: int) -> list[CandidateRecord]:
+        """At most ``limit`` candidates, best complete dev score first (ties by number), then those without one.
+
+        A query, not a scan: a long run holds thousands of candidates and a table shows a few."""
+
     # evaluations
     @abc.abstractmethod
     def get_or_create_evaluation(self, candidate_id: int, split: str) -> EvaluationRecord: ...

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import and_, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -272,6 +272,15 @@ class RDBStorage(BaseStorage):
         with self._session() as session:
             rows = session.scalars(select(CandidateModel).where(CandidateModel.run_id == run_id).order_by(CandidateModel.number))
             return [self._candidate(row) for row in rows]
+
+    def best_candidates(self, run_id: int, limit: int) -> list[CandidateRecord]:
+        complete_dev = and_(EvaluationModel.candidate_id == CandidateModel.id, EvaluationModel.split == "dev",
+                            EvaluationModel.status == "complete")
+        query = (select(CandidateModel).outerjoin(EvaluationModel, complete_dev).where(CandidateModel.run_id == run_id)
+                 .order_by(EvaluationModel.score.is_(None), EvaluationModel.score.desc(), CandidateModel.number)
+                 .limit(limit))
+        with self._session() as session:
+            return [self._candidate(row) for row in session.scalars(query)]
 
     # evaluations -----------------------------------------------------------------------------
     def get_or_create_evaluation(self, candidate_id: int, split: str) -> EvaluationRecord:
