@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from agentsearch._callbacks import SearchCallback
-from agentsearch._optimize import CandidateResult, OptimizeResult, optimize
-from agentsearch.exceptions import AgentSearchError
-from agentsearch.search_space import CandidateSpec, load_program, save_program
-from agentsearch.store import get_storage
-from agentsearch.task import Task, load_task
+import os
 
-__all__ = [
-    "AgentSearchError",
-    "CandidateResult",
-    "CandidateSpec",
-    "OptimizeResult",
-    "SearchCallback",
-    "Task",
-    "get_storage",
-    "load_program",
-    "load_task",
-    "optimize",
-    "save_program",
-]
+from agentsearch._lazy import lazy_attributes
+
+# litellm fetches its price table from the network at import unless told to use its bundled copy;
+# offline runs would stall on retries. Set here, before anything of agentsearch can import litellm.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, {
+    "agentsearch.exceptions": ("AgentSearchError",),
+    "agentsearch._optimize": ("CandidateResult", "OptimizeResult", "optimize"),
+    "agentsearch.search_space": ("CandidateSpec", "load_program", "save_program"),
+    "agentsearch._callbacks": ("SearchCallback",),
+    "agentsearch.task": ("Task", "load_task"),
+    "agentsearch.store": ("get_storage",),
+})

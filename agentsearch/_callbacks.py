@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from agentsearch.evaluators import ExampleOutcome
-from agentsearch.store import CandidateRecord, EvaluationRecord, RunUsage
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentsearch.evaluators import ExampleOutcome
+    from agentsearch.store import CandidateRecord, EvaluationRecord, RunUsage
 
 
 class SearchCallback:

@@ -175,12 +175,13 @@ def candidates(
 ) -> None:
     """The best candidates of a run by dev score, or its score/cost Pareto front."""
     from agentsearch._report import cost_per_example, pareto_front
-    from agentsearch.lm import cost_measure
     from agentsearch.search_space import parse_spec
 
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
-    measure = cost_measure(record.task["lm"]["model"])
+    # the unit the run priced its calls in (litellm prices a model or it does not), read from the store
+    # rather than asked of litellm: importing litellm would take longer than the query
+    measure = "usd" if store.run_usage(record.id).cost_usd > 0 else "tokens"
     if pareto:
         chosen = [point.candidate for point in pareto_front(store, record.id, measure)]
     else:

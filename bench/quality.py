@@ -51,10 +51,13 @@ TASKS: dict[str, dict[str, Any]] = {
                             "file": SHARED / "bbh" / "boolean_expressions.jsonl"},
 }
 MODES = {  # BBH files have 250 rows: train + dev + test must fit
-    "full": {"budget": 1000, "bootstrap_examples": 32,
+    "full": {"budget": 1000, "bootstrap_examples": 32, "max_tokens": 48, "proposer_max_tokens": 512,
              "sizes": {"sst2": {"train": 200, "dev": 100, "test": 200}, "bbh": {"train": 50, "dev": 100, "test": 100}}},
-    "quick": {"budget": 100, "bootstrap_examples": 12,
-              "sizes": {"sst2": {"train": 40, "dev": 20, "test": 40}, "bbh": {"train": 40, "dev": 20, "test": 40}}},
+    # 32 searches and their test evaluations in 20 minutes on 2 cores: a few calls a second on the
+    # embedded LM, so small splits, a small budget, and answers cut at 16 tokens (a label needs fewer;
+    # a chat reply the model cannot format would run on to the limit, then again as JSON).
+    "quick": {"budget": 40, "bootstrap_examples": 6, "max_tokens": 16, "proposer_max_tokens": 200,
+              "sizes": {"sst2": {"train": 20, "dev": 10, "test": 20}, "bbh": {"train": 20, "dev": 10, "test": 20}}},
 }
 DSPY_CONTENDERS = ("dspy_bootstrap_rs", "dspy_miprov2_light", "dspy_gepa")
 AGENTSEARCH_CONTENDERS = {  # search settings over the task's
@@ -65,7 +68,6 @@ AGENTSEARCH_CONTENDERS = {  # search settings over the task's
 }
 CONTENDERS = ("seed", *DSPY_CONTENDERS, *AGENTSEARCH_CONTENDERS)
 MAX_DEMOS = 4  # bootstrapped and labelled demos for DSPy's optimizers; agentsearch may use 2 x this
-PROPOSER_MAX_TOKENS = 512  # instruction proposals (MIPROv2's prompt model, GEPA's reflection LM, agentsearch's proposer)
 
 
 # ---- one contender, in its own process -----------------------------------------------------------
@@ -108,9 +110,12 @@ def task_dict(args: argparse.Namespace, name: str, search: dict[str, Any] | None
     return {
         "name": f"bench-{name}", "program": {"signature": spec["signature"], "instructions": spec["instructions"]},
         "data": data, "metric": "exact_match", "lm": lm,
-        "proposer_lm": {**lm, "max_tokens": PROPOSER_MAX_TOKENS},
-        "search": {"max_candidates": 1000, "max_demos": 2 * MAX_DEMOS, "bootstrap_examples": mode["bootstrap_examples"],
-                   **(search or {})},
+        # instructions and reflections: MIPROv2's prompt model, GEPA's reflection LM, agentsearch's proposer
+        "proposer_lm": {**lm, "max_tokens": mode["proposer_max_tokens"]},
+        # the budget ends the search; max_candidates (two full dev passes' worth of the budget) sets
+        # where [prompt, module] turns from the prompt level to the module level (half way)
+        "search": {"max_candidates": max(4, 2 * args.budget // sizes["dev"]), "max_demos": 2 * MAX_DEMOS,
+                   "bootstrap_examples": mode["bootstrap_examples"], **(search or {})},
         "budget": {"max_lm_calls": args.budget}, "concurrency": args.concurrency, "seed": 0,
     }
 
@@ -314,12 +319,12 @@ def compare(args: argparse.Namespace, task: str, rows: list[dict[str, Any]]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small splits and budget: about 20 minutes on 2 cores")
-    parser.add_argument("--budget", type=int, help="LM calls each contender may spend searching (default 1000; quick 100)")
+    parser.add_argument("--budget", type=int, help="LM calls each contender may spend searching (default 1000; quick 40)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--lm", default="local/smollm2-135m", help="any litellm model string")
     parser.add_argument("--api-base", help="for an OpenAI-compatible server (vLLM, llama.cpp server, ...)")
-    parser.add_argument("--max-tokens", type=int, default=48, help="per answer of the task LM")
+    parser.add_argument("--max-tokens", type=int, help="per answer of the task LM (default 48; quick 16)")
     parser.add_argument("--concurrency", type=int, help="parallel evaluations (default 1 for local/ models, else 8)")
     parser.add_argument("--workdir", help="databases, caches, task files and logs (default: a temp dir)")
     parser.add_argument("--save", action="store_true", help="also write the JSON to bench/results/")
@@ -329,6 +334,7 @@ def main() -> None:
     args = parser.parse_args()
     mode = MODES["quick" if args.quick else "full"]
     args.budget = args.budget or mode["budget"]
+    args.max_tokens = args.max_tokens or mode["max_tokens"]
     args.concurrency = args.concurrency or (1 if args.lm.startswith("local/") else 8)
     if args.run_one or args.reach:
         print(json.dumps(run_one(args) if args.run_one else reach(args)))
@@ -342,7 +348,8 @@ def main() -> None:
     started = time.perf_counter()
     report: dict[str, Any] = {"bench": "quality", "settings": {
         "quick": args.quick, "budget": args.budget, "lm": args.lm, "max_tokens": args.max_tokens,
-        "concurrency": args.concurrency, "bootstrap_examples": mode["bootstrap_examples"], "sizes": mode["sizes"],
+        "concurrency": args.concurrency, "bootstrap_examples": mode["bootstrap_examples"],
+        "proposer_max_tokens": mode["proposer_max_tokens"], "sizes": mode["sizes"],
         "workdir": args.workdir}}
     report["tasks"] = {}
     for task in args.tasks:

@@ -96,3 +96,41 @@ def test_bad_task_error_names_file_and_field(write_task, monkeypatch, capsys):
 def test_usage_error_exits_2(monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "optimize")
     assert code == 2 and "Missing argument" in err
+
+
+def test_database_queries_do_not_import_dspy_or_litellm(finished_run, sqlite_url):
+    """Reading the store must not pay seconds of DSPy and litellm imports per command."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from agentsearch.cli import main\n"
+        f"for args in (['runs'], ['candidates', 'cli-run', '--top', '3'], ['show', '1']):\n"
+        f"    sys.argv = ['agentsearch', *args, '--storage', {sqlite_url!r}, '--json']\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as exit:\n"
+        "        assert not exit.code, exit.code\n"
+        "heavy = sorted(name for name in ('dspy', 'litellm', 'optuna') if name in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_public_api_loads_on_first_use():
+    import subprocess
+
+    code = ("import sys, agentsearch\n"
+            "assert 'dspy' not in sys.modules\n"
+            "assert callable(agentsearch.optimize) and 'dspy' in sys.modules\n"
+            "from agentsearch import *\n"
+            "assert set(agentsearch.__all__) <= set(dir(agentsearch))\n"
+            "try:\n"
+            "    agentsearch.nothing\n"
+            "except AttributeError as error:\n"
+            "    assert 'nothing' in str(error)\n"
+            "else:\n"
+            "    raise AssertionError('no AttributeError')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

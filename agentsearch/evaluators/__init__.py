@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from agentsearch.evaluators._evaluator import Evaluator, ExampleOutcome
-from agentsearch.evaluators._sandbox import (
-    AgentLimits,
-    AgentRun,
-    SandboxResult,
-    run_agent,
-    run_python,
-)
+from agentsearch._lazy import lazy_attributes
 
-__all__ = ["AgentLimits", "AgentRun", "Evaluator", "ExampleOutcome", "SandboxResult", "run_agent", "run_python"]
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, {
+    "agentsearch.evaluators._evaluator": ("Evaluator", "ExampleOutcome"),
+    "agentsearch.evaluators._sandbox": ("AgentLimits", "AgentRun", "SandboxResult", "run_agent", "run_python"),
+})

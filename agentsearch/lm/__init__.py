@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from agentsearch.lm._factory import Usage, UsageMeter, build_lm, cost_measure
-from agentsearch.lm._secrets import redact_secrets
+from agentsearch._lazy import lazy_attributes
 
-__all__ = ["Usage", "UsageMeter", "build_lm", "cost_measure", "redact_secrets"]
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, {
+    "agentsearch.lm._factory": ("Usage", "UsageMeter", "build_lm"),
+    "agentsearch.lm._cost": ("cost_measure",),
+    "agentsearch.lm._secrets": ("redact_secrets",),
+})

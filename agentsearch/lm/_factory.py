@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-# litellm fetches its price table from the network at import unless told to use its bundled copy;
-# offline runs would stall on retries. Set before litellm is first imported.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import dspy
+import litellm
+from dspy.utils.callback import BaseCallback
+from dspy.utils.usage_tracker import UsageTracker
 
-import dspy  # noqa: E402
-import litellm  # noqa: E402
-from dspy.utils.callback import BaseCallback  # noqa: E402
-from dspy.utils.usage_tracker import UsageTracker  # noqa: E402
+from agentsearch.lm._cost import call_cost, is_local
 
 litellm.suppress_debug_info = True  # its "Provider List" banner on stdout would corrupt --json output
 
 if TYPE_CHECKING:
     from agentsearch.task import LMConfig
-
-
-def _is_local(model: str) -> bool:
-    return model.startswith("local/")
 
 
 class LocalLM(dspy.LM):
@@ -42,14 +35,14 @@ class LocalLM(dspy.LM):
 def build_lm(config: LMConfig) -> dspy.LM:
     """A DSPy LM on the litellm engine (so every call goes through litellm) with DSPy's cache on."""
     extra: dict[str, Any] = {}
-    if _is_local(config.model):
+    if is_local(config.model):
         from agentsearch.lm._local import local_model_path, register_local_provider
 
         local_model_path(config.model.split("/", 1)[1])  # fail now, with the extra to install, not mid-run
         register_local_provider()
     if config.api_base:
         extra["api_base"] = config.api_base
-    lm_class = LocalLM if _is_local(config.model) else dspy.LM
+    lm_class = LocalLM if is_local(config.model) else dspy.LM
     return lm_class(
         config.model,
         engine="litellm",
@@ -77,21 +70,6 @@ class Usage:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cost_usd += other.cost_usd
-
-
-def _cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    try:
-        prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-        )
-    except Exception:  # litellm raises for models it has no price for (local ones among them)
-        return 0.0
-    return float(prompt_cost + completion_cost)
-
-
-def cost_measure(model: str) -> str:
-    """``usd`` when litellm knows the model's price, else ``tokens``: the unit cost-aware search compares."""
-    return "usd" if _cost(model, 1000, 1000) > 0 else "tokens"
 
 
 class _CallCounter(BaseCallback):
@@ -123,4 +101,4 @@ class UsageMeter(UsageTracker):
         super().add_usage(lm, usage_entry)
         prompt = int(usage_entry.get("prompt_tokens") or 0)
         completion = int(usage_entry.get("completion_tokens") or 0)
-        self.usage.add(Usage(1, prompt, completion, _cost(lm, prompt, completion)))
+        self.usage.add(Usage(1, prompt, completion, call_cost(lm, prompt, completion)))

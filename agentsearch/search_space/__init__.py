@@ -2,58 +2,15 @@
 
 from __future__ import annotations
 
-from agentsearch.search_space._adapters import CompletionAdapter, make_adapter
-from agentsearch.search_space._design import DesignError, DesignProgram
-from agentsearch.search_space._lifts import (
-    PROMPT_LEVEL,
-    Lift,
-    module_lifts,
-    stages_prompt_first,
-)
-from agentsearch.search_space._program import (
-    Program,
-    SpecProgram,
-    build_program,
-    load_program,
-    node_signature,
-    save_program,
-)
-from agentsearch.search_space._space import ModuleSpaceConfig, SearchSpace, seed_trial
-from agentsearch.search_space._spec import (
-    DEMO_KINDS,
-    MODULE_KINDS,
-    TOPOLOGIES,
-    AnySpec,
-    CandidateSpec,
-    DesignSpec,
-    PredictorSpec,
-    parse_spec,
-)
+from agentsearch._lazy import lazy_attributes
 
-__all__ = [
-    "DEMO_KINDS",
-    "MODULE_KINDS",
-    "PROMPT_LEVEL",
-    "TOPOLOGIES",
-    "AnySpec",
-    "CandidateSpec",
-    "CompletionAdapter",
-    "DesignError",
-    "DesignProgram",
-    "DesignSpec",
-    "Lift",
-    "ModuleSpaceConfig",
-    "PredictorSpec",
-    "Program",
-    "SearchSpace",
-    "SpecProgram",
-    "build_program",
-    "load_program",
-    "make_adapter",
-    "module_lifts",
-    "node_signature",
-    "parse_spec",
-    "save_program",
-    "seed_trial",
-    "stages_prompt_first",
-]
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, {
+    "agentsearch.search_space._adapters": ("CompletionAdapter", "make_adapter"),
+    "agentsearch.search_space._design": ("DesignError", "DesignProgram"),
+    "agentsearch.search_space._lifts": ("PROMPT_LEVEL", "Lift", "module_lifts", "stages_prompt_first"),
+    "agentsearch.search_space._program": ("Program", "SpecProgram", "build_program", "load_program", "node_signature",
+                                          "save_program"),
+    "agentsearch.search_space._space": ("ModuleSpaceConfig", "SearchSpace", "seed_trial"),
+    "agentsearch.search_space._spec": ("DEMO_KINDS", "MODULE_KINDS", "TOPOLOGIES", "AnySpec", "CandidateSpec", "DesignSpec",
+                                       "PredictorSpec", "parse_spec"),
+})

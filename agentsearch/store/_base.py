@@ -11,9 +11,10 @@ import abc
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentsearch.evaluators import ExampleOutcome
+if TYPE_CHECKING:
+    from agentsearch.evaluators import ExampleOutcome
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agentsearch.evaluators import ExampleOutcome
 from agentsearch.exceptions import StorageError
 from agentsearch.store._base import (
     BaseStorage,
@@ -35,6 +34,9 @@ from agentsearch.store._rdb.models import (
     RunModel,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from agentsearch.evaluators import ExampleOutcome
 
 VERSION_TABLE = "agentsearch_alembic_version"  # Optuna's tables (and its alembic_version) share the database
 _MIGRATIONS = Path(__file__).parent / "migrations"
