@@ -292,7 +292,7 @@ class _Search:
         return self.storage.create_candidate(self.run.id, spec.model_dump(mode="json"), spec.hash,
                                              level="prompt", optimizer="seed")
 
-    def space(self, seed: CandidateRecord) -> SearchSpace | None:
+    def space(self, seed: CandidateRecord, seed_dev: EvaluationRecord) -> SearchSpace | None:
         if self.run.space is not None:
             if "signature" not in self.run.space:
                 raise AgentSearchError(f"run {self.run.name} was started by an older agentsearch whose search space "
@@ -302,7 +302,12 @@ class _Search:
         rng = random.Random(self.task.seed)
         train = self.splits["train"]
         bootstrapped: dict[str, dict[str, Any]] = {}
-        if search.bootstrap_examples and search.max_demos:
+        # A seed none of whose dev answers could be parsed (a small LM and the chat format) would
+        # bootstrap no demos from train either: those calls are better spent on candidates.
+        seed_answers = seed_dev.n > seed_dev.n_errors
+        if search.bootstrap_examples and search.max_demos and not seed_answers:
+            self.callback.on_phase("no bootstrapping: the seed's every dev answer failed to parse")
+        if search.bootstrap_examples and search.max_demos and seed_answers:
             self.callback.on_phase("bootstrapping demos: seed program on train")
             subset = rng.sample(train, min(search.bootstrap_examples, len(train)))
             evaluation = self.evaluate(seed, "train", subset)
@@ -367,7 +372,7 @@ class _Search:
             feedback = result.error or "wrong answer: expected " + "; ".join(f"{k} {v!r}" for k, v in expected.items())
             failures.append(Failure({k: str(v) for k, v in item.example.inputs().items()},
                                     "; ".join(f"{k}: {v}" for k, v in (result.prediction or {}).items()) or "(none)",
-                                    expected, feedback))
+                                    expected, feedback, unparsed=result.prediction is None))
         return failures
 
     def optimizer(self, space: SearchSpace, seed: CandidateRecord, seed_dev: EvaluationRecord) -> BaseOptimizer:
@@ -616,7 +621,7 @@ def optimize(
         if seed_dev.status == "complete":
             store.set_candidate_status(seed.id, "complete")
             if task.search.space_levels:
-                space = search.space(seed)
+                space = search.space(seed, seed_dev)
                 if space is not None:
                     search.demos = space.demos
                     callback.on_phase(f"searching with {task.search.optimizer}")

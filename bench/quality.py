@@ -9,9 +9,10 @@ BootstrapFewShotWithRandomSearch (its candidate count sized to the budget), MIPR
 and GEPA (max_metric_calls = the budget); agentsearch random, tpe (prompt level), tpe with
 [prompt, module], and evolve (each with budget.max_lm_calls = the budget).
 
-Each contender runs in its own process with a fresh DSPy cache, and every LM call it makes is
-counted by one hook around ``litellm.completion`` (which DSPy and agentsearch both call), not by
-either tool's own report. Search calls stop being counted when the chosen program exists; its dev
+Each task runs in a process of its own, each contender there with a fresh DSPy cache (nothing
+another contender asked is free for it), and every LM call a contender makes is counted by one
+hook around ``litellm.completion`` (which DSPy and agentsearch both call), not by either tool's
+own report. Search calls stop being counted when the chosen program exists; its dev
 and test scores are then measured the same way for everyone. For agentsearch's best contender, the
 LM calls it needed to reach the best DSPy contender's test score are read from its run's history:
 the dev incumbents in order, each scored on test, against the calls stored up to it.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,7 +34,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import emit  # noqa: E402
 
-import agentsearch  # noqa: E402  (a child process gets DSPY_CACHEDIR before this import)
+import agentsearch  # noqa: E402
 from agentsearch.lm import build_lm  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -67,6 +67,8 @@ AGENTSEARCH_CONTENDERS = {  # search settings over the task's
     "agentsearch_evolve": {"optimizer": "evolve", "levels": ["prompt"]},
 }
 CONTENDERS = ("seed", *DSPY_CONTENDERS, *AGENTSEARCH_CONTENDERS)
+RESULT = "@result "
+"""Marks a child's result lines on its stdout, where DSPy's optimizers also print."""
 MAX_DEMOS = 4  # bootstrapped and labelled demos for DSPy's optimizers; agentsearch may use 2 x this
 
 
@@ -93,6 +95,9 @@ class CallCounter:
 
     def snapshot(self) -> dict[str, int]:
         return {"lm_calls": self.calls, "tokens": self.tokens}
+
+    def reset(self) -> None:
+        self.calls = self.tokens = 0
 
 
 def task_dict(args: argparse.Namespace, name: str, search: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -196,19 +201,42 @@ class _SearchEnd(agentsearch.SearchCallback):
             self.at = self.counter.snapshot()
 
 
-def run_one(args: argparse.Namespace) -> dict[str, Any]:
-    import logging
+def _fresh_cache(args: argparse.Namespace, name: str) -> None:
+    """A DSPy cache (memory and disk) of the contender's own: nothing another one asked is free for it."""
+    import dspy
 
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True,
+                         disk_cache_dir=str(Path(args.workdir) / f"cache-{name}"))
+
+
+def run_task(args: argparse.Namespace) -> None:
+    """Every contender on one task, one after another in this process (one start-up and model load),
+    each with a fresh cache and call count; prints a JSON line per contender as it finishes."""
+    import logging
+    import traceback
+
+    logging.getLogger("dspy").setLevel(logging.ERROR)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    counter = CallCounter()
+    for contender in args.contenders:
+        _fresh_cache(args, f"{args.run_task}-{contender}")
+        counter.reset()
+        try:
+            report = run_one(args, args.run_task, contender, counter)
+        except Exception as exc:  # a contender that fails (MIPROv2's proposer on a weak LM) is reported, not fatal
+            traceback.print_exc()
+            report = {"task": args.run_task, "contender": contender,
+                      "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"[:500]}
+        print(RESULT + json.dumps(report), flush=True)
+
+
+def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCounter) -> dict[str, Any]:
     import dspy
 
     from agentsearch._optimize import seed_spec
     from agentsearch._stats import bootstrap
     from agentsearch.search_space import build_program
 
-    logging.getLogger("dspy").setLevel(logging.ERROR)
-    logging.getLogger("optuna").setLevel(logging.ERROR)
-    name, contender = args.run_one.split(":")
-    counter = CallCounter()
     task = _load_task(args, name, contender)
     dspy.configure(lm=build_lm(task.lm))  # global, not a context: evaluation threads must see it
     started = time.perf_counter()
@@ -247,6 +275,7 @@ def reach(args: argparse.Namespace) -> dict[str, Any]:
     from agentsearch.search_space import SearchSpace, build_program, parse_spec
 
     name, contender = args.reach.split(":")
+    _fresh_cache(args, f"{name}-{contender}-reach")
     task = _load_task(args, name, contender)
     storage = agentsearch.get_storage(f"sqlite:///{Path(args.workdir) / f'{name}-{contender}.db'}")
     run = storage.list_runs()[-1]
@@ -274,26 +303,30 @@ def reach(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---- the whole bench ------------------------------------------------------------------------------
-def _child(args: argparse.Namespace, flag: str, value: str, *extra: str) -> dict[str, Any]:
-    task, contender = value.split(":")
-    env = {**os.environ, "DSPY_CACHEDIR": str(Path(args.workdir) / f"cache-{task}-{contender}")}
+def _child(args: argparse.Namespace, flag: str, value: str, *extra: str) -> list[dict[str, Any]]:
+    """Run this script in a child process (``--run-task`` or ``--reach``); its JSON lines, as it printed them."""
     command = [sys.executable, __file__, flag, value, "--workdir", args.workdir, "--budget", str(args.budget),
-               "--lm", args.lm, "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency), *extra]
+               "--lm", args.lm, "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
+               "--contenders", *args.contenders, *extra]
     if args.api_base:
         command += ["--api-base", args.api_base]
     if args.quick:
         command.append("--quick")
-    log = Path(args.workdir) / f"{task}-{contender}{flag.replace('--', '-')}.log"
-    with open(log, "w") as err:
-        done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-    if done.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
-        return {"task": task, "contender": contender, "error": tail[0][:500], "log": str(log)}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    log = Path(args.workdir) / f"{value.replace(':', '-')}{flag.replace('--', '-')}.log"
+    rows = []
+    with open(log, "w") as err, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True) as child:
+        for line in child.stdout or ():  # DSPy's optimizers print progress there too
+            if line.startswith(RESULT):
+                rows.append(json.loads(line.removeprefix(RESULT)))
+                print(line.removeprefix(RESULT).strip(), file=sys.stderr)
+    if child.returncode != 0:  # a crash (not an exception a contender raised): say so for those not reported
+        tail = (log.read_text().strip().splitlines() or ["(no output)"])[-1][:500]
+        rows.append({"error": f"the bench process exited with {child.returncode}: {tail}", "log": str(log)})
+    return rows
 
 
 def _best(rows: list[dict[str, Any]], names: tuple[str, ...] | dict[str, Any]) -> dict[str, Any] | None:
-    scored = [row for row in rows if row["contender"] in names and "test" in row]
+    scored = [row for row in rows if row.get("contender") in names and "test" in row]
     return max(scored, key=lambda row: (row["test"], -row["search_lm_calls"]), default=None)
 
 
@@ -306,7 +339,7 @@ def compare(args: argparse.Namespace, task: str, rows: list[dict[str, Any]]) -> 
         "test_ratio": round(ours["test"] / theirs["test"], 3) if theirs["test"] else None,
     }
     if ours["test"] >= theirs["test"]:
-        reached = _child(args, "--reach", f"{task}:{ours['contender']}", "--target", str(theirs["test"]))
+        reached = _child(args, "--reach", f"{task}:{ours['contender']}", "--target", str(theirs["test"]))[0]
         summary["agentsearch_calls_to_reach_dspy_best_test"] = reached
         if reached.get("lm_calls") is not None and theirs["search_lm_calls"]:
             summary["lm_calls_ratio"] = round(reached["lm_calls"] / theirs["search_lm_calls"], 3)
@@ -328,7 +361,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, help="parallel evaluations (default 1 for local/ models, else 8)")
     parser.add_argument("--workdir", help="databases, caches, task files and logs (default: a temp dir)")
     parser.add_argument("--save", action="store_true", help="also write the JSON to bench/results/")
-    parser.add_argument("--run-one", help=argparse.SUPPRESS)
+    parser.add_argument("--run-task", help=argparse.SUPPRESS)
     parser.add_argument("--reach", help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -336,8 +369,11 @@ def main() -> None:
     args.budget = args.budget or mode["budget"]
     args.max_tokens = args.max_tokens or mode["max_tokens"]
     args.concurrency = args.concurrency or (1 if args.lm.startswith("local/") else 8)
-    if args.run_one or args.reach:
-        print(json.dumps(run_one(args) if args.run_one else reach(args)))
+    if args.run_task:
+        run_task(args)
+        return
+    if args.reach:
+        print(RESULT + json.dumps(reach(args)), flush=True)
         return
     missing = [str(path) for name in args.tasks for path in
                ([TASKS[name]["file"]] if "file" in TASKS[name] else TASKS[name]["files"].values()) if not path.exists()]
@@ -353,10 +389,10 @@ def main() -> None:
         "workdir": args.workdir}}
     report["tasks"] = {}
     for task in args.tasks:
-        rows = []
-        for contender in args.contenders:
-            rows.append(_child(args, "--run-one", f"{task}:{contender}"))
-            print(json.dumps(rows[-1]), file=sys.stderr)
+        rows = _child(args, "--run-task", task)
+        done = {row.get("contender") for row in rows}
+        rows += [{"task": task, "contender": c, "error": "not run: the bench process ended first"}
+                 for c in args.contenders if c not in done]
         report["tasks"][task] = {"contenders": rows, "agentsearch_vs_dspy": compare(args, task, rows)}
     report["wall_s"] = round(time.perf_counter() - started, 1)
     emit(report, "quality-quick" if args.quick else "quality", save=args.save)

@@ -111,3 +111,17 @@ def test_repeated_asks_at_the_same_point_propose_something_new():
     optimizer = _optimizer([a, b], asked=4, merge_every=5)
     specs = [optimizer.ask().spec.hash for _ in range(12)]
     assert len(set(specs)) >= 4
+
+
+def test_a_parent_whose_answers_do_not_parse_changes_format_not_instructions():
+    from agentsearch.optimizers import Failure
+
+    parent = scored(1, [0, 0, 0], fmt="chat")
+    unparsed = [Failure({"sentence": "x"}, "(none)", {"label": "positive"}, "AdapterParseError: ...", unparsed=True)]
+    optimizer = EvolveOptimizer(small_space(), proposer=None, population=lambda: [parent],
+                                failures=lambda cid, rng: unparsed * 3, asked=lambda: 0, spend=lambda usage: None,
+                                seed=0, minibatch=2)
+    for number in (0, 1, 2, 3):  # not the merge turn
+        optimizer.asked = lambda n=number: n
+        child = optimizer.ask().spec.predictors[0]
+        assert child.format != "chat" and child.instructions == "Classify."

@@ -148,3 +148,21 @@ def test_result_reports_bootstrap_intervals_and_paired_gain_over_seed(write_task
     gain = result.intervals["best_minus_seed_dev"]
     assert gain.mean == pytest.approx(result.best.dev_score - result.seed.dev_score)
     assert "best_test" in result.intervals and "best_minus_seed_test" in result.intervals
+
+
+def test_a_seed_whose_every_dev_answer_fails_bootstraps_nothing(task_dir, write_task, sqlite_url, fake_lm):
+    from tests.conftest import sentiment_rows, write_jsonl
+
+    write_jsonl(task_dir / "data" / "dev.jsonl",
+                [{**row, "sentence": f"EXPLODE {row['sentence']}"} for row in sentiment_rows(100)[:6]])
+    phases = []
+
+    class Phases(SearchCallback):
+        def on_phase(self, message: str) -> None:
+            phases.append(message)
+
+    result = agentsearch.optimize(write_task(**{"search.max_candidates": 3}), storage=sqlite_url, callback=Phases())
+    splits = {e.split for e in get_storage(sqlite_url).list_evaluations(run_id=result.run.id)}
+    assert "train" not in splits and result.seed.dev_score == 0.0
+    assert any("no bootstrapping" in phase for phase in phases)
+    assert len(get_storage(sqlite_url).list_candidates(result.run.id)) == 3  # the search went on without demos

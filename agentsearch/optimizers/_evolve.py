@@ -66,6 +66,8 @@ class Failure:
     prediction: str
     expected: dict[str, str]
     feedback: str
+    unparsed: bool = False
+    """The program's output could not be parsed (an error, not a wrong answer)."""
 
 
 def pareto_front(population: Sequence[ScoredCandidate]) -> dict[int, int]:
@@ -134,7 +136,11 @@ class EvolveOptimizer(BaseOptimizer):
         takes_demos = bool(self.space.demo_sets and self.space.max_demos and node.module in DEMO_KINDS
                            and node.module != "retrieve_demos")
         kinds = ["reflect", *(["format"] if other_formats else []), *(["demos"] if takes_demos else [])]
-        kind = rng.choice(kinds)
+        failures = self.failures(parent.candidate_id, rng)
+        if other_formats and sum(f.unparsed for f in failures) * 2 > len(failures):
+            kind = "format"  # no instruction fixes answers the adapter cannot parse; another format may
+        else:
+            kind = rng.choice(kinds)
         if kind == "format":
             update: dict = {"format": rng.choice(other_formats)}
             if update["format"] == "completion" and takes_demos and not node.demo_ids:
@@ -146,14 +152,13 @@ class EvolveOptimizer(BaseOptimizer):
             count = rng.randint(0, min(self.space.max_demos, len(demo_set)))
             changed = node.model_copy(update={"demo_ids": tuple(demo_set[:count])})
         else:
-            changed = node.model_copy(update={"instructions": self._reflect(parent, node, rng, rollout)})
+            changed = node.model_copy(update={"instructions": self._reflect(node, failures, rollout)})
         predictors = list(parent.spec.predictors)
         predictors[index] = PredictorSpec.model_validate(changed.model_dump())
         return parent.spec.model_copy(update={"predictors": tuple(predictors)})
 
-    def _reflect(self, parent: ScoredCandidate, node: PredictorSpec, rng: random.Random, rollout: int) -> str:
+    def _reflect(self, node: PredictorSpec, failures: list[Failure], rollout: int) -> str:
         """New instructions; ``rollout`` makes a repeated request a new sample, not DSPy's cached reply."""
-        failures = self.failures(parent.candidate_id, rng)
         signature = dspy.Signature(node.signature)
         prompt = render("reflect_instruction.j2", instructions=node.instructions, failures=failures,
                         inputs=list(signature.input_fields), outputs=list(signature.output_fields))
