@@ -63,6 +63,13 @@ def _run_or_fail(storage: Any, name: str) -> Any:
     return run
 
 
+def _cost_unit(evaluations: list[Any]) -> str:
+    """The unit a run priced its calls in: ``usd`` where litellm knew the model's price, else ``tokens``.
+
+    Read from stored costs rather than asked of litellm, whose import takes longer than the query."""
+    return "usd" if any(evaluation.cost_usd > 0 for evaluation in evaluations) else "tokens"
+
+
 def _scores_by_candidate(storage: Any, run_id: int) -> dict[int, dict[str, Any]]:
     table: dict[int, dict[str, Any]] = {}
     for evaluation in storage.list_evaluations(run_id=run_id):
@@ -179,16 +186,17 @@ def candidates(
 
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
-    # the unit the run priced its calls in (litellm prices a model or it does not), read from the store
-    # rather than asked of litellm: importing litellm would take longer than the query
-    measure = "usd" if store.run_usage(record.id).cost_usd > 0 else "tokens"
     if pareto:
+        measure = _cost_unit(store.list_evaluations(run_id=record.id))
         chosen = [point.candidate for point in pareto_front(store, record.id, measure)]
     else:
         chosen = store.best_candidates(record.id, top)
+    by_candidate = {c.id: {e.split: e for e in store.list_evaluations(candidate_id=c.id)} for c in chosen}
+    if not pareto:
+        measure = _cost_unit([e for splits in by_candidate.values() for e in splits.values()])
     rows = []
     for candidate in chosen:
-        splits = {evaluation.split: evaluation for evaluation in store.list_evaluations(candidate_id=candidate.id)}
+        splits = by_candidate[candidate.id]
         dev, test = splits.get("dev"), splits.get("test")
         spec = parse_spec(candidate.spec)
         predictors = getattr(spec, "predictors", ())  # an agent design has code, not predictors

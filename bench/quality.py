@@ -72,7 +72,7 @@ RESULT = "@result "
 MAX_DEMOS = 4  # bootstrapped and labelled demos for DSPy's optimizers; agentsearch may use 2 x this
 
 
-# ---- one contender, in its own process -----------------------------------------------------------
+# ---- a task's contenders, in a child process ---------------------------------------------------
 class CallCounter:
     """The one counting hook: wraps ``litellm.completion``, through which every LM call of DSPy and
     agentsearch passes (DSPy's cache answers before it, so cached answers are not counted)."""
