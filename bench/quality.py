@@ -217,9 +217,12 @@ def run_task(args: argparse.Namespace) -> None:
 
     logging.getLogger("dspy").setLevel(logging.ERROR)
     logging.getLogger("optuna").setLevel(logging.ERROR)
+    from agentsearch.lm._local import unload_local_models
+
     counter = CallCounter()
     for contender in args.contenders:
         _fresh_cache(args, f"{args.run_task}-{contender}")
+        unload_local_models()  # the embedded model's sampling restarts from its seed, as in a new process
         counter.reset()
         try:
             report = run_one(args, args.run_task, contender, counter)

@@ -110,6 +110,12 @@ _handler = LocalLLM()
 atexit.register(_handler.close)
 
 
+def unload_local_models() -> None:
+    """Free the loaded models; the next call loads a fresh one, whose sampling starts from its seed
+    again, as in a new process (what a benchmark of several searches in one process needs)."""
+    _handler.close()
+
+
 def register_local_provider() -> None:
     """Idempotently add the ``local`` provider to litellm."""
     if not any(entry.get("provider") == PROVIDER for entry in litellm.custom_provider_map):
