@@ -302,23 +302,23 @@ class _Search:
         rng = random.Random(self.task.seed)
         train = self.splits["train"]
         bootstrapped: dict[str, dict[str, Any]] = {}
-        # A seed none of whose dev answers could be parsed (a small LM and the chat format) would
-        # bootstrap no demos from train either: those calls are better spent on candidates.
-        seed_answers = seed_dev.n > seed_dev.n_errors
-        if search.bootstrap_examples and search.max_demos and not seed_answers:
-            self.callback.on_phase("no bootstrapping: the seed's every dev answer failed to parse")
-        if search.bootstrap_examples and search.max_demos and seed_answers:
-            self.callback.on_phase("bootstrapping demos: seed program on train")
-            subset = rng.sample(train, min(search.bootstrap_examples, len(train)))
-            evaluation = self.evaluate(seed, "train", subset)
-            if evaluation.status != "complete":
-                return None
-            inputs = {item.id: dict(item.example.inputs().items()) for item in train}
-            bootstrapped = {
-                result.example_id: {**inputs[result.example_id], **result.prediction}
-                for result in self.storage.list_example_results(evaluation.id)
-                if result.error is None and result.score >= 1.0 and result.prediction and result.example_id in inputs
-            }
+        if search.bootstrap_examples and search.max_demos:
+            # A seed none of whose dev answers could be parsed (a small LM and the chat format) would
+            # bootstrap no demos from train either: those calls are better spent on candidates.
+            if seed_dev.n_errors == seed_dev.n:
+                self.callback.on_phase("no bootstrapping: the seed's every dev answer failed to parse")
+            else:
+                self.callback.on_phase("bootstrapping demos: seed program on train")
+                subset = rng.sample(train, min(search.bootstrap_examples, len(train)))
+                evaluation = self.evaluate(seed, "train", subset)
+                if evaluation.status != "complete":
+                    return None
+                inputs = {item.id: dict(item.example.inputs().items()) for item in train}
+                bootstrapped = {
+                    result.example_id: {**inputs[result.example_id], **result.prediction}
+                    for result in self.storage.list_example_results(evaluation.id)
+                    if result.error is None and result.score >= 1.0 and result.prediction and result.example_id in inputs
+                }
         instructions: list[str] = []
         # evolve writes its own instructions, from failures, so it needs no proposals up front
         if search.num_instructions > 1 and "prompt" in search.space_levels and search.optimizer != "evolve":
