@@ -70,13 +70,6 @@ def _cost_unit(evaluations: list[Any]) -> str:
     return "usd" if any(evaluation.cost_usd > 0 for evaluation in evaluations) else "tokens"
 
 
-def _scores_by_candidate(storage: Any, run_id: int) -> dict[int, dict[str, Any]]:
-    table: dict[int, dict[str, Any]] = {}
-    for evaluation in storage.list_evaluations(run_id=run_id):
-        table.setdefault(evaluation.candidate_id, {})[evaluation.split] = evaluation
-    return table
-
-
 @app.command()
 def optimize(
     task_file: Path = typer.Argument(..., help="task.yaml"),
@@ -295,7 +288,7 @@ def export(run: str = typer.Argument(..., help="run name or id"),
     if found is None:
         raise AgentSearchError(f"run {record.name} has no candidate with a dev score yet")
     candidate, dev = found
-    test = _scores_by_candidate(store, record.id).get(candidate.id, {}).get("test")
+    test = next((e for e in store.list_evaluations(candidate_id=candidate.id) if e.split == "test"), None)
     spec = parse_spec(candidate.spec)
     metadata = program_metadata(record, CandidateResult(candidate, dev, test))
     save_program(build_program(spec, (record.space or {}).get("demos", {})), out_file, lm=record.task["lm"],
