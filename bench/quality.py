@@ -211,7 +211,8 @@ def _fresh_cache(args: argparse.Namespace, name: str) -> None:
 
 def run_task(args: argparse.Namespace) -> None:
     """Every contender on one task, one after another in this process (one start-up and model load),
-    each with a fresh cache and call count; prints a JSON line per contender as it finishes."""
+    each with a fresh cache and call count; prints a JSON line per contender as it finishes, then
+    the comparison of the two sides."""
     import logging
     import traceback
 
@@ -219,18 +220,23 @@ def run_task(args: argparse.Namespace) -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     from agentsearch.lm._local import unload_local_models
 
-    counter = CallCounter()
+    counter, rows = CallCounter(), []
     for contender in args.contenders:
         _fresh_cache(args, f"{args.run_task}-{contender}")
         unload_local_models()  # the embedded model's sampling restarts from its seed, as in a new process
         counter.reset()
+        started = time.perf_counter()
         try:
             report = run_one(args, args.run_task, contender, counter)
         except Exception as exc:  # a contender that fails (MIPROv2's proposer on a weak LM) is reported, not fatal
             traceback.print_exc()
             report = {"task": args.run_task, "contender": contender,
-                      "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"[:500]}
+                      "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"[:500],
+                      "lm_calls_before_error": counter.snapshot()["lm_calls"]}
+        report["wall_s"] = round(time.perf_counter() - started, 1)  # search and the dev and test scoring
         print(RESULT + json.dumps(report), flush=True)
+        rows.append(report)
+    print(RESULT + json.dumps({"comparison": compare(args, args.run_task, rows)}), flush=True)
 
 
 def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCounter) -> dict[str, Any]:
@@ -270,15 +276,16 @@ def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCo
     return report
 
 
-def reach(args: argparse.Namespace) -> dict[str, Any]:
+def reach(args: argparse.Namespace, name: str, contender: str, target: float) -> dict[str, Any]:
     """LM calls the run had spent (proposals all counted up front) when its dev incumbent first scored
-    at least ``--target`` on test; incumbents are scored on test here, outside the run."""
+    at least ``target`` on test; incumbents are scored on test here, outside the run."""
     import dspy
 
+    from agentsearch.lm._local import unload_local_models
     from agentsearch.search_space import SearchSpace, build_program, parse_spec
 
-    name, contender = args.reach.split(":")
     _fresh_cache(args, f"{name}-{contender}-reach")
+    unload_local_models()
     task = _load_task(args, name, contender)
     storage = agentsearch.get_storage(f"sqlite:///{Path(args.workdir) / f'{name}-{contender}.db'}")
     run = storage.list_runs()[-1]
@@ -300,32 +307,9 @@ def reach(args: argparse.Namespace) -> dict[str, Any]:
         best = evaluation.score
         program = build_program(parse_spec(candidate.spec), space.demos, lm, base_dir=task.base_dir)
         test = _scores(task, program, "test")
-        if sum(test) / len(test) >= args.target:
+        if sum(test) / len(test) >= target:
             return {"lm_calls": spent, "candidate": candidate.number, "test": round(sum(test) / len(test), 4)}
-    return {"lm_calls": None, "note": f"no dev incumbent reached test {args.target}"}
-
-
-# ---- the whole bench ------------------------------------------------------------------------------
-def _child(args: argparse.Namespace, flag: str, value: str, *extra: str) -> list[dict[str, Any]]:
-    """Run this script in a child process (``--run-task`` or ``--reach``); its JSON lines, as it printed them."""
-    command = [sys.executable, __file__, flag, value, "--workdir", args.workdir, "--budget", str(args.budget),
-               "--lm", args.lm, "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
-               "--contenders", *args.contenders, *extra]
-    if args.api_base:
-        command += ["--api-base", args.api_base]
-    if args.quick:
-        command.append("--quick")
-    log = Path(args.workdir) / f"{value.replace(':', '-')}{flag.replace('--', '-')}.log"
-    rows = []
-    with open(log, "w") as err, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True) as child:
-        for line in child.stdout or ():  # DSPy's optimizers print progress there too
-            if line.startswith(RESULT):
-                rows.append(json.loads(line.removeprefix(RESULT)))
-                print(line.removeprefix(RESULT).strip(), file=sys.stderr)
-    if child.returncode != 0:  # a crash (not an exception a contender raised): say so for those not reported
-        tail = (log.read_text().strip().splitlines() or ["(no output)"])[-1][:500]
-        rows.append({"error": f"the bench process exited with {child.returncode}: {tail}", "log": str(log)})
-    return rows
+    return {"lm_calls": None, "note": f"no dev incumbent reached test {target}"}
 
 
 def _best(rows: list[dict[str, Any]], names: tuple[str, ...] | dict[str, Any]) -> dict[str, Any] | None:
@@ -342,7 +326,7 @@ def compare(args: argparse.Namespace, task: str, rows: list[dict[str, Any]]) -> 
         "test_ratio": round(ours["test"] / theirs["test"], 3) if theirs["test"] else None,
     }
     if ours["test"] >= theirs["test"]:
-        reached = _child(args, "--reach", f"{task}:{ours['contender']}", "--target", str(theirs["test"]))[0]
+        reached = reach(args, task, ours["contender"], theirs["test"])
         summary["agentsearch_calls_to_reach_dspy_best_test"] = reached
         if reached.get("lm_calls") is not None and theirs["search_lm_calls"]:
             summary["lm_calls_ratio"] = round(reached["lm_calls"] / theirs["search_lm_calls"], 3)
@@ -350,6 +334,29 @@ def compare(args: argparse.Namespace, task: str, rows: list[dict[str, Any]]) -> 
         summary["lm_calls_ratio"] = None
         summary["note"] = "agentsearch's best did not reach the DSPy contender's test score"
     return summary
+
+
+# ---- the whole bench ------------------------------------------------------------------------------
+def _child(args: argparse.Namespace, task: str) -> list[dict[str, Any]]:
+    """Run one task's contenders in a child process (``--run-task``); its JSON lines, as it printed them."""
+    command = [sys.executable, __file__, "--run-task", task, "--workdir", args.workdir, "--budget", str(args.budget),
+               "--lm", args.lm, "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
+               "--contenders", *args.contenders]
+    if args.api_base:
+        command += ["--api-base", args.api_base]
+    if args.quick:
+        command.append("--quick")
+    log = Path(args.workdir) / f"{task}.log"
+    rows = []
+    with open(log, "w") as err, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True) as child:
+        for line in child.stdout or ():  # DSPy's optimizers print progress there too
+            if line.startswith(RESULT):
+                rows.append(json.loads(line.removeprefix(RESULT)))
+                print(line.removeprefix(RESULT).strip(), file=sys.stderr)
+    if child.returncode != 0:  # a crash (not an exception a contender raised): say so for those not reported
+        tail = (log.read_text().strip().splitlines() or ["(no output)"])[-1][:500]
+        rows.append({"error": f"the bench process exited with {child.returncode}: {tail}", "log": str(log)})
+    return rows
 
 
 def main() -> None:
@@ -365,8 +372,6 @@ def main() -> None:
     parser.add_argument("--workdir", help="databases, caches, task files and logs (default: a temp dir)")
     parser.add_argument("--save", action="store_true", help="also write the JSON to bench/results/")
     parser.add_argument("--run-task", help=argparse.SUPPRESS)
-    parser.add_argument("--reach", help=argparse.SUPPRESS)
-    parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     mode = MODES["quick" if args.quick else "full"]
     args.budget = args.budget or mode["budget"]
@@ -374,9 +379,6 @@ def main() -> None:
     args.concurrency = args.concurrency or (1 if args.lm.startswith("local/") else 8)
     if args.run_task:
         run_task(args)
-        return
-    if args.reach:
-        print(RESULT + json.dumps(reach(args)), flush=True)
         return
     missing = [str(path) for name in args.tasks for path in
                ([TASKS[name]["file"]] if "file" in TASKS[name] else TASKS[name]["files"].values()) if not path.exists()]
@@ -392,11 +394,14 @@ def main() -> None:
         "workdir": args.workdir}}
     report["tasks"] = {}
     for task in args.tasks:
-        rows = _child(args, "--run-task", task)
+        rows = _child(args, task)
+        comparison = next((row["comparison"] for row in rows if "comparison" in row),
+                          {"note": "not compared: the bench process ended first"})
+        rows = [row for row in rows if "comparison" not in row]
         done = {row.get("contender") for row in rows}
         rows += [{"task": task, "contender": c, "error": "not run: the bench process ended first"}
                  for c in args.contenders if c not in done]
-        report["tasks"][task] = {"contenders": rows, "agentsearch_vs_dspy": compare(args, task, rows)}
+        report["tasks"][task] = {"contenders": rows, "agentsearch_vs_dspy": comparison}
     report["wall_s"] = round(time.perf_counter() - started, 1)
     emit(report, "quality-quick" if args.quick else "quality", save=args.save)
 

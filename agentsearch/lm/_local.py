@@ -60,10 +60,10 @@ class LocalLLM(CustomLLM):
     def _model(self, name: str) -> Any:
         if name not in self._models:
             try:
-                from llama_cpp import Llama
+                from agentsearch.lm._llama_states import PrefixStateLlama
             except ImportError:
                 raise LMError(f"local/{name} needs llama-cpp-python: {_EXTRA_HINT}") from None
-            self._models[name] = Llama(
+            self._models[name] = PrefixStateLlama(
                 model_path=str(local_model_path(name)), n_ctx=2048, n_threads=2, seed=0, verbose=False
             )
         return self._models[name]
@@ -96,7 +96,6 @@ class LocalLLM(CustomLLM):
             usage={"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
                    "total_tokens": usage["total_tokens"]},
         )
-
 
     def close(self) -> None:
         """Free the models while the interpreter still can (llama.cpp's finalizer fails at shutdown)."""
