@@ -17,13 +17,13 @@ DEMOS = "".join(f"Sentence: a film, number {i}, that was fine to watch.\nLabel: 
 SYSTEMS = [f"Answer in the {style} format.\n{DEMOS}" for style in ("chat", "JSON")]
 
 
-def _answers(model: Llama) -> list[str]:
+def _answers(model: Llama, temperature: float = 0.0) -> list[str]:
     """The pattern that made states worth keeping: two long prompts taking turns, per example."""
     answers = []
     for i in range(4):
         for system in SYSTEMS:
             messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Sentence: movie {i}.\n"}]
-            reply = model.create_chat_completion(messages=messages, max_tokens=12, temperature=0.0)
+            reply = model.create_chat_completion(messages=messages, max_tokens=12, temperature=temperature)
             answers.append(reply["choices"][0]["message"]["content"])
     return answers
 
@@ -33,10 +33,11 @@ def _model(cls: type[Llama], **kwargs) -> Llama:
                **kwargs)
 
 
-def test_alternating_prompts_give_the_same_answers_and_come_back_to_stored_states():
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_alternating_prompts_give_the_same_answers_and_come_back_to_stored_states(temperature):
     plain, stored = _model(Llama), _model(PrefixStateLlama)
     try:
-        assert _answers(stored) == _answers(plain)
+        assert _answers(stored, temperature) == _answers(plain, temperature)
         assert stored.states_loaded >= 6  # every prompt after the first two starts from a stored state
         assert stored.stored_state_bytes > 0
         assert len(stored._states) == 2  # one per system prompt, not one per example

@@ -41,7 +41,8 @@ class PrefixStateLlama(Llama):
     Before a prompt is evaluated: if it would discard at least ``MIN_REUSE_TOKENS`` evaluated
     tokens, their state is stored; if a stored state shares a prefix with the prompt longer (by
     ``MIN_REUSE_TOKENS``) than the live one, it is loaded. Outputs are the same as without the
-    store (the restored KV cache and logits are the ones the prompt would produce); only time changes.
+    store, sampled ones included (the restored KV cache and logits are the ones the prompt would
+    produce, and the sampling seed is not restored with them); only time changes.
     """
 
     def __init__(self, *args: Any, state_capacity_bytes: int = 512 << 20, **kwargs: Any) -> None:
@@ -71,7 +72,9 @@ class PrefixStateLlama(Llama):
                 best_key, best = key, reuse
         if best_key is not None:
             self._states.move_to_end(best_key)
+            seed = self._seed  # each call's sampling seed follows from the last; a state's own is older
             self.load_state(self._states[best_key])
+            self._seed = seed
             self.states_loaded += 1
 
     def _store(self, key: tuple[int, ...], state: LlamaState) -> None:
