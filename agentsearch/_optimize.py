@@ -30,7 +30,7 @@ from agentsearch._report import (
 )
 from agentsearch._stats import Estimate
 from agentsearch.data import LabelledExample, load_split
-from agentsearch.evaluators import AgentLimits, Evaluator
+from agentsearch.evaluators import AgentLimits, Evaluator, ExampleOutcome
 from agentsearch.exceptions import AgentSearchError
 from agentsearch.lm import Usage, build_lm, cost_measure, redact_secrets
 from agentsearch.metrics import resolve_metric
@@ -258,10 +258,10 @@ class _Search:
         started = time.perf_counter()
         for batch in batches:
             finished = 0
-            for outcomes in self.evaluator.run(program, batch, should_stop=lambda: self.budget.exhausted() is not None):
+            for outcomes in self.evaluator.run(program, batch, should_stop=lambda: self.budget.exhausted() is not None,
+                                               account=self._spend):
                 self.storage.add_example_results(evaluation.id, outcomes)
                 for outcome in outcomes:
-                    self.budget.spend(outcome.usage)
                     finished += 1
                     done[outcome.example_id] = outcome.score
                     self.callback.on_example(outcome, self.budget.as_usage())
@@ -282,6 +282,10 @@ class _Search:
             self.best_dev = evaluation.score if self.best_dev is None else max(self.best_dev, evaluation.score)
         self.callback.on_evaluation_end(candidate, evaluation, self.best_dev)
         return evaluation
+
+    def _spend(self, outcomes: list[ExampleOutcome]) -> None:
+        for outcome in outcomes:
+            self.budget.spend(outcome.usage)
 
     # stages ------------------------------------------------------------------------------------
     def seed_candidate(self) -> CandidateRecord:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import dspy
 import pytest
 
@@ -62,12 +64,41 @@ def test_metric_exception_is_recorded(fake_lm):
     assert outcome.score == 0.0 and "metric bug" in outcome.error and outcome.prediction == {"label": "positive"}
 
 
-def test_should_stop_ends_submission(fake_lm):
+def test_should_stop_sees_every_accounted_outcome_and_ends_submission(fake_lm):
     examples = _examples(*[(f"joy {i}", "positive") for i in range(10)])
-    seen = []
-    for outcome in Evaluator(BUILTIN_METRICS["exact_match"]).run(_program(), examples, should_stop=lambda: len(seen) >= 3):
-        seen.append(outcome)
-    assert len(seen) == 3
+    accounted = []
+    yielded = [outcome for batch in Evaluator(BUILTIN_METRICS["exact_match"]).run(
+        _program(), examples, should_stop=lambda: len(accounted) >= 3, account=accounted.extend) for outcome in batch]
+    assert len(yielded) == len(accounted) == 3
+
+
+class _Gated(dspy.Module):
+    """"slow" answers when released; the others at once. Notes which inputs it has started on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.started = {sentence: threading.Event() for sentence in ("first", "slow", "third")}
+
+    def forward(self, sentence):
+        self.started[sentence].set()
+        if sentence == "slow":
+            self.release.wait(timeout=30)
+        return dspy.Prediction(label="positive")
+
+
+def test_freed_workers_run_the_next_example_while_the_caller_still_holds_a_batch():
+    """Storing a batch must not hold back the next LM calls (the store write was on the critical path)."""
+    program = _Gated()
+    batches = Evaluator(BUILTIN_METRICS["exact_match"], concurrency=2).run(
+        program, _examples(("first", "positive"), ("slow", "positive"), ("third", "positive")))
+    try:
+        first = next(batches)  # the generator is suspended here, as while the caller writes the batch
+        assert [o.example_id for o in first] == ["dev:0"]
+        assert program.started["third"].wait(timeout=10)
+    finally:
+        program.release.set()
+    assert sorted(o.example_id for batch in batches for o in batch) == ["dev:1", "dev:2"]
 
 
 def test_error_texts_never_store_a_key(fake_lm, monkeypatch):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import SimpleQueue
 from typing import Any
 
 import dspy
@@ -65,22 +66,45 @@ class Evaluator:
         examples: Iterable[LabelledExample],
         *,
         should_stop: Callable[[], bool] = lambda: False,
+        account: Callable[[list[ExampleOutcome]], None] = lambda outcomes: None,
     ) -> Iterator[list[ExampleOutcome]]:
-        """Yield the outcomes that finished since the last yield; stop submitting when ``should_stop()`` turns true."""
+        """Yield the outcomes that finished since the last yield; stop submitting when ``should_stop()`` turns true.
+
+        Each batch goes to ``account`` (the budget) first; with several workers, the freed ones then
+        get new examples before the batch is yielded, so storing it overlaps the next LM calls
+        instead of holding them all back, and ``should_stop`` still sees every finished example's
+        cost when it decides. A single worker waits for the caller: nothing is in flight while a
+        batch is stored, so a crash there costs no call made for nothing.
+        """
         pending: set[Future[ExampleOutcome]] = set()
-        queue = iter(examples)
+        # Futures announce themselves as they finish: waiting costs the same with 64 in flight as
+        # with one (``concurrent.futures.wait`` re-registers on every pending future each time).
+        finished: SimpleQueue[Future[ExampleOutcome]] = SimpleQueue()
+        items = iter(examples)
+
+        def refill(pool: ThreadPoolExecutor) -> None:
+            while len(pending) < self.concurrency and not should_stop():
+                item = next(items, None)
+                if item is None:
+                    return
+                future = pool.submit(self._score_one, program, item)
+                future.add_done_callback(finished.put)
+                pending.add(future)
+
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="agentsearch-eval") as pool:
             try:
-                while True:
-                    while len(pending) < self.concurrency and not should_stop():
-                        item = next(queue, None)
-                        if item is None:
-                            break
-                        pending.add(pool.submit(self._score_one, program, item))
-                    if not pending:
-                        return
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield [future.result() for future in done]
+                refill(pool)
+                while pending:
+                    done = [finished.get()]
+                    while not finished.empty():
+                        done.append(finished.get())
+                    pending.difference_update(done)
+                    outcomes = [future.result() for future in done]
+                    account(outcomes)
+                    if self.concurrency > 1:
+                        refill(pool)
+                    yield outcomes
+                    refill(pool)
             finally:
                 for future in pending:
                     future.cancel()

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, create_engine, event, func, select
+from sqlalchemy import and_, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -311,13 +311,17 @@ class RDBStorage(BaseStorage):
             evaluation = session.get(EvaluationModel, evaluation_id)
             if evaluation is None or evaluation.status in ("complete", "pruned"):
                 raise StorageError(f"evaluation {evaluation_id} is complete or missing; finished results are immutable")
-            session.add_all(ExampleResultModel(
+            if not outcomes:
+                return
+            # one executemany of plain rows: ORM objects cost more CPU than the write, on the thread
+            # that also feeds the evaluation workers
+            session.execute(insert(ExampleResultModel), [dict(
                 evaluation_id=evaluation_id, example_id=outcome.example_id, prediction=outcome.prediction,
                 score=outcome.score, error=outcome.error, lm_calls=outcome.usage.lm_calls,
                 program_calls=outcome.program_calls, prompt_tokens=outcome.usage.prompt_tokens,
                 completion_tokens=outcome.usage.completion_tokens, cost_usd=outcome.usage.cost_usd,
                 latency_s=outcome.latency_s,
-            ) for outcome in outcomes)
+            ) for outcome in outcomes])
 
     def list_example_results(self, evaluation_id: int) -> list[ExampleResultRecord]:
         with self._session() as session:
