@@ -13,7 +13,6 @@ is about to overwrite a long evaluated stretch, and counts every byte it holds.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -35,6 +34,10 @@ def _state_bytes(state: LlamaState) -> int:
     return int(state.llama_state_size) + int(state.scores.nbytes)
 
 
+def _tokens(state: LlamaState) -> np.ndarray:
+    return state.input_ids[: state.n_tokens]
+
+
 class PrefixStateLlama(Llama):
     """``Llama`` with a bounded, least-recently-used store of evaluated prompt states.
 
@@ -48,12 +51,12 @@ class PrefixStateLlama(Llama):
     def __init__(self, *args: Any, state_capacity_bytes: int = 512 << 20, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.state_capacity_bytes = state_capacity_bytes
-        self._states: OrderedDict[tuple[int, ...], LlamaState] = OrderedDict()
+        self._states: list[LlamaState] = []  # least recently used first
         self.states_saved = self.states_loaded = 0
 
     @property
     def stored_state_bytes(self) -> int:
-        return sum(_state_bytes(state) for state in self._states.values())
+        return sum(_state_bytes(state) for state in self._states)
 
     def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:
         if kwargs.get("reset", True):
@@ -61,34 +64,29 @@ class PrefixStateLlama(Llama):
         return super().generate(tokens, *args, **kwargs)
 
     def _swap_state(self, prompt: np.ndarray) -> None:
-        live = self._input_ids
-        shared = _shared_prefix(live, prompt)
-        if len(live) - shared >= MIN_REUSE_TOKENS:
-            self._store(tuple(live.tolist()), self.save_state())
-        best_key, best = None, shared + MIN_REUSE_TOKENS - 1
-        for key, state in self._states.items():
-            reuse = _shared_prefix(state.input_ids[: state.n_tokens], prompt)
-            if reuse > best:
-                best_key, best = key, reuse
-        if best_key is not None:
-            self._states.move_to_end(best_key)
-            seed = self._seed  # each call's sampling seed follows from the last; a state's own is older
-            self.load_state(self._states[best_key])
-            self._seed = seed
-            self.states_loaded += 1
+        shared = _shared_prefix(self._input_ids, prompt)
+        if self.n_tokens - shared >= MIN_REUSE_TOKENS:
+            self._store(self.save_state())
+        best = max(self._states, key=lambda state: _shared_prefix(_tokens(state), prompt), default=None)
+        if best is None or _shared_prefix(_tokens(best), prompt) < shared + MIN_REUSE_TOKENS:
+            return
+        self._states.remove(best)
+        self._states.append(best)
+        seed = self._seed  # each call's sampling seed follows from the last; a state's own is older
+        self.load_state(best)
+        self._seed = seed
+        self.states_loaded += 1
 
-    def _store(self, key: tuple[int, ...], state: LlamaState) -> None:
+    def _store(self, state: LlamaState) -> None:
         # a stored state the new one covers up to its last few tokens only adds bytes (the chat and
         # the JSON prompt of each example would otherwise be kept once per example)
-        tokens = np.asarray(key, dtype=np.intc)
-        for old in [old for old in self._states if _shared_prefix(np.asarray(old, dtype=np.intc), tokens)
-                    >= len(old) - MIN_REUSE_TOKENS]:
-            del self._states[old]
-        self._states[key] = state
-        self._states.move_to_end(key)
+        tokens = _tokens(state)
+        self._states = [old for old in self._states
+                        if _shared_prefix(_tokens(old), tokens) < old.n_tokens - MIN_REUSE_TOKENS]
+        self._states.append(state)
         self.states_saved += 1
         while len(self._states) > 1 and self.stored_state_bytes > self.state_capacity_bytes:
-            self._states.popitem(last=False)
+            self._states.pop(0)
 
     def close(self) -> None:
         self._states.clear()
