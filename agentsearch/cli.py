@@ -180,8 +180,9 @@ def candidates(
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
     if pareto:
-        measure = _cost_unit(store.list_evaluations(run_id=record.id))
-        chosen = [point.candidate for point in pareto_front(store, record.id, measure)]
+        evaluations = store.list_evaluations(run_id=record.id)
+        measure = _cost_unit(evaluations)
+        chosen = [point.candidate for point in pareto_front(store.list_candidates(record.id), evaluations, measure)]
     else:
         chosen = store.best_candidates(record.id, top)
     by_candidate = {c.id: {e.split: e for e in store.list_evaluations(candidate_id=c.id)} for c in chosen}

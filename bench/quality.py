@@ -201,12 +201,16 @@ class _SearchEnd(agentsearch.SearchCallback):
             self.at = self.counter.snapshot()
 
 
-def _fresh_cache(args: argparse.Namespace, name: str) -> None:
-    """A DSPy cache (memory and disk) of the contender's own: nothing another one asked is free for it."""
+def _fresh_start(args: argparse.Namespace, name: str) -> None:
+    """A DSPy cache (memory and disk) of the contender's own, so nothing another one asked is free
+    for it, and a freshly loaded embedded model, whose sampling starts from its seed as in a new process."""
     import dspy
+
+    from agentsearch.lm._local import unload_local_models
 
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True,
                          disk_cache_dir=str(Path(args.workdir) / f"cache-{name}"))
+    unload_local_models()
 
 
 def run_task(args: argparse.Namespace) -> None:
@@ -218,12 +222,10 @@ def run_task(args: argparse.Namespace) -> None:
 
     logging.getLogger("dspy").setLevel(logging.ERROR)
     logging.getLogger("optuna").setLevel(logging.ERROR)
-    from agentsearch.lm._local import unload_local_models
 
     counter, rows = CallCounter(), []
     for contender in args.contenders:
-        _fresh_cache(args, f"{args.run_task}-{contender}")
-        unload_local_models()  # the embedded model's sampling restarts from its seed, as in a new process
+        _fresh_start(args, f"{args.run_task}-{contender}")
         counter.reset()
         started = time.perf_counter()
         try:
@@ -281,11 +283,9 @@ def reach(args: argparse.Namespace, name: str, contender: str, target: float) ->
     at least ``target`` on test; incumbents are scored on test here, outside the run."""
     import dspy
 
-    from agentsearch.lm._local import unload_local_models
     from agentsearch.search_space import SearchSpace, build_program, parse_spec
 
-    _fresh_cache(args, f"{name}-{contender}-reach")
-    unload_local_models()
+    _fresh_start(args, f"{name}-{contender}-reach")
     task = _load_task(args, name, contender)
     storage = agentsearch.get_storage(f"sqlite:///{Path(args.workdir) / f'{name}-{contender}.db'}")
     run = storage.list_runs()[-1]

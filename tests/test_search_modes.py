@@ -59,7 +59,7 @@ def test_cost_aware_search_lists_the_pareto_front(write_task, sqlite_url, fake_l
     assert len(study.directions) == 2
     store = get_storage(sqlite_url)
     assert not [e for e in store.list_evaluations(run_id=result.run.id) if e.status == "pruned"]
-    front = pareto_front(store, result.run.id, "tokens")
+    front = pareto_front(store.list_candidates(result.run.id), store.list_evaluations(run_id=result.run.id), "tokens")
     points = [(p.dev.score, p.cost) for p in front]
     assert points == sorted(points, key=lambda p: p[1]) and len(front) >= 1
     # each point is undominated: along the front, more cost buys more score
@@ -142,15 +142,12 @@ def test_pareto_front_sweep_matches_the_definition(monkeypatch):
     for _ in range(50):
         scores = {i: rng.choice([0.0, 0.5, 0.8, 1.0]) for i in range(rng.randint(1, 30))}
         costs = {i: float(rng.randint(1, 6)) for i in scores}
-        storage = SimpleNamespace(
-            list_candidates=lambda run_id, scores=scores: [SimpleNamespace(id=i, number=i) for i in scores],
-            list_evaluations=lambda run_id, scores=scores: [
-                SimpleNamespace(candidate_id=i, split="dev", status="complete", score=score)
-                for i, score in scores.items()],
-        )
+        candidates = [SimpleNamespace(id=i, number=i) for i in scores]
+        evaluations = [SimpleNamespace(candidate_id=i, split="dev", status="complete", score=score)
+                       for i, score in scores.items()]
         monkeypatch.setattr(agentsearch._report, "cost_per_example",
                             lambda evaluation, measure, costs=costs: costs[evaluation.candidate_id])
-        front = {p.candidate.number for p in pareto_front(storage, 1, "tokens")}
+        front = {p.candidate.number for p in pareto_front(candidates, evaluations, "tokens")}
         assert front == {i for i in scores if not any(
             scores[j] >= scores[i] and costs[j] <= costs[i] and (scores[j], costs[j]) != (scores[i], costs[i])
             for j in scores)}

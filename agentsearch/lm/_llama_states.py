@@ -67,8 +67,9 @@ class PrefixStateLlama(Llama):
         shared = _shared_prefix(self._input_ids, prompt)
         if self.n_tokens - shared >= MIN_REUSE_TOKENS:
             self._store(self.save_state())
-        best = max(self._states, key=lambda state: _shared_prefix(_tokens(state), prompt), default=None)
-        if best is None or _shared_prefix(_tokens(best), prompt) < shared + MIN_REUSE_TOKENS:
+        reuse, best = max(((_shared_prefix(_tokens(state), prompt), state) for state in self._states),
+                          key=lambda pair: pair[0], default=(0, None))
+        if best is None or reuse < shared + MIN_REUSE_TOKENS:
             return
         self._states.remove(best)
         self._states.append(best)
