@@ -7,10 +7,12 @@ and never pays twice for a finished evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,9 @@ from agentsearch._report import (
 from agentsearch._stats import Estimate
 from agentsearch.data import LabelledExample, load_split
 from agentsearch.evaluators import AgentLimits, Evaluator, ExampleOutcome
-from agentsearch.exceptions import AgentSearchError
-from agentsearch.lm import Usage, build_lm, cost_measure, redact_secrets
-from agentsearch.metrics import resolve_metric
+from agentsearch.exceptions import AgentSearchError, LMUnavailableError, MetricError
+from agentsearch.lm import Usage, UsageMeter, build_lm, cost_measure, redact_secrets, redact_tree
+from agentsearch.metrics import task_metric
 from agentsearch.optimizers import (
     ArchiveEntry,
     BaseOptimizer,
@@ -71,12 +73,21 @@ from agentsearch.store import (
     EvaluationRecord,
     ExampleResultRecord,
     RunRecord,
+    RunStatus,
     RunUsage,
     get_storage,
 )
-from agentsearch.task import Task, as_task
+from agentsearch.store._base import HEARTBEAT_S
+from agentsearch.lm._failures import CANCELLED
+
+DEFAULT_STORAGE = "sqlite:///agentsearch.db"
+from agentsearch.task import SPLITS, Task, as_task
 
 MAX_DUPLICATE_STREAK = 50
+MAX_UNSCORED_STREAK = 5
+"""Examples in a row an LM outage leaves unscored before the run stops (status failed, resumable)."""
+UNSCORED_PASSES = 3
+"""Passes over an evaluation's unscored examples (each call already retried) before the run stops."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +108,9 @@ class OptimizeResult:
         return self.run.stop_reason
 
     def save(self, path: str | Path) -> Path:
-        """Write the best program as a self-contained JSON file (``agentsearch.load_program`` reads it)."""
-        return save_program(self.best_program, path, lm=self.task.lm.model_dump(mode="json"),
+        """Write the best program as a self-contained JSON file (``agentsearch.load_program`` reads it);
+        credentials in the LM's URL are masked, as everywhere agentsearch writes."""
+        return save_program(self.best_program, path, lm=redact_tree(self.task.lm.model_dump(mode="json")),
                             metadata=program_metadata(self.run, self.best))
 
 
@@ -154,10 +166,18 @@ def _changed_field(stored: Any, current: Any, prefix: str = "") -> str | None:
     return None if stored == current else prefix
 
 
+def stored_task(task: Task) -> dict[str, Any]:
+    """The task as the store keeps it: secrets (URL passwords, keys) masked."""
+    return redact_tree(task.model_dump(mode="json"))
+
+
 def _continue_run(run: RunRecord, task: Task) -> RunRecord:
     if run.task_name != task.name:
         raise AgentSearchError(f"run {run.name!r} belongs to task {run.task_name!r}, not {task.name!r}")
-    changed = _changed_field(run.task, task.model_dump(mode="json"))
+    if run.status == RunStatus.RUNNING and not run.lost:
+        raise AgentSearchError(f"run {run.name!r} is running in another process (last seen "
+                               f"{run.seconds_since_heartbeat():.0f} s ago); stop it first")
+    changed = _changed_field(run.task, stored_task(task))
     if changed:
         raise AgentSearchError(f"task field {changed} differs from the one run {run.name!r} started with; "
                                f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change when a run is continued")
@@ -169,18 +189,14 @@ def _open_run(storage: BaseStorage, task: Task, run_name: str | None, resume: bo
         run = storage.get_run(run_name)
         if run is not None:
             return _continue_run(run, task)
-        return storage.create_run(run_name, task.name, task.model_dump(mode="json"))
+        return storage.create_run(run_name, task.name, stored_task(task))
     if resume:
         unfinished = [run for run in storage.list_runs() if run.task_name == task.name and run.status != "finished"]
         if not unfinished:
-            raise AgentSearchError(f"no unfinished run of task {task.name!r} in {storage.url} to resume")
+            raise AgentSearchError(f"no unfinished run of task {task.name!r} in {storage.display_url} to resume")
         return _continue_run(unfinished[-1], task)
-    name = f"{task.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    taken = {run.name for run in storage.list_runs()}
-    suffix = 2
-    while name in taken:
-        name, suffix = f"{name.rsplit('~', 1)[0]}~{suffix}", suffix + 1
-    return storage.create_run(name, task.name, task.model_dump(mode="json"))
+    return storage.create_run(f"{task.name}-{dt.datetime.now():%Y%m%d-%H%M%S}", task.name, stored_task(task),
+                              unique=True)
 
 
 def _describe_failure(result: ExampleResultRecord, item: LabelledExample) -> str:
@@ -196,6 +212,78 @@ def _proposal(candidate: CandidateRecord) -> Proposal:
     return Proposal(parse_spec(candidate.spec), candidate.parents, candidate.trial_number)
 
 
+class _Stopped(AgentSearchError):
+    """A budget ran out before the seed was scored: the run is ``stopped`` (not failed) and resumable."""
+
+
+class Terminated(BaseException):
+    """SIGTERM: raised in the main thread by the CLI's handler, handled like Ctrl-C (status interrupted)."""
+
+
+class _Outage:
+    """Watches outcomes for an LM outage: a failure that cannot heal, or too many unscored in a row."""
+
+    def __init__(self) -> None:
+        self.streak = 0
+        self.last: Any = None
+        self.tripped = False
+
+    def observe(self, outcomes: Sequence[ExampleOutcome]) -> None:
+        for outcome in outcomes:
+            if outcome.failure is None:
+                self.streak = 0
+                continue
+            self.streak += 1
+            self.last = outcome.failure
+            if not outcome.failure.kind.retryable or self.streak >= MAX_UNSCORED_STREAK:
+                self.tripped = True
+
+    def error(self, unscored: int) -> LMUnavailableError:
+        return LMUnavailableError(self.last, unscored=unscored)
+
+
+class _Heartbeat:
+    """Writes the run's heartbeat every HEARTBEAT_S from a daemon thread, so ``runs`` can tell a
+    live run from one whose process died."""
+
+    def __init__(self, storage: BaseStorage, run_id: int) -> None:
+        self.storage, self.run_id = storage, run_id
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="agentsearch-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stopping.wait(HEARTBEAT_S):
+            with contextlib.suppress(AgentSearchError):  # a missed beat is no reason to stop a search
+                self.storage.heartbeat(self.run_id)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        self.thread.start()
+        try:
+            yield
+        finally:
+            self.stopping.set()
+
+
+PREFLIGHT_PROMPT = "Reply with the word OK."
+
+
+def preflight(config: Any, spend: Any) -> None:
+    """One uncached call to the LM before anything is scored: a missing key, a wrong model or a
+    server that is down stops the run here, in seconds, naming the model and the cause."""
+    lm = build_lm(config)
+    meter = UsageMeter()
+    try:
+        with dspy.context(usage_tracker=meter):
+            lm(PREFLIGHT_PROMPT, max_tokens=8, cache=False)
+    except LMUnavailableError:
+        raise
+    except Exception:  # noqa: BLE001 - the LM answered (even oddly): it is reachable
+        pass
+    finally:
+        spend(meter.usage)
+
+
 class _Search:
     def __init__(self, task: Task, storage: BaseStorage, run: RunRecord, callback: SearchCallback) -> None:
         self.task = task
@@ -203,7 +291,7 @@ class _Search:
         self.run = run
         self.callback = callback
         self.lm = build_lm(task.lm)
-        self.evaluator = Evaluator(resolve_metric(task.metric, base_dir=task.base_dir), concurrency=task.concurrency)
+        self.evaluator = Evaluator(task_metric(task), concurrency=task.concurrency)
         self.budget = Budget(task.budget, storage.run_usage(run.id))
         self.splits = {split: load_split(task, split) for split in ("train", "dev")}
         # Minibatches for pruning are prefixes of dev, so dev is shuffled once (by the task seed) to make
@@ -222,6 +310,17 @@ class _Search:
         """Why the search ended early: a budget (the run is 'stopped' and can be resumed with a larger one)."""
         self.end_note: str | None = None
         """Why the search ended before max_candidates without a budget (the space ran out)."""
+
+    def keep_examples(self) -> None:
+        """Store every split's examples with the run (once), so the database alone can show a failure."""
+        for split in SPLITS:
+            if self.task.data_path(split) is None:
+                continue
+            if split not in self.splits:
+                self.splits[split] = load_split(self.task, split)
+            self.storage.add_examples(self.run.id, split, [
+                (item.id, dict(item.example.inputs().items()), dict(item.example.labels().items()))
+                for item in self.splits[split]])
 
     # evaluation --------------------------------------------------------------------------------
     def _minibatches(self, examples: Sequence[LabelledExample], done: set[str],
@@ -244,6 +343,8 @@ class _Search:
 
         The record stays 'running' if a budget cut it short. With an optimizer that prunes, dev is
         scored in growing minibatches and the evaluation ends 'pruned' when the optimizer says so.
+        An LM outage stores nothing for the examples it hit and raises LMUnavailableError once it
+        persists; a metric that raises stops the run with MetricError.
         """
         evaluation = self.storage.get_or_create_evaluation(candidate.id, split)
         if evaluation.status in ("complete", "pruned"):
@@ -257,17 +358,10 @@ class _Search:
         batches = self._minibatches(examples, set(done), optimizer.minibatch_offset(proposal)) if pruning else [todo]
         started = time.perf_counter()
         for batch in batches:
-            finished = 0
-            for outcomes in self.evaluator.run(program, batch, should_stop=lambda: self.budget.exhausted() is not None,
-                                               account=self._spend):
-                self.storage.add_example_results(evaluation.id, outcomes)
-                for outcome in outcomes:
-                    finished += 1
-                    done[outcome.example_id] = outcome.score
-                    self.callback.on_example(outcome, self.budget.as_usage())
+            finished = self._score(program, evaluation, batch, done, split)
             if pruning:  # all stored scores: those a crash kept from being reported are reported now
                 optimizer.report(proposal, {self.dev_step[example_id]: score for example_id, score in done.items()})
-            if finished < len(batch):
+            if not finished:
                 self.stop_reason = self.budget.exhausted()
                 return evaluation
             if pruning and len(done) < len(examples) and optimizer.should_prune(proposal):
@@ -282,6 +376,49 @@ class _Search:
             self.best_dev = evaluation.score if self.best_dev is None else max(self.best_dev, evaluation.score)
         self.callback.on_evaluation_end(candidate, evaluation, self.best_dev)
         return evaluation
+
+    def _score(self, program: Program, evaluation: EvaluationRecord, batch: Sequence[LabelledExample],
+               done: dict[str, float], split: str) -> bool:
+        """Score and store the batch's examples; False when a budget stopped it first.
+
+        Examples an LM outage left unscored get up to UNSCORED_PASSES passes (their calls were
+        already retried); an outage that outlasts them, or MAX_UNSCORED_STREAK unscored examples
+        in a row, or a failure that cannot heal (a bad key), raises LMUnavailableError.
+        """
+        for _ in range(UNSCORED_PASSES):
+            todo = [item for item in batch if item.id not in done]
+            if not todo:
+                return True
+            outage = _Outage()
+            runs = self.evaluator.run(program, todo, account=self._spend,
+                                      should_stop=lambda: outage.tripped or self.budget.exhausted() is not None)
+            with contextlib.closing(runs):
+                for outcomes in runs:
+                    scored = [outcome for outcome in outcomes if outcome.scored]
+                    self.storage.add_example_results(evaluation.id, scored)
+                    for outcome in scored:
+                        done[outcome.example_id] = outcome.score
+                        self.callback.on_example(outcome, self.budget.as_usage())
+                    lost = [outcome for outcome in outcomes if outcome.failure is not None]
+                    if lost:
+                        self.storage.add_unscored_usage(self.run.id, sum(o.usage.lm_calls for o in lost),
+                                                        sum(o.usage.tokens for o in lost))
+                    broken = next((outcome for outcome in outcomes if outcome.metric_error), None)
+                    if broken is not None:
+                        raise MetricError(f"metric {self.task.metric} raised on {split} example "
+                                          f"{broken.example_id!r}: {broken.metric_error}")
+                    outage.observe(outcomes)
+            if outage.tripped:
+                raise outage.error(len([item for item in batch if item.id not in done]))
+            if self.budget.exhausted() is not None:
+                return all(item.id in done for item in batch)
+            if outage.last is not None and any(item.id not in done for item in batch):
+                self.callback.on_phase(f"{sum(item.id not in done for item in batch)} examples left unscored by "
+                                       f"the LM ({outage.last.describe()}); trying them again")
+        missing = [item for item in batch if item.id not in done]
+        if missing:
+            raise outage.error(len(missing))
+        return True
 
     def _spend(self, outcomes: list[ExampleOutcome]) -> None:
         for outcome in outcomes:
@@ -612,42 +749,62 @@ def optimize(
     """
     task = as_task(task).with_overrides(**{"search.max_candidates": max_candidates, "budget.max_lm_calls": max_lm_calls,
                                            "concurrency": concurrency, "seed": seed})
-    store = get_storage(storage or task.storage)
+    store = get_storage(storage or task.storage or DEFAULT_STORAGE)
     run = _open_run(store, task, run_name, resume)
-    store.set_run_status(run.id, "running")
+    store.set_run_status(run.id, RunStatus.RUNNING)
     callback = callback or SearchCallback()
     started = time.perf_counter()
-    search = _Search(task, store, run, callback)
+    CANCELLED.clear()
     try:
-        callback.on_phase("evaluating the seed program on dev")
-        seed = search.seed_candidate()
-        seed_dev = search.evaluate(seed, "dev", search.splits["dev"])
-        if seed_dev.status == "complete":
-            store.set_candidate_status(seed.id, "complete")
-            if task.search.space_levels:
-                space = search.space(seed, seed_dev)
-                if space is not None:
-                    search.demos = space.demos
-                    callback.on_phase(f"searching with {task.search.optimizer}")
-                    search.search(search.optimizer(space, seed, seed_dev))
-            if "agent" in task.search.levels and not search.stop_reason:
-                callback.on_phase("searching agent designs with the meta agent")
-                search.search_designs(search.meta_agent(seed))
-        if seed_dev.status != "complete":
-            store.set_run_status(run.id, "stopped", search.stop_reason)
-            raise AgentSearchError(f"run {run.name} stopped before the seed program was scored: {search.stop_reason}")
-        best, best_dev = search.best()
-        callback.on_phase("evaluating the best and the seed program on test")
-        best_test = search.test(best)
-        seed_test = best_test if best.id == seed.id else search.test(seed)
+        search = _Search(task, store, run, callback)
+        with _Heartbeat(store, run.id).running():
+            search.keep_examples()
+            if run.status != RunStatus.FINISHED:  # a finished run has everything stored: no call to make
+                callback.on_phase(f"checking the LM: {task.lm.model}")
+                preflight(task.lm, search._spend_proposer)
+                if task.proposer_lm is not None and task.proposer_lm != task.lm:
+                    preflight(task.proposer_lm, search._spend_proposer)
+            callback.on_phase("evaluating the seed program on dev")
+            seed = search.seed_candidate()
+            seed_dev = search.evaluate(seed, "dev", search.splits["dev"])
+            if seed_dev.status == "complete":
+                store.set_candidate_status(seed.id, "complete")
+                if task.search.space_levels:
+                    space = search.space(seed, seed_dev)
+                    if space is not None:
+                        search.demos = space.demos
+                        callback.on_phase(f"searching with {task.search.optimizer}")
+                        search.search(search.optimizer(space, seed, seed_dev))
+                if "agent" in task.search.levels and not search.stop_reason:
+                    callback.on_phase("searching agent designs with the meta agent")
+                    search.search_designs(search.meta_agent(seed))
+            if seed_dev.status != "complete":
+                store.set_run_status(run.id, RunStatus.STOPPED, search.stop_reason)
+                raise _Stopped(f"run {run.name} stopped before the seed program was scored: {search.stop_reason}")
+            best, best_dev = search.best()
+            callback.on_phase("evaluating the best and the seed program on test")
+            best_test = search.test(best)
+            seed_test = best_test if best.id == seed.id else search.test(seed)
+    except _Stopped:
+        raise
     except KeyboardInterrupt:
-        store.set_run_status(run.id, "interrupted", "interrupted by the user")
+        CANCELLED.set()
+        store.set_run_status(run.id, RunStatus.INTERRUPTED, "interrupted by the user")
+        raise
+    except Terminated:
+        CANCELLED.set()
+        store.set_run_status(run.id, RunStatus.INTERRUPTED, "terminated (SIGTERM)")
         raise
     except BaseException as exc:
-        if not isinstance(exc, AgentSearchError):
-            store.set_run_status(run.id, "failed", redact_secrets(f"{type(exc).__name__}: {exc}")[:2000])
+        CANCELLED.set()  # no worker still in flight starts another attempt
+        reason = str(exc) if isinstance(exc, AgentSearchError) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(AgentSearchError):  # the store itself may be what failed
+            spent = getattr(exc, "usage", None)  # a proposer's attempts: no example result keeps them
+            if isinstance(spent, Usage) and spent.lm_calls:
+                store.add_proposer_usage(run.id, spent.lm_calls, spent.tokens, spent.cost_usd)
+            store.set_run_status(run.id, RunStatus.FAILED, redact_secrets(reason)[:2000])
         raise
-    status = "stopped" if search.stop_reason else "finished"
+    status = RunStatus.STOPPED if search.stop_reason else RunStatus.FINISHED
     reason = search.stop_reason or search.end_note or f"max_candidates={task.search.max_candidates} reached"
     store.set_run_status(run.id, status, reason)
     best_result = CandidateResult(best, best_dev, best_test)

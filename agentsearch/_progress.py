@@ -43,7 +43,7 @@ class RichProgress(SearchCallback):
                 f" | ${self.usage.cost_usd:.4f}")
 
     def on_phase(self, message: str) -> None:
-        self.progress.console.log(message)
+        self.progress.console.log(message, markup=False)
 
     def on_evaluation_start(self, candidate: CandidateRecord, split: str, total: int, done: int) -> None:
         self.progress.update(self.examples, description=f"#{candidate.number} on {split}", total=total, completed=done)
@@ -60,7 +60,10 @@ class RichProgress(SearchCallback):
             self.progress.advance(self.candidates)
         self.progress.update(self.candidates, status=self._status())
         errors = f", {evaluation.n_errors} errors" if evaluation.n_errors else ""
+        if evaluation.top_error:
+            errors += f" (most common, {evaluation.top_error_count}x: {evaluation.top_error[:120]})"
         pruned = " (pruned: significantly below the best)" if evaluation.status == "pruned" else ""
         structure = parse_spec(candidate.spec).structure()
+        score = "-" if evaluation.score is None else f"{evaluation.score:.3f}"
         self.progress.console.log(f"candidate #{candidate.number} [{structure}] {evaluation.split}: "
-                                  f"{evaluation.score:.3f} on {evaluation.n} examples{errors}{pruned}")
+                                  f"{score} on {evaluation.n} examples{errors}{pruned}", markup=False)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentsearch.exceptions import AgentSearchError
+from agentsearch.lm._secrets import mask_url, redact_secrets, redact_tree
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Search agent programs for a task.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the experiment database.")
@@ -23,12 +25,31 @@ out = Console(log_path=False)
 err = Console(stderr=True, log_path=False)
 
 DEFAULT_STORAGE = "sqlite:///agentsearch.db"
-StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL [env AGENTSEARCH_STORAGE, else sqlite:///agentsearch.db]")
+STORAGE_ENV = "AGENTSEARCH_STORAGE"
+StorageOpt = typer.Option(
+    None, "--storage", show_default=False,
+    help=f"SQLAlchemy URL of the experiment database. Resolved in this order: --storage, then ${STORAGE_ENV}, "
+         f"then the task file's `storage` (commands that read one), then {DEFAULT_STORAGE}.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
-def _storage_url(url: str | None) -> str:
-    return url or os.environ.get("AGENTSEARCH_STORAGE") or DEFAULT_STORAGE
+def _storage_url(url: str | None, task_storage: str | None = None) -> str:
+    """The one rule every command follows: --storage, the environment, the task file, the default."""
+    return url or os.environ.get(STORAGE_ENV) or task_storage or DEFAULT_STORAGE
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"agentsearch {version('agentsearch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Search agent programs for a task."""
 
 
 def _open_existing(url: str | None) -> Any:
@@ -39,7 +60,7 @@ def _open_existing(url: str | None) -> Any:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         path = Path(url.removeprefix("sqlite:///"))
         if not path.exists():
-            raise AgentSearchError(f"--storage: no database at {path}")
+            raise AgentSearchError(f"--storage: no database at {path} (see --help for how storage is chosen)")
     return get_storage(url)
 
 
@@ -59,7 +80,7 @@ def _score(value: float | None) -> str:
 def _run_or_fail(storage: Any, name: str) -> Any:
     run = storage.get_run(name)
     if run is None:
-        raise AgentSearchError(f"no run {name!r} in {storage.url}")
+        raise AgentSearchError(f"no run {name!r} in {storage.display_url}")
     return run
 
 
@@ -88,18 +109,33 @@ def optimize(
     from agentsearch._progress import RichProgress
     from agentsearch.task import load_task
 
+    from agentsearch._optimize import Terminated
+    from agentsearch.exceptions import LMUnavailableError, TaskSpecError
     task = load_task(task_file)
+    if out_file is not None and out_file.exists() and out_file.is_dir():
+        raise TaskSpecError(f"--out: {out_file} is a directory")
     logging.getLogger("dspy").setLevel(logging.ERROR)  # per-call truncation warnings would flood the display
+    url = _storage_url(storage, task.storage)
     display = err if as_json else out
     progress = RichProgress(display, max_candidates or task.search.max_candidates)
+    again = f"`agentsearch optimize {task_file} --resume" + (f" --storage {mask_url(url)}`" if url != DEFAULT_STORAGE else "`")
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         with progress:
-            result = run_search(task, storage=storage, run_name=run, resume=resume, max_candidates=max_candidates,
+            result = run_search(task, storage=url, run_name=run, resume=resume, max_candidates=max_candidates,
                                 max_lm_calls=max_lm_calls, concurrency=concurrency, seed=seed, callback=progress)
-    except KeyboardInterrupt:
-        err.print(f"interrupted: finished evaluations are saved; continue with "
-                  f"`agentsearch optimize {task_file} --resume`")
-        raise typer.Exit(130) from None
+    except (KeyboardInterrupt, Terminated) as exc:
+        cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+        err.print(f"{cause}: finished evaluations are saved; continue with {again}", markup=False, highlight=False)
+        _exit_now(130 if isinstance(exc, KeyboardInterrupt) else 143)
+    except LMUnavailableError as exc:
+        err.print(f"error: {redact_secrets(str(exc))}; nothing was scored while it failed. Fix it, then continue "
+                  f"with {again}", markup=False, highlight=False, soft_wrap=True)
+        _exit_now(exc.exit_code)
     if out_file:
         result.save(out_file)
     summary = {
@@ -136,7 +172,7 @@ def optimize(
         out.print(f"pruned {result.pruning.pruned} candidates early: {result.pruning.lm_calls_spent} LM calls spent on "
                   f"them, about {result.pruning.lm_calls_saved} saved against scoring them on all of dev")
     out.print(f"export the best program: agentsearch export {result.run.name} --out best.json"
-              + (f" --storage {storage}" if storage else ""))
+              + (f" --storage {mask_url(url)}" if url != DEFAULT_STORAGE else ""), markup=False, highlight=False)
 
 
 @app.command()
@@ -149,7 +185,9 @@ def runs(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
     for record in store.list_runs():
         found = best_candidate(store, record.id)
         usage = store.run_usage(record.id)
+        age = record.seconds_since_heartbeat()
         rows.append({"id": record.id, "name": record.name, "task": record.task_name, "status": record.status,
+                     "lost": record.lost, "last_seen_s": None if age is None else round(age, 1),
                      "stop_reason": record.stop_reason, "candidates": len(store.list_candidates(record.id)),
                      "best_dev": found[1].score if found else None, "lm_calls": usage.lm_calls,
                      "cost_usd": usage.cost_usd, "created_at": record.created_at})
@@ -157,10 +195,16 @@ def runs(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
         _emit_json(rows)
         return
     table = Table()
-    for column in ("id", "name", "task", "status", "candidates", "best dev", "LM calls", "created"):
-        table.add_column(column)
+    # A run name is what the user types next: it is never cut; the other columns fold to make room.
+    table.add_column("name", no_wrap=True, min_width=max((len(row["name"]) for row in rows), default=4))
+    for column in ("id", "task", "status", "cands", "best dev", "LM calls", "created"):
+        table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(str(row["id"]), row["name"], row["task"], row["status"], str(row["candidates"]),
+        status = row["status"]
+        if row["lost"]:
+            seen = "never" if row["last_seen_s"] is None else f"{row['last_seen_s'] / 60:.0f} min ago"
+            status = f"lost (running, last seen {seen})"
+        table.add_row(row["name"], str(row["id"]), row["task"], status, str(row["candidates"]),
                       _score(row["best_dev"]), str(row["lm_calls"]), f"{row['created_at']:%Y-%m-%d %H:%M}")
     out.print(table)
 
@@ -237,7 +281,7 @@ def show(candidate_id: int = typer.Argument(..., help="candidate id"), storage: 
     store = _open_existing(storage)
     candidate = store.get_candidate(candidate_id)
     if candidate is None:
-        raise AgentSearchError(f"no candidate {candidate_id} in {store.url}")
+        raise AgentSearchError(f"no candidate {candidate_id} in {store.display_url}")
     lineage, parents = [], list(candidate.parents)
     while parents:
         parent = store.get_candidate(parents[0])
@@ -265,8 +309,57 @@ def show(candidate_id: int = typer.Argument(..., help="candidate id"), storage: 
                   f"{evaluation.n_errors} errors, {evaluation.lm_calls} LM calls, {evaluation.tokens} tokens, "
                   f"${evaluation.cost_usd:.4f}, {evaluation.wall_s:.1f} s")
         if evaluation.note:
-            out.print(f"  {evaluation.note}")
+            out.print(f"  {evaluation.note}", markup=False)
+        if evaluation.top_error:
+            out.print(f"  most common error ({evaluation.top_error_count} of {evaluation.n_errors}): "
+                      f"{evaluation.top_error}", markup=False, highlight=False)
     out.print("lineage: " + (" <- ".join(f"#{p['number']} ({p['optimizer']})" for p in lineage) or "none"))
+
+
+@app.command()
+def examples(
+    candidate_id: int = typer.Argument(..., help="candidate id (see `agentsearch candidates RUN`)"),
+    split: str = typer.Option("dev", "--split", help="train, dev or test"),
+    failed: bool = typer.Option(False, "--failed", help="only examples scored below 1 or with an error"),
+    storage: Optional[str] = StorageOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Per example of a candidate: input, gold answer, prediction, score and error, read from the database alone."""
+    from agentsearch.task import SPLITS
+
+    if split not in SPLITS:
+        raise AgentSearchError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    store = _open_existing(storage)
+    candidate = store.get_candidate(candidate_id)
+    if candidate is None:
+        raise AgentSearchError(f"no candidate {candidate_id} in {store.display_url}")
+    evaluation = next((e for e in store.list_evaluations(candidate_id=candidate_id) if e.split == split), None)
+    if evaluation is None:
+        raise AgentSearchError(f"candidate {candidate_id} has no {split} evaluation")
+    kept = {example.example_id: example for example in store.list_examples(candidate.run_id, split)}
+    rows = []
+    for result in store.list_example_results(evaluation.id):
+        if failed and result.score >= 1.0 and result.error is None:
+            continue
+        example = kept.get(result.example_id)
+        rows.append({"example_id": result.example_id, "inputs": example.inputs if example else None,
+                     "gold": example.gold if example else None, "prediction": result.prediction,
+                     "score": result.score, "error": result.error, "lm_calls": result.program_calls})
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table(title=f"candidate {candidate_id} on {split}: {_score(evaluation.score)} over {evaluation.n} examples"
+                        f" ({evaluation.status}); {len(rows)} shown")
+    for column in ("id", "input", "gold", "prediction", "score", "error"):
+        table.add_column(column, overflow="fold")
+
+    def fields(values: dict[str, Any] | None) -> str:
+        return "-" if values is None else "; ".join(f"{k}: {v}" for k, v in values.items())
+
+    for row in rows:
+        table.add_row(row["example_id"], fields(row["inputs"])[:200], fields(row["gold"])[:100],
+                      fields(row["prediction"])[:200], f"{row['score']:.2f}", (row["error"] or "")[:200])
+    out.print(table)
 
 
 @app.command()
@@ -285,6 +378,8 @@ def export(run: str = typer.Argument(..., help="run name or id"),
 
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
+    if out_file.is_dir():
+        raise AgentSearchError(f"--out: {out_file} is a directory")
     found = best_candidate(store, record.id)
     if found is None:
         raise AgentSearchError(f"run {record.name} has no candidate with a dev score yet")
@@ -292,14 +387,15 @@ def export(run: str = typer.Argument(..., help="run name or id"),
     test = next((e for e in store.list_evaluations(candidate_id=candidate.id) if e.split == "test"), None)
     spec = parse_spec(candidate.spec)
     metadata = program_metadata(record, CandidateResult(candidate, dev, test))
-    save_program(build_program(spec, (record.space or {}).get("demos", {})), out_file, lm=record.task["lm"],
+    lm = redact_tree(record.task["lm"])  # stored masked; runs of older versions may not be
+    save_program(build_program(spec, (record.space or {}).get("demos", {})), out_file, lm=lm,
                  metadata=metadata)
     out.print(f"wrote {out_file}: candidate {candidate.id} (#{candidate.number}), dev {_score(dev.score)}")
     if isinstance(spec, DesignSpec):
         from agentsearch._export import lm_options, write_standalone_design
 
-        standalone = write_standalone_design(spec, out_file.with_suffix(".py"), model=record.task["lm"]["model"],
-                                             lm_options=lm_options(record.task["lm"]), metadata=metadata)
+        standalone = write_standalone_design(spec, out_file.with_suffix(".py"), model=lm["model"],
+                                             lm_options=lm_options(lm), metadata=metadata)
         out.print(f"wrote {standalone}: the design as a standalone Python program")
 
 
@@ -315,7 +411,7 @@ def evaluate(
     from agentsearch.data import load_split
     from agentsearch.evaluators import Evaluator
     from agentsearch.lm import Usage
-    from agentsearch.metrics import resolve_metric
+    from agentsearch.metrics import task_metric
     from agentsearch.search_space import load_program
     from agentsearch.task import SPLITS, load_task
 
@@ -324,7 +420,7 @@ def evaluate(
     task = load_task(task_file)
     program = load_program(program_file, base_dir=task.base_dir)  # where its tools and rewards import from
     logging.getLogger("dspy").setLevel(logging.ERROR)
-    evaluator = Evaluator(resolve_metric(task.metric, base_dir=task.base_dir), concurrency=concurrency or task.concurrency)
+    evaluator = Evaluator(task_metric(task), concurrency=concurrency or task.concurrency)
     outcomes = evaluator.evaluate(program, load_split(task, split))
     usage = Usage()
     for outcome in outcomes:
@@ -357,7 +453,7 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
         "max_candidates": task.search.max_candidates, "prompt_stage_trials": prompt_trials(task, space),
         "agent_designs": task.search.max_candidates - task.search.space_candidates,
         "max_dev_evaluations": task.search.max_candidates * counts["dev"],
-        "budget": task.budget.model_dump(), "storage": task.storage,
+        "budget": task.budget.model_dump(), "storage": mask_url(_storage_url(None, task.storage)),
     }
     if as_json:
         _emit_json(plan)
@@ -379,7 +475,7 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
         out.print(f"staged: the first {plan['prompt_stage_trials']} trials (the seed's included) at the prompt level, "
                   f"then module-level lifts of the best prompts, then the whole space")
     out.print(f"objectives: {', '.join(task.search.objectives)}; pruner: {task.search.pruner}")
-    out.print(f"budget: {task.budget.model_dump()}; storage: {task.storage}")
+    out.print(f"budget: {task.budget.model_dump()}; storage: {plan['storage']}", markup=False, highlight=False)
 
 
 @db_app.command("upgrade")
@@ -388,13 +484,37 @@ def db_upgrade(storage: Optional[str] = StorageOpt) -> None:
     from agentsearch.store import get_storage
 
     store = get_storage(_storage_url(storage), upgrade=True)
-    out.print(f"{store.url}: schema is current")
+    out.print(f"{store.display_url}: schema is current", markup=False, highlight=False)
+
+
+GRACE_S = 2.0
+"""How long a stopping run waits for LM calls in flight before leaving them behind."""
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code``; worker threads still in an LM call after GRACE_S (a hung call holds its
+    thread until the timeout) are left behind, as everything finished is already in the store."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + GRACE_S
+    for thread in threading.enumerate():
+        if thread.name.startswith("agentsearch-eval"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.name.startswith("agentsearch-eval") and thread.is_alive() for thread in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 def main() -> None:
-    """Entry point: click reports usage errors (exit 2) itself; our own errors get one line and exit 2."""
+    """Entry point: click reports usage errors (exit 2) itself; our own errors get one line and their
+    exit code (2 for bad input, 3 for an LM that cannot be reached), with any secret masked."""
+    from agentsearch.lm._secrets import redact_secrets as redact
+
     try:
         app()
     except AgentSearchError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        err.print(f"error: {redact(str(exc))}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

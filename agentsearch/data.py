@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,34 @@ def _read_rows(path: Path) -> list[dict]:
     raise ValueError("expected a .jsonl or .csv file")
 
 
+def _bad_value(row: dict, inputs: list[str], outputs: list[str], max_chars: int) -> str | None:
+    """What is wrong with a row's signature fields: null, NaN, an empty answer, or a value too long."""
+    for name in inputs + outputs:
+        value = row[name]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return f"field {name!r} is {'null' if value is None else 'NaN'} (a missing value)"
+        if name in outputs and not str(value).strip():
+            return f"field {name!r} is empty: every example needs its gold answer"
+        if len(str(value)) > max_chars:
+            return f"field {name!r} has {len(str(value)):,} characters, over data.max_field_chars={max_chars:,}"
+    return None
+
+
+def _check_ids(rows: list[dict], path: Path, *, field: str, source: str) -> None:
+    """Ids key stored results and demos: two rows with one id would overwrite each other's results."""
+    first_row: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        if "id" not in row or row["id"] is None or not str(row["id"]).strip():
+            raise TaskSpecError(f"{source}: {field}: {path} row {number} has no id while other rows have one")
+        key = str(row["id"])
+        if key in first_row:
+            raise TaskSpecError(f"{source}: {field}: {path} rows {first_row[key]} and {number} share id {key!r}")
+        first_row[key] = number
+
+
 def read_split(
-    path: Path, program: ProgramConfig, *, field: str, source: str, split: str | None = None, limit: int | None = None
+    path: Path, program: ProgramConfig, *, field: str, source: str, split: str | None = None, limit: int | None = None,
+    max_chars: int = 100_000,
 ) -> list[LabelledExample]:
     import dspy
 
@@ -68,6 +95,11 @@ def read_split(
             raise TaskSpecError(
                 f"{source}: {field}: {path} row {number} lacks field {missing[0]!r} named by program.signature"
             )
+        problem = _bad_value(row, inputs, outputs, max_chars)
+        if problem:
+            raise TaskSpecError(f"{source}: {field}: {path} row {number}: {problem}")
+    if any("id" in row for row in rows):
+        _check_ids(rows, path, field=field, source=source)
     prefix = split or path.stem
     examples = [
         LabelledExample(
@@ -91,8 +123,9 @@ def load_split(task: Task, split: str, *, source: str | None = None) -> list[Lab
         raise TaskSpecError(f"{source}: data.{split}: no {split} split is configured")
     limit = getattr(task.data.limit, split)
     if task.data.split is None:
-        return read_split(path, task.program, field=f"data.{split}", source=source, split=split, limit=limit)
-    rows = read_split(path, task.program, field="data.file", source=source)
+        return read_split(path, task.program, field=f"data.{split}", source=source, split=split, limit=limit,
+                          max_chars=task.data.max_field_chars)
+    rows = read_split(path, task.program, field="data.file", source=source, max_chars=task.data.max_field_chars)
     random.Random(task.seed).shuffle(rows)
     sizes = task.data.split
     start = {"train": 0, "dev": sizes.train, "test": sizes.train + sizes.dev}[split]

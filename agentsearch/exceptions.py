@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -25,7 +25,9 @@ def describe_validation_error(error: ValidationError, *, prefix: tuple[str, ...]
 
 
 class AgentSearchError(Exception):
-    """Base of every error agentsearch raises on purpose; the CLI prints it on one line, exit 2."""
+    """Base of every error agentsearch raises on purpose; the CLI prints it on one line, exit ``exit_code``."""
+
+    exit_code = 2
 
 
 class TaskSpecError(AgentSearchError):
@@ -38,6 +40,24 @@ class StorageError(AgentSearchError):
 
 class LMError(AgentSearchError):
     """An LM cannot be built (unknown local model, missing optional extra)."""
+
+
+class LMUnavailableError(AgentSearchError):
+    """An LM failed for reasons outside the program: authentication, connection, HTTP 5xx or 429 after
+    retries, a timeout. Never a score: the run stops (status ``failed``, resumable) and the CLI exits 3."""
+
+    exit_code = 3
+
+    def __init__(self, failure: Any, *, attempts: int = 1, unscored: int = 0) -> None:
+        self.failure = failure
+        self.attempts = attempts
+        detail = f" after {attempts} attempts" if attempts > 1 else ""
+        left = f"; {unscored} examples left unscored" if unscored else ""
+        super().__init__(f"LM {failure.describe()}{detail}{left}")
+
+
+class MetricError(AgentSearchError):
+    """The task's metric raised: a defect of the task, not a score of 0. The run stops; exit 2."""
 
 
 class ProgramFileError(AgentSearchError):

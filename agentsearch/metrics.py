@@ -3,12 +3,20 @@
 Builtins compare each output field of the task signature and average over them, so they work for
 multi-output signatures and ignore extra fields a module adds (such as ChainOfThought's reasoning).
 A user metric is named ``package.module:function``; the task file's folder is importable.
+
+``contains`` cannot be gamed by naming every answer: where a field's gold answers come from a small
+closed set (at most MAX_CLOSED_LABELS distinct values in the task's train and dev data, each seen
+twice on average), an answer that names more than one of them scores 0, even if the gold one is
+among them. So "positive negative" is wrong for a sentiment label, while "The answer is positive."
+is right. Labels are matched as whole words, the longest first ("very positive" is one label, not
+"positive" as well).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +24,7 @@ from agentsearch._references import resolve_callable
 from agentsearch.exceptions import TaskSpecError
 
 Metric = Callable[[Any, Any], float]
+MAX_CLOSED_LABELS = 20
 
 _PUNCT = re.compile(r"^[\s\"'`.,:;!?()\[\]*]+|[\s\"'`.,:;!?()\[\]*]+$")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -52,28 +61,81 @@ def _numeric(gold: Any, pred: Any) -> float:
     return float(expected is not None and got is not None and abs(expected - got) < 1e-6)
 
 
-def _fieldwise(compare: Callable[[Any, Any], float]) -> Metric:
-    def metric(example: Any, prediction: Any) -> float:
-        fields = list(example.labels().keys())
-        return sum(compare(example[name], prediction.get(name, "")) for name in fields) / len(fields)
+def _labels_named(pred: str, labels: Sequence[str]) -> set[str]:
+    """The labels ``pred`` names as whole words, longest first, each occurrence claimed once."""
+    named = set()
+    for label in sorted(labels, key=len, reverse=True):
+        pattern = re.compile(rf"(?<!\w){re.escape(label)}(?!\w)")
+        if pattern.search(pred):
+            named.add(label)
+            pred = pattern.sub(" ", pred)
+    return named
 
-    metric.__name__ = compare.__name__.lstrip("_")
-    return metric
+
+def _contains_one_of(gold: Any, pred: Any, labels: Sequence[str]) -> float:
+    expected, answer = _normalize(gold), _normalize(pred)
+    if expected not in labels:
+        return _contains(gold, pred)
+    return float(_labels_named(answer, labels) == {expected})
 
 
-BUILTIN_METRICS: dict[str, Metric] = {
+def closed_label_sets(rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Per output field whose gold answers form a small closed set, that set (normalized)."""
+    rows = list(rows)
+    sets = {}
+    for name in fields:
+        values = {_normalize(row[name]) for row in rows if name in row} - {""}
+        if 2 <= len(values) <= MAX_CLOSED_LABELS and len(values) * 2 <= len(rows):
+            sets[name] = tuple(sorted(values))
+    return sets
+
+
+def _fieldwise(compare: Callable[[Any, Any], float],
+               closed: Callable[[Any, Any, Sequence[str]], float] | None = None) -> Callable[..., Metric]:
+    def build(label_sets: Mapping[str, Sequence[str]] | None = None) -> Metric:
+        def metric(example: Any, prediction: Any) -> float:
+            fields = list(example.labels().keys())
+            total = 0.0
+            for name in fields:
+                labels = (label_sets or {}).get(name)
+                if closed is not None and labels:
+                    total += closed(example[name], prediction.get(name, ""), labels)
+                else:
+                    total += compare(example[name], prediction.get(name, ""))
+            return total / len(fields)
+
+        metric.__name__ = compare.__name__.lstrip("_")
+        return metric
+
+    return build
+
+
+_BUILDERS: dict[str, Callable[..., Metric]] = {
     "exact_match": _fieldwise(_exact),
-    "contains": _fieldwise(_contains),
+    "contains": _fieldwise(_contains, closed=_contains_one_of),
     "f1": _fieldwise(_f1),
     "numeric": _fieldwise(_numeric),
 }
+BUILTIN_METRICS: dict[str, Metric] = {name: build() for name, build in _BUILDERS.items()}
+"""The builtins with no closed label sets (``contains`` then only checks that the gold answer is there)."""
 
 
-def resolve_metric(reference: str, *, base_dir: Path | None = None) -> Metric:
-    if reference in BUILTIN_METRICS:
-        return BUILTIN_METRICS[reference]
+def resolve_metric(reference: str, *, base_dir: Path | None = None,
+                   label_sets: Mapping[str, Sequence[str]] | None = None) -> Metric:
+    """The metric a task names; ``label_sets`` (see ``closed_label_sets``) close ``contains`` to one answer."""
+    if reference in _BUILDERS:
+        return _BUILDERS[reference](label_sets)
     if ":" not in reference:
         raise TaskSpecError(
             f"unknown metric {reference!r}: use one of {', '.join(BUILTIN_METRICS)} or 'package.module:function'"
         )
     return resolve_callable(reference, base_dir=base_dir, what="metric")
+
+
+def task_metric(task: Any) -> Metric:
+    """The task's metric, with the closed label sets of its train and dev gold answers."""
+    from agentsearch.data import load_split
+
+    rows = [dict(item.example.labels().items()) for split in ("train", "dev") for item in load_split(task, split)]
+    return resolve_metric(task.metric, base_dir=task.base_dir,
+                          label_sets=closed_label_sets(rows, task.program.output_fields()))

@@ -24,10 +24,20 @@ from agentsearch.exceptions import LMError, TaskSpecError, describe_validation_e
 from agentsearch.search_space import ModuleSpaceConfig
 
 SPLITS = ("train", "dev", "test")
+MAX_CONCURRENCY = 256
+"""More threads than this buy nothing on one process and can exhaust sockets and file descriptors."""
+MAX_INSTRUCTIONS_CHARS = 20_000
+"""Instructions go into every prompt: a page is plenty, a megabyte is a mistake."""
+DEFAULT_MAX_FIELD_CHARS = 100_000
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LMPrice(_Strict):
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
 
 
 class LMConfig(_Strict):
@@ -41,7 +51,10 @@ class LMConfig(_Strict):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=256, gt=0)
     api_base: str | None = None
-    num_retries: int = Field(default=3, ge=0)
+    num_retries: int = Field(default=3, ge=0, le=20, description="attempts after the first for a call that fails "
+                                                                   "for infrastructure reasons (429, 5xx, timeout)")
+    timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds per attempt (litellm's own default is 600)")
+    price: LMPrice | None = Field(default=None, description="USD per million tokens, for a model litellm cannot price")
 
     @model_validator(mode="before")
     @classmethod
@@ -51,7 +64,7 @@ class LMConfig(_Strict):
 
 class ProgramConfig(_Strict):
     signature: str = Field(min_length=1, description='DSPy string signature, e.g. "sentence -> label"')
-    instructions: str = ""
+    instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS_CHARS)
 
     @field_validator("signature")
     @classmethod
@@ -99,6 +112,8 @@ class DataConfig(_Strict):
     file: Path | None = None
     split: SplitSizes | None = None
     limit: SplitLimits = SplitLimits()
+    max_field_chars: int = Field(default=DEFAULT_MAX_FIELD_CHARS, gt=0, le=10_000_000,
+                                 description="longest value a data field may hold")
 
     @model_validator(mode="after")
     def _one_layout(self) -> DataConfig:
@@ -195,8 +210,8 @@ class Task(_Strict):
     proposer_lm: LMConfig | None = None
     search: SearchConfig = SearchConfig()
     budget: BudgetConfig = BudgetConfig()
-    storage: str = "sqlite:///agentsearch.db"
-    concurrency: int = Field(default=1, gt=0)
+    storage: str | None = Field(default=None, description="SQLAlchemy URL; --storage and AGENTSEARCH_STORAGE come first")
+    concurrency: int = Field(default=1, gt=0, le=MAX_CONCURRENCY)
     seed: int = 0
     base_dir: Path = Field(default=Path("."), exclude=True, description="where relative data paths start")
 
@@ -243,7 +258,8 @@ def _check_references(task: Task, source: str) -> None:
     from agentsearch.metrics import resolve_metric
 
     if task.data.file is not None:
-        rows = len(read_split(task.data_path("train"), task.program, field="data.file", source=source))
+        rows = len(read_split(task.data_path("train"), task.program, field="data.file", source=source,
+                              max_chars=task.data.max_field_chars))
         wanted = task.data.split.train + task.data.split.dev + task.data.split.test
         if wanted > rows:
             raise TaskSpecError(f"{source}: data.split: {wanted} examples asked for, {task.data.file} has {rows}")
@@ -259,9 +275,10 @@ def _check_references(task: Task, source: str) -> None:
             except TaskSpecError as exc:
                 raise TaskSpecError(f"{source}: search.modules.{field}: {exc}") from None
     try:
-        resolve_metric(task.metric, base_dir=task.base_dir)
+        metric = resolve_metric(task.metric, base_dir=task.base_dir)
     except TaskSpecError as exc:
         raise TaskSpecError(f"{source}: metric: {exc}") from None
+    _check_metric_on_gold(task, metric, source)
     for field, lm in (("lm", task.lm), ("proposer_lm", task.proposer_lm)):
         if lm is not None and lm.model.startswith("local/"):
             from agentsearch.lm._local import local_model_path
@@ -270,6 +287,38 @@ def _check_references(task: Task, source: str) -> None:
                 local_model_path(lm.model.removeprefix("local/"))
             except LMError as exc:
                 raise TaskSpecError(f"{source}: {field}.model: {exc}") from None
+    if task.budget.max_cost_usd is not None:
+        from agentsearch.lm._cost import has_price
+
+        for field, lm in (("lm", task.lm), ("proposer_lm", task.proposer_lm)):
+            if lm is not None and not has_price(lm):
+                raise TaskSpecError(
+                    f"{source}: budget.max_cost_usd: no price is known for {field}.model {lm.model!r}, so the budget "
+                    f"could never fire; set {field}.price (input_per_million, output_per_million) or use max_lm_calls")
+
+
+GOLD_CHECKS = 3
+"""Dev examples the metric is tried on, with their gold answers as the prediction, before anything runs."""
+
+
+def _check_metric_on_gold(task: Task, metric: Any, source: str) -> None:
+    """A metric that raises would stop every run: find out now, before a database or an LM is touched."""
+    import math
+
+    import dspy
+
+    from agentsearch.data import load_split
+
+    for item in load_split(task, "dev", source=source)[:GOLD_CHECKS]:
+        prediction = dspy.Prediction(**dict(item.example.labels().items()))
+        try:
+            score = float(metric(item.example, prediction))
+        except Exception as exc:
+            raise TaskSpecError(f"{source}: metric: {task.metric} raised on dev example {item.id!r} with its gold answer "
+                                f"as the prediction ({type(exc).__name__}: {exc})") from None
+        if math.isnan(score) or not 0.0 <= score <= 1.0:
+            raise TaskSpecError(f"{source}: metric: {task.metric} returned {score} for dev example {item.id!r}; "
+                                f"a score must lie in [0, 1]")
 
 
 def load_task(path: str | Path) -> Task:
@@ -279,6 +328,8 @@ def load_task(path: str | Path) -> Task:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TaskSpecError(f"{path}: cannot read task file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise TaskSpecError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

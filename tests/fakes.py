@@ -3,7 +3,8 @@
 It classifies sentiment by keyword, but only when the prompt is a completion-format prompt with at
 least two demos; otherwise it answers "positive" (chance on balanced data). So a search that finds
 the completion format with demos beats the seed, as the real tiny model does. A sentence containing
-EXPLODE makes the call fail.
+EXPLODE makes the call fail as an outage would (litellm reports a connection error); one containing
+TOOLONG gets a context-window error, which is the program's failure.
 
 As the meta agent it writes agent designs: the first, third, ... new design imports ``os`` (refused
 by the sandbox), and a repair prompt gets a working design unless ``repairs_work`` is off.
@@ -72,6 +73,8 @@ class KeywordLLM(CustomLLM):
 
     def _reply(self, messages: list) -> str:
         text = "\n\n".join(str(m.get("content") or "") for m in messages)
+        if text == "Reply with the word OK.":  # the preflight call before a search
+            return "OK"
         if text.startswith("You design agents"):
             self.meta_prompts += 1
             return self._design(working=self.meta_prompts % 2 == 0)
@@ -79,8 +82,11 @@ class KeywordLLM(CustomLLM):
             return self._design(working=self.repairs_work)
         sentences = re.findall(r"Sentence: (.*)", text) or re.findall(r"\[\[ ## sentence ## \]\]\n(.*)", text)
         sentence = sentences[-1] if sentences else ""
-        if "EXPLODE" in sentence:
+        if "EXPLODE" in sentence:  # an LM outage: never a score
             raise RuntimeError("the fake LM was told to fail")
+        if "TOOLONG" in sentence:  # the program's failure (its prompt is over the window): a result, scored 0
+            raise litellm.ContextWindowExceededError("the prompt is over the fake LM's context window",
+                                                     model="keyword", llm_provider="fake")
         if "improving the instruction" in text:
             return f"Decide whether the review is positive or negative (variant {self.calls})."
         if messages[0].get("role") == "system":

@@ -28,14 +28,49 @@ def _program(fmt: str = "completion") -> SpecProgram:
 
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_failing_example_scores_zero_and_is_recorded_without_ending_the_run(fake_lm, concurrency):
-    examples = _examples(("pure joy", "positive"), ("EXPLODE now", "negative"), ("a mess", "negative"))
+    examples = _examples(("pure joy", "positive"), ("TOOLONG now", "negative"), ("a mess", "negative"))
     outcomes = {o.example_id: o for o in Evaluator(BUILTIN_METRICS["exact_match"], concurrency=concurrency)
                 .evaluate(_program(), examples)}
     assert set(outcomes) == {"dev:0", "dev:1", "dev:2"}
-    assert outcomes["dev:1"].score == 0.0 and "fake LM was told to fail" in outcomes["dev:1"].error
+    assert outcomes["dev:1"].score == 0.0 and "context window" in outcomes["dev:1"].error
+    assert outcomes["dev:1"].scored and outcomes["dev:1"].failure is None  # the program's failure is a result
     assert outcomes["dev:0"].score == 1.0 and outcomes["dev:2"].score == 1.0
     assert outcomes["dev:0"].prediction == {"label": "positive"}
     assert outcomes["dev:0"].usage.lm_calls == 1 and outcomes["dev:0"].usage.tokens > 0
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_an_lm_outage_is_no_result_and_its_attempts_count(fake_lm, concurrency):
+    examples = _examples(("pure joy", "positive"), ("EXPLODE now", "negative"))
+    spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", demo_ids=("d1", "d2"),
+                                                   format="completion"),))
+    lm = build_lm(LMConfig(model="fake/keyword", num_retries=2))
+    lm.retries = 2
+    outcomes = {o.example_id: o for o in Evaluator(BUILTIN_METRICS["exact_match"], concurrency=concurrency)
+                .evaluate(SpecProgram(spec, DEMOS, lm), examples)}
+    lost = outcomes["dev:1"]
+    assert not lost.scored and lost.failure is not None and "told to fail" in lost.failure.message
+    assert lost.failure.kind.retryable and lost.usage.lm_calls == 3  # three attempts, each counted
+    assert outcomes["dev:0"].scored and outcomes["dev:0"].failure is None
+
+
+def test_an_outage_a_program_swallows_is_still_no_result(fake_lm):
+    """An ensemble keeps the members that answered, a design catches a failed call: whatever the program
+    makes of an outage, the example's outcome is no result."""
+    lm = build_lm(LMConfig(model="fake/keyword", num_retries=0))
+
+    class Swallowing(dspy.Module):
+        def forward(self, sentence):
+            try:
+                lm(messages=[{"role": "user", "content": f"Sentence: {sentence}\nLabel:"}])
+            except Exception:
+                pass
+            return dspy.Prediction(label="positive")
+
+    outcomes = Evaluator(BUILTIN_METRICS["exact_match"]).evaluate(
+        Swallowing(), _examples(("EXPLODE joy", "positive"), ("pure joy", "positive")))
+    assert outcomes[0].failure is not None and not outcomes[0].scored
+    assert outcomes[1].scored and outcomes[1].score == 1.0
 
 
 def test_unparsable_output_is_an_error_not_a_crash(fake_lm):
@@ -56,12 +91,13 @@ def test_cache_makes_a_repeat_evaluation_free(fake_lm):
     assert sum(o.usage.lm_calls for o in second) == 0 and sum(o.usage.lm_calls for o in first) == 2
 
 
-def test_metric_exception_is_recorded(fake_lm):
+def test_a_metric_that_raises_is_a_task_error_not_a_score(fake_lm):
     def broken(example, prediction):
         raise ValueError("metric bug")
 
     (outcome,) = Evaluator(broken).evaluate(_program(), _examples(("pure joy", "positive")))
-    assert outcome.score == 0.0 and "metric bug" in outcome.error and outcome.prediction == {"label": "positive"}
+    assert not outcome.scored and "metric bug" in outcome.metric_error and outcome.error is None
+    assert outcome.prediction == {"label": "positive"}
 
 
 def test_should_stop_sees_every_accounted_outcome_and_ends_submission(fake_lm):
@@ -108,7 +144,7 @@ def test_error_texts_never_store_a_key(fake_lm, monkeypatch):
         raise ValueError("auth failed for sk-test-1234567890abcdef and sk-otherkey0987654321")
 
     (outcome,) = Evaluator(leaky).evaluate(_program(), _examples(("pure joy", "positive")))
-    assert "sk-" not in outcome.error and "***" in outcome.error
+    assert "sk-" not in outcome.metric_error and "***" in outcome.metric_error
 
 
 def test_program_calls_count_the_calls_dspys_cache_answers_and_lm_calls_do_not(fake_lm):

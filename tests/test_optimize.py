@@ -63,8 +63,10 @@ def test_resume_after_a_crash_repeats_no_finished_evaluation(write_task, tmp_pat
     assert get_storage(url).get_run("b").status == "failed"
     resumed = agentsearch.optimize(path, storage=url, resume=True)
     assert resumed.run.name == "b" and resumed.run.status == "finished"
-    assert fake_lm.calls == calls_uninterrupted  # with the LM cache off, every repeated evaluation would show here
-    assert resumed.usage.lm_calls == uninterrupted.usage.lm_calls
+    # with the LM cache off, every repeated evaluation would show here; the one more call is the resumed
+    # process's preflight check of the LM
+    assert fake_lm.calls == calls_uninterrupted + 1
+    assert resumed.usage.lm_calls == uninterrupted.usage.lm_calls + 1  # the budget counts that call too
     assert len(get_storage(url).list_candidates(resumed.run.id)) == 6
 
 
@@ -154,7 +156,7 @@ def test_a_seed_whose_every_dev_answer_fails_bootstraps_nothing(task_dir, write_
     from tests.conftest import sentiment_rows, write_jsonl
 
     write_jsonl(task_dir / "data" / "dev.jsonl",
-                [{**row, "sentence": f"EXPLODE {row['sentence']}"} for row in sentiment_rows(100)[:6]])
+                [{**row, "sentence": f"TOOLONG {row['sentence']}"} for row in sentiment_rows(100)[:6]])
     phases = []
 
     class Phases(SearchCallback):

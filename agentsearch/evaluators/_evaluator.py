@@ -1,9 +1,16 @@
 """Scoring a program on a split, one record per example, errors included.
 
-An example that raises (LM failure, unparsable output, metric error) scores 0 and keeps its error
-text; it never ends the run. Results reach the calling thread as they finish, in batches of those
-that finished together, so the store can write each batch at once (one transaction, however many
-workers) and a crash loses at most the examples in flight.
+Three ways an example can go wrong, kept apart because only one of them is a score:
+
+- the *program* failed (an unparsable answer, a design's exception, a prompt over the context
+  window): the example scores 0 and keeps its error text, a result like any other;
+- the *LM* failed (authentication, connection, 5xx/429 after retries, a timeout) on any call the
+  program made, even one it caught: the outcome carries ``failure`` and is no result at all;
+- the *metric* raised: the outcome carries ``metric_error``, a defect of the task, not a 0.
+
+Results reach the calling thread as they finish, in batches of those that finished together, so the
+store can write each batch at once (one transaction, however many workers) and a crash loses at most
+the examples in flight.
 """
 
 from __future__ import annotations
@@ -13,13 +20,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from queue import SimpleQueue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dspy
 
 from agentsearch.data import LabelledExample
+from agentsearch.exceptions import LMUnavailableError
 from agentsearch.lm import Usage, UsageMeter, redact_secrets
 from agentsearch.metrics import Metric
+
+if TYPE_CHECKING:
+    from agentsearch.lm._failures import LMFailure
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,14 @@ class ExampleOutcome:
     latency_s: float
     program_calls: int = 0
     """LM calls the program made, cached ones included."""
+    failure: LMFailure | None = None
+    """An LM call failed for infrastructure reasons: this outcome is not a result and must not be stored."""
+    metric_error: str | None = None
+    """The metric raised: a task error, not a score."""
+
+    @property
+    def scored(self) -> bool:
+        return self.failure is None and self.metric_error is None
 
 
 def _jsonable(value: Any) -> Any:
@@ -48,17 +67,24 @@ class Evaluator:
         meter = UsageMeter()
         started = time.perf_counter()
         prediction: dict[str, Any] | None = None
-        error = None
+        error = metric_error = None
         score = 0.0
         with dspy.context(usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter.call_counter]):
             try:
                 result = program(**item.example.inputs())
                 prediction = {key: _jsonable(value) for key, value in result.items()}
-                score = float(self.metric(item.example, result))
+            except LMUnavailableError:
+                pass  # the meter has it: not a result
             except Exception as exc:
                 error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
+            if prediction is not None and not meter.unavailable:
+                try:
+                    score = float(self.metric(item.example, result))
+                except Exception as exc:
+                    metric_error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
+        failure = meter.unavailable[-1] if meter.unavailable else None
         return ExampleOutcome(item.id, prediction, score, error, meter.usage, time.perf_counter() - started,
-                              meter.calls_made)
+                              meter.calls_made, failure, metric_error)
 
     def run(
         self,
@@ -74,7 +100,8 @@ class Evaluator:
         get new examples before the batch is yielded, so storing it overlaps the next LM calls
         instead of holding them all back, and ``should_stop`` still sees every finished example's
         cost when it decides. A single worker waits for the caller: nothing is in flight while a
-        batch is stored, so a crash there costs no call made for nothing.
+        batch is stored, so a crash there costs no call made for nothing. Close the generator (or
+        use ``contextlib.closing``) when leaving early: it returns without waiting for calls in flight.
         """
         pending: set[Future[ExampleOutcome]] = set()
         # Futures announce themselves as they finish: waiting costs the same with 64 in flight as
@@ -91,23 +118,26 @@ class Evaluator:
                 future.add_done_callback(finished.put)
                 pending.add(future)
 
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="agentsearch-eval") as pool:
-            try:
-                refill(pool)
-                while pending:
-                    done = [finished.get()]
-                    while not finished.empty():
-                        done.append(finished.get())
-                    pending.difference_update(done)
-                    outcomes = [future.result() for future in done]
-                    account(outcomes)
-                    if self.concurrency > 1:
-                        refill(pool)
-                    yield outcomes
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="agentsearch-eval")
+        completed = False
+        try:
+            refill(pool)
+            while pending:
+                done = [finished.get()]
+                while not finished.empty():
+                    done.append(finished.get())
+                pending.difference_update(done)
+                outcomes = [future.result() for future in done]
+                account(outcomes)
+                if self.concurrency > 1:
                     refill(pool)
-            finally:
-                for future in pending:
-                    future.cancel()
+                yield outcomes
+                refill(pool)
+            completed = True
+        finally:
+            # Stopped early (Ctrl-C, an outage, the caller closed us): do not wait for calls in
+            # flight, which may hang until their timeout; their threads end on their own.
+            pool.shutdown(wait=completed, cancel_futures=True)
 
     def evaluate(self, program: dspy.Module, examples: Iterable[LabelledExample]) -> list[ExampleOutcome]:
         return [outcome for batch in self.run(program, examples) for outcome in batch]

@@ -7,8 +7,39 @@ name the cost unit without importing DSPy, and without importing litellm for ``l
 from __future__ import annotations
 
 
+from typing import Any
+
+
 def is_local(model: str) -> bool:
     return model.startswith("local/")
+
+
+def register_price(config: Any) -> None:
+    """Teach litellm the user's price (``lm.price``) for a model it cannot price itself."""
+    if config.price is None or is_local(config.model):
+        return
+    import logging
+
+    import litellm
+
+    logger = logging.getLogger("LiteLLM")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its note about cache-token prices is not the user's concern
+    try:
+            litellm.register_model({config.model: {
+            "input_cost_per_token": config.price.input_per_million / 1e6,
+            "output_cost_per_token": config.price.output_per_million / 1e6,
+            "litellm_provider": config.model.split("/", 1)[0], "mode": "chat",
+        }})
+    finally:
+        logger.setLevel(level)
+
+
+def has_price(config: Any) -> bool:
+    """Whether a dollar budget can be counted for this LM: a user price, or litellm's own."""
+    if config.price is not None:
+        return True
+    return not is_local(config.model) and call_cost(config.model, 1000, 1000) > 0
 
 
 def call_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:

@@ -10,15 +10,30 @@ import litellm
 from dspy.utils.callback import BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
 
-from agentsearch.lm._cost import call_cost, is_local
+from agentsearch.lm._cost import call_cost, is_local, register_price
 
 litellm.suppress_debug_info = True  # its "Provider List" banner on stdout would corrupt --json output
 
 if TYPE_CHECKING:
+    from agentsearch.lm._failures import LMFailure
     from agentsearch.task import LMConfig
 
 
-class LocalLM(dspy.LM):
+class RetryingLM(dspy.LM):
+    """A DSPy LM whose attempts we make: infrastructure failures are retried with an interruptible
+    backoff, counted on the thread's usage meter, and end as ``LMUnavailableError``, never as a
+    program's failure (see ``agentsearch.lm._failures``)."""
+
+    retries: int = 0
+
+    def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
+        from agentsearch.lm._failures import call_with_retries
+
+        parent = super().__call__
+        return call_with_retries(self.model, self.retries, lambda: parent(prompt, messages=messages, **kwargs))
+
+
+class LocalLM(RetryingLM):
     """A ``local/`` model: litellm has no capability table for it, so it states its own.
 
     Adapters read these: DSPy's JSONAdapter asks for JSON mode (llama.cpp provides it by grammar),
@@ -40,18 +55,23 @@ def build_lm(config: LMConfig) -> dspy.LM:
 
         local_model_path(config.model.split("/", 1)[1])  # fail now, with the extra to install, not mid-run
         register_local_provider()
+    else:
+        extra["timeout"] = config.timeout  # litellm's own default is 600 s per attempt
+        register_price(config)
     if config.api_base:
         extra["api_base"] = config.api_base
-    lm_class = LocalLM if is_local(config.model) else dspy.LM
-    return lm_class(
+    lm_class = LocalLM if is_local(config.model) else RetryingLM
+    lm = lm_class(
         config.model,
         engine="litellm",
         temperature=config.temperature,
         max_tokens=config.max_tokens,
-        num_retries=config.num_retries,
+        num_retries=0,  # one attempt per DSPy call: RetryingLM makes the attempts
         cache=True,
         **extra,
     )
+    lm.retries = config.num_retries
+    return lm
 
 
 @dataclass
@@ -96,6 +116,17 @@ class UsageMeter(UsageTracker):
         self.calls_made = 0
         """Every LM call made under this meter, those DSPy's cache answered included."""
         self.call_counter = _CallCounter(self)
+        self.failed_attempts = 0
+        """Attempts that failed for infrastructure reasons; each also counts as a call in ``usage``."""
+        self.unavailable: list[LMFailure] = []
+        """Calls that failed after their last attempt: whatever the program made of them, it is no result."""
+
+    def record_failure(self, failure: LMFailure, *, final: bool, attempted: bool) -> None:
+        if final:
+            self.unavailable.append(failure)
+        if attempted:
+            self.failed_attempts += 1
+            self.usage.add(Usage(lm_calls=1))
 
     def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
         super().add_usage(lm, usage_entry)

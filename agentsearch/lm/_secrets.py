@@ -1,18 +1,46 @@
-"""Keeping credentials out of the store: error texts from providers can echo a key back."""
+"""Keeping credentials out of every output: messages, logs, the store and exported programs.
+
+Two kinds of secret reach agentsearch: API keys, which litellm reads from the environment (their
+values are masked wherever they appear), and credentials written into a URL (a storage URL's
+password, ``https://user:pass@host`` in an ``api_base``, ``?api_key=`` in a query), which are
+masked by shape, so a URL can be shown and stored without what lets someone else use it.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 _KEY_SHAPE = re.compile(r"\b(sk|pk|rk|hf|gsk|xai|AIza)[-_A-Za-z0-9]{12,}")
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s'\"]*):(?P<secret>[^@\s'\"/]+)@")
+_QUERY_SECRET = re.compile(r"(?i)(?P<head>[?&;](?:password|passwd|pwd|api[_-]?key|key|token|access_token|secret)=)"
+                           r"(?P<secret>[^&;#\s'\"]+)")
 MIN_SECRET_LENGTH = 8
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password and credential query parameters replaced by ``***``."""
+    url = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", url)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group('head')}{MASK}", url)
 
 
 def redact_secrets(text: str) -> str:
-    """Replace the values of credential-like environment variables, and key-shaped tokens, with ***."""
+    """Mask the values of credential-like environment variables, key-shaped tokens and URL credentials."""
     for name, value in os.environ.items():
         if _SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH and value in text:
-            text = text.replace(value, "***")
-    return _KEY_SHAPE.sub("***", text)
+            text = text.replace(value, MASK)
+    return mask_url(_KEY_SHAPE.sub(MASK, text))
+
+
+def redact_tree(value: Any) -> Any:
+    """``redact_secrets`` over every string of a JSON-like value (a task as the store keeps it)."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {key: redact_tree(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_tree(item) for item in value]
+    return value

@@ -14,16 +14,20 @@ prompt level, then module-level *lifts* of the best prompts are enqueued (see
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from agentsearch.optimizers._base import BaseOptimizer, Proposal
 from agentsearch.search_space import PROMPT_LEVEL, SearchSpace, module_lifts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# The pruner and multivariate TPE are marked experimental; that is Optuna's note to itself, not the user's.
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 PRUNE_P_THRESHOLD = 0.1
 LIFTED = "agentsearch:lifted"

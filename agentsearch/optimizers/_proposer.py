@@ -10,6 +10,7 @@ from typing import Any
 import dspy
 
 from agentsearch.data import LabelledExample
+from agentsearch.exceptions import LMUnavailableError
 from agentsearch.lm import Usage, UsageMeter
 from agentsearch.optimizers._demo_sets import make_demo_sets
 from agentsearch.optimizers._templates import render
@@ -49,14 +50,18 @@ def summarize_data(examples: Sequence[LabelledExample], outputs: Sequence[str]) 
 def ask_proposer(lm: dspy.BaseLM, prompt: str, *, rollout: int, min_tokens: int) -> tuple[str | None, Usage]:
     """One sampled proposal (temperature 1, its own cache entry per ``rollout``) and what it cost.
 
-    None when the call fails (a prompt too long for the context, an unreachable server): the
-    caller decides what a missing proposal means.
+    None when the call fails for the prompt's sake (too long for the context): the caller decides
+    what a missing proposal means. An LM outage is not a missing proposal: LMUnavailableError
+    propagates and stops the run, which a resume continues once the LM is back.
     """
     meter = UsageMeter()
     try:
         with dspy.context(usage_tracker=meter):
             replies = lm(messages=[{"role": "user", "content": prompt}], temperature=1.0, rollout_id=rollout,
                          max_tokens=max(lm.kwargs.get("max_tokens") or 0, min_tokens))
+    except LMUnavailableError as exc:
+        exc.usage = meter.usage  # type: ignore[attr-defined]  # the caller's budget still counts the attempts
+        raise
     except Exception:
         return None, meter.usage
     reply = replies[0] if replies else ""
@@ -93,7 +98,12 @@ def propose_instructions(
             examples=[dict(item.example.items()) for item in shown],
             tip=TIPS[attempt % len(TIPS)],
         )
-        reply, spent = ask_proposer(lm, prompt, rollout=attempt, min_tokens=MIN_PROPOSAL_TOKENS)
+        try:
+            reply, spent = ask_proposer(lm, prompt, rollout=attempt, min_tokens=MIN_PROPOSAL_TOKENS)
+        except LMUnavailableError as exc:  # what the earlier proposals spent is counted too
+            usage.add(exc.usage)  # type: ignore[attr-defined]
+            exc.usage = usage  # type: ignore[attr-defined]
+            raise
         usage.add(spent)
         text = clean_instruction(reply or "")
         if text and text != predictor.instructions and text not in found:  # a failed or repeated one is dropped

@@ -6,8 +6,10 @@ from agentsearch.store._base import (
     BaseStorage,
     CandidateRecord,
     EvaluationRecord,
+    ExampleRecord,
     ExampleResultRecord,
     RunRecord,
+    RunStatus,
     RunUsage,
 )
 from agentsearch.store._rdb.storage import RDBStorage
@@ -22,9 +24,11 @@ __all__ = [
     "BaseStorage",
     "CandidateRecord",
     "EvaluationRecord",
+    "ExampleRecord",
     "ExampleResultRecord",
     "RDBStorage",
     "RunRecord",
+    "RunStatus",
     "RunUsage",
     "get_storage",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,20 +18,55 @@ if TYPE_CHECKING:
     from agentsearch.evaluators import ExampleOutcome
 
 
+class RunStatus(str, enum.Enum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    """A budget ended it; resumable with a larger one."""
+    INTERRUPTED = "interrupted"
+    """Ctrl-C or SIGTERM; resumable."""
+    FAILED = "failed"
+    """An LM outage, a metric that raised, a storage error: see stop_reason; resumable once fixed."""
+
+
+HEARTBEAT_S = 10.0
+"""How often a running search writes ``heartbeat_at``."""
+STALE_AFTER_S = 60.0
+"""A ``running`` run whose heartbeat is older than this has lost its process."""
+
+
 @dataclass(frozen=True)
 class RunRecord:
     id: int
     name: str
     task_name: str
-    status: str  # running | finished | stopped | interrupted | failed
+    status: str
+    """A RunStatus value."""
     stop_reason: str | None
     task: dict[str, Any]
+    """The task as started, with secrets masked (passwords in URLs)."""
     space: dict[str, Any] | None
     proposer_lm_calls: int
     proposer_tokens: int
     proposer_cost_usd: float
     created_at: dt.datetime
     finished_at: dt.datetime | None
+    unscored_lm_calls: int = 0
+    """LM attempts spent on examples an LM outage left unscored: budgeted, yet in no result row."""
+    unscored_tokens: int = 0
+    heartbeat_at: dt.datetime | None = None
+
+    def seconds_since_heartbeat(self, now: dt.datetime | None = None) -> float | None:
+        if self.heartbeat_at is None:
+            return None
+        now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        return (now - self.heartbeat_at).total_seconds()
+
+    @property
+    def lost(self) -> bool:
+        """``running`` in the store, but its process stopped saying so: it died (kill -9, a crash, a reboot)."""
+        age = self.seconds_since_heartbeat()
+        return self.status == RunStatus.RUNNING and (age is None or age > STALE_AFTER_S)
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,20 @@ class EvaluationRecord:
     """Why a pruned evaluation was stopped."""
     created_at: dt.datetime
     finished_at: dt.datetime | None
+    top_error: str | None = None
+    """The most common error text among its examples (set when it completes)."""
+    top_error_count: int = 0
+
+
+@dataclass(frozen=True)
+class ExampleRecord:
+    """One example of a run's data, as the run saw it: what the store needs to show a failure alone."""
+
+    run_id: int
+    split: str
+    example_id: str
+    inputs: dict[str, Any]
+    gold: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -99,9 +149,18 @@ class BaseStorage(abc.ABC):
 
     url: str
 
+    @property
+    def display_url(self) -> str:
+        """The URL with its password masked: the only form that may be printed or stored."""
+        from agentsearch.lm._secrets import mask_url
+
+        return mask_url(self.url)
+
     # runs
     @abc.abstractmethod
-    def create_run(self, name: str, task_name: str, task: dict[str, Any]) -> RunRecord: ...
+    def create_run(self, name: str, task_name: str, task: dict[str, Any], *, unique: bool = False) -> RunRecord:
+        """A new run. With ``unique``, a name another process took first gets a suffix (``name~2``, ...),
+        decided inside the inserting transaction; without it, a taken name raises StorageError."""
 
     @abc.abstractmethod
     def get_run(self, name_or_id: str | int) -> RunRecord | None: ...
@@ -119,7 +178,23 @@ class BaseStorage(abc.ABC):
     def add_proposer_usage(self, run_id: int, lm_calls: int, tokens: int, cost_usd: float) -> None: ...
 
     @abc.abstractmethod
+    def add_unscored_usage(self, run_id: int, lm_calls: int, tokens: int) -> None:
+        """Count attempts spent on examples left unscored by an LM outage (the budget sees them)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, run_id: int) -> None:
+        """Record that the run's process is alive now."""
+
+    @abc.abstractmethod
     def run_usage(self, run_id: int) -> RunUsage: ...
+
+    # examples
+    @abc.abstractmethod
+    def add_examples(self, run_id: int, split: str, examples: Sequence[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        """Keep a split's examples (id, inputs, gold) with the run; those already kept are left as they are."""
+
+    @abc.abstractmethod
+    def list_examples(self, run_id: int, split: str | None = None) -> list[ExampleRecord]: ...
 
     # candidates
     @abc.abstractmethod

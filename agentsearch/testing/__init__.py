@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from agentsearch.testing._openai_server import (
+    FAULT_KINDS,
     FakeOpenAIServer,
     ServerStats,
     running_server,
 )
 
-__all__ = ["FakeOpenAIServer", "ServerStats", "running_server"]
+__all__ = ["FAULT_KINDS", "FakeOpenAIServer", "ServerStats", "running_server"]

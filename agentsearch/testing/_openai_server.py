@@ -1,5 +1,11 @@
 """A small OpenAI-compatible chat server that answers after a fixed latency, deterministically.
 
+It also misbehaves on request, as real providers do: ``faults`` gives the share of chat requests
+answered with a 429, a 500, a hang, a truncated body or a context-length error (drawn from a
+seeded generator in arrival order, so a retried request usually gets through), ``api_key`` makes
+every request without that bearer key a 401, and ``POST /faults`` changes both while it runs
+(a test "fixes the provider" and resumes).
+
 Benchmarks use it to measure what agentsearch itself costs per LM call (everything but the wait on
 the server) and how close concurrent evaluation comes to ``concurrency / latency``; tests use it to
 count the requests that really left the process, independently of any client-side accounting.
@@ -16,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import random
 import re
 import subprocess
 import sys
@@ -38,6 +45,12 @@ class ServerStats:
     """Sum over requests of the time between reading the request and sending the answer."""
     max_in_flight: int = 0
     """Most chat requests held at once: how much concurrency the client really achieved."""
+    faults: Mapping[str, int] = field(default_factory=dict)
+    """Chat requests answered with each fault kind (``unauthorized`` included)."""
+
+
+FAULT_KINDS = ("429", "500", "hang", "truncate", "context")
+"""What ``faults`` may name: HTTP 429, HTTP 500, no answer for ``hang_s``, a body cut short, a 400 context-length error."""
 
 
 @dataclass
@@ -52,10 +65,18 @@ class FakeOpenAIServer:
     latency_s: float = 0.1
     answers: Mapping[str, Sequence[str]] = field(default_factory=dict)
     port: int = 0
+    faults: Mapping[str, float] = field(default_factory=dict)
+    """Share of chat requests (0 to 1) answered with each kind of FAULT_KINDS; the shares are drawn in turn."""
+    api_key: str | None = None
+    """When set, a request must carry ``Authorization: Bearer <api_key>`` or it gets a 401."""
+    hang_s: float = 3600.0
+    fault_seed: int = 0
     _requests: int = 0
     _held_s: float = 0.0
     _in_flight: int = 0
     _max_in_flight: int = 0
+    _faults_served: dict[str, int] = field(default_factory=dict)
+    _rng: random.Random | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.base_events.Server | None = None
     _thread: threading.Thread | None = None
@@ -101,37 +122,99 @@ class FakeOpenAIServer:
                 method, path, _ = request_line.split(" ", 2)
                 headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
                 body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
-                status, payload = await self._route(method, path.split("?", 1)[0], body)
+                status, payload = await self._route(method, path.split("?", 1)[0], body, headers)
                 if path.startswith("/v1/chat/completions") and status == 200:
                     self._requests += 1
                     self._held_s += time.perf_counter() - started
+                truncate = bool(payload.pop("_truncate", False))
                 data = json.dumps(payload).encode()
-                writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: application/json\r\n"
-                             f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n".encode() + data)
+                head_bytes = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: application/json\r\n"
+                              f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n").encode()
+                if truncate:  # promise the whole body, send a third of it, hang up
+                    writer.write(head_bytes + data[:len(data) // 3])
+                    await writer.drain()
+                    return
+                writer.write(head_bytes + data)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client hung up, or the server is stopping
         finally:
             writer.close()
 
-    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    def _fault(self) -> str | None:
+        """The fault this request gets, if any: one draw per request, in arrival order."""
+        if not self.faults:
+            return None
+        if self._rng is None:
+            self._rng = random.Random(self.fault_seed)
+        draw, edge = self._rng.random(), 0.0
+        for kind in FAULT_KINDS:
+            edge += float(self.faults.get(kind, 0.0))
+            if draw < edge:
+                return kind
+        return None
+
+    def _count(self, kind: str) -> None:
+        self._faults_served[kind] = self._faults_served.get(kind, 0) + 1
+
+    async def _chat(self, request: dict[str, Any], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            self._count("unauthorized")
+            return 401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                   "code": "invalid_api_key"}}
+        fault = self._fault()
+        if fault is not None:
+            self._count(fault)
+        if fault == "429":
+            return 429, {"error": {"message": "Rate limit reached for requests", "type": "requests",
+                                   "code": "rate_limit_exceeded"}}
+        if fault == "500":
+            return 500, {"error": {"message": "The server had an error while processing your request.",
+                                   "type": "server_error"}}
+        if fault == "context":
+            return 400, {"error": {"message": "This model's maximum context length is 2048 tokens. However, your "
+                                              "messages resulted in 9000 tokens.", "type": "invalid_request_error",
+                                   "code": "context_length_exceeded", "param": "messages"}}
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            await asyncio.sleep(self.hang_s if fault == "hang" else self.latency_s)
+        finally:
+            self._in_flight -= 1
+        if fault == "truncate":
+            return 200, {**self._completion(request), "_truncate": True}
+        return 200, self._completion(request)
+
+    async def _route(self, method: str, path: str, body: bytes,
+                     headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         if method == "POST" and path.endswith("/chat/completions"):
             try:
                 request = json.loads(body)
             except json.JSONDecodeError as exc:
                 return 400, {"error": {"message": f"invalid JSON: {exc}", "type": "invalid_request_error"}}
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            try:
-                await asyncio.sleep(self.latency_s)
-            finally:
-                self._in_flight -= 1
-            return 200, self._completion(request)
+            return await self._chat(request, headers or {})
+        if method == "POST" and path == "/faults":
+            self.configure(**json.loads(body or b"{}"))
+            return 200, {"faults": dict(self.faults), "api_key_required": self.api_key is not None}
         if method == "GET" and path.endswith("/models"):
             return 200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "agentsearch"}]}
         if method == "GET" and path == "/stats":
-            return 200, {"requests": self._requests, "held_s": self._held_s, "max_in_flight": self._max_in_flight}
+            return 200, {"requests": self._requests, "held_s": self._held_s, "max_in_flight": self._max_in_flight,
+                         "faults": dict(self._faults_served)}
         return 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}}
+
+    def configure(self, *, faults: Mapping[str, float] | None = None, api_key: str | None = "",
+                  hang_s: float | None = None) -> None:
+        """Change the faults (None leaves them; {} clears them), the key ("" leaves it; None drops it), the hang."""
+        if faults is not None:
+            unknown = set(faults) - set(FAULT_KINDS)
+            if unknown:
+                raise ValueError(f"unknown fault kinds {sorted(unknown)}; use {', '.join(FAULT_KINDS)}")
+            self.faults = dict(faults)
+        if api_key != "":
+            self.api_key = api_key
+        if hang_s is not None:
+            self.hang_s = hang_s
 
     # running -----------------------------------------------------------------------------------
     async def _serve(self) -> None:
@@ -180,7 +263,7 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def stats(self) -> ServerStats:
-        return ServerStats(self._requests, self._held_s, self._max_in_flight)
+        return ServerStats(self._requests, self._held_s, self._max_in_flight, dict(self._faults_served))
 
 
 @dataclass(frozen=True)
@@ -191,14 +274,27 @@ class ServerProcess:
         root = self.base_url.rsplit("/v1", 1)[0]
         with urllib.request.urlopen(f"{root}/stats", timeout=10) as response:
             data = json.load(response)
-        return ServerStats(int(data["requests"]), float(data["held_s"]), int(data["max_in_flight"]))
+        return ServerStats(int(data["requests"]), float(data["held_s"]), int(data["max_in_flight"]),
+                           dict(data.get("faults") or {}))
+
+    def configure(self, **changes: Any) -> None:
+        """``FakeOpenAIServer.configure`` on the running child (``faults``, ``api_key``, ``hang_s``)."""
+        root = self.base_url.rsplit("/v1", 1)[0]
+        request = urllib.request.Request(f"{root}/faults", data=json.dumps(changes).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
 
 @contextlib.contextmanager
-def running_server(latency_s: float = 0.1, answers: Mapping[str, Sequence[str]] | None = None) -> Iterator[ServerProcess]:
+def running_server(latency_s: float = 0.1, answers: Mapping[str, Sequence[str]] | None = None, *,
+                   faults: Mapping[str, float] | None = None, api_key: str | None = None,
+                   hang_s: float = 3600.0, fault_seed: int = 0) -> Iterator[ServerProcess]:
     """Start the server in a child process on a free port; stop it on exit."""
     command = [sys.executable, "-m", "agentsearch.testing", "--latency", str(latency_s),
-               "--answers", json.dumps(dict(answers or {}))]
+               "--answers", json.dumps(dict(answers or {})), "--faults", json.dumps(dict(faults or {})),
+               "--hang", str(hang_s), "--fault-seed", str(fault_seed)]
+    if api_key is not None:
+        command += ["--api-key", api_key]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline() if child.stdout else ""
@@ -217,8 +313,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.1, help="seconds before each answer")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--answers", default="{}", help='JSON: {"field": ["value", ...]}')
+    parser.add_argument("--faults", default="{}", help=f'JSON: {{"kind": share}}, kinds {", ".join(FAULT_KINDS)}')
+    parser.add_argument("--api-key", default=None, help="require this bearer key (else 401)")
+    parser.add_argument("--hang", type=float, default=3600.0, help="seconds a 'hang' fault holds the request")
+    parser.add_argument("--fault-seed", type=int, default=0)
     args = parser.parse_args(argv)
-    server = FakeOpenAIServer(latency_s=args.latency, answers=json.loads(args.answers), port=args.port)
+    server = FakeOpenAIServer(latency_s=args.latency, answers=json.loads(args.answers), port=args.port,
+                              faults=json.loads(args.faults), api_key=args.api_key, hang_s=args.hang,
+                              fault_seed=args.fault_seed)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(server._serve())
     print(server.base_url, flush=True)

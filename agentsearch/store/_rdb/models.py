@@ -38,6 +38,9 @@ class RunModel(Base):
     proposer_lm_calls: Mapped[int] = mapped_column(Integer, default=0)
     proposer_tokens: Mapped[int] = mapped_column(Integer, default=0)
     proposer_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    unscored_lm_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unscored_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
@@ -75,8 +78,21 @@ class EvaluationModel(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     wall_s: Mapped[float] = mapped_column(Float, default=0.0)
     note: Mapped[str | None] = mapped_column(Text)
+    top_error: Mapped[str | None] = mapped_column(Text)
+    top_error_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class ExampleModel(Base):
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("run_id", "split", "example_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    split: Mapped[str] = mapped_column(String(16))
+    example_id: Mapped[str] = mapped_column(String(255))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    gold: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class ExampleResultModel(Base):

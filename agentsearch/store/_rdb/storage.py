@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import Counter
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,21 +16,25 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agentsearch.exceptions import StorageError
+from agentsearch.lm._secrets import redact_secrets
 from agentsearch.store._base import (
     BaseStorage,
     CandidateRecord,
     EvaluationRecord,
+    ExampleRecord,
     ExampleResultRecord,
     RunRecord,
+    RunStatus,
     RunUsage,
 )
 from agentsearch.store._rdb.models import (
     CandidateModel,
     EvaluationModel,
+    ExampleModel,
     ExampleResultModel,
     RunModel,
     utcnow,
@@ -41,6 +46,14 @@ if TYPE_CHECKING:
 VERSION_TABLE = "agentsearch_alembic_version"  # Optuna's tables (and its alembic_version) share the database
 _MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MAX_NAME_SUFFIX = 1000
+GIST_CHARS = 200
+
+
+def error_gist(error: str) -> str:
+    """An error's first line, cut short: errors of one kind that quote different answers still count together."""
+    first = error.strip().splitlines()[0] if error.strip() else error
+    return first[:GIST_CHARS]
 
 
 def _alembic_config(connection: Any) -> Any:
@@ -95,7 +108,7 @@ class RDBStorage(BaseStorage):
         try:
             self.engine = create_engine(url, pool_pre_ping=True)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StorageError(f"cannot open storage {url!r}: {exc}") from None
+            raise StorageError(f"cannot open storage {self.display_url!r}: {redact_secrets(str(exc))}") from None
         if self.engine.dialect.name == "sqlite":
             _enable_sqlite_wal(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -103,7 +116,8 @@ class RDBStorage(BaseStorage):
         try:
             self._check_schema(upgrade)
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}") from None
+            raise StorageError(f"cannot open storage {self.display_url!r}: "
+                               f"{redact_secrets(str(exc).splitlines()[0])}") from None
 
     def _check_schema(self, upgrade: bool) -> None:
         current = _current_revision(self.engine)
@@ -119,8 +133,8 @@ class RDBStorage(BaseStorage):
                     raise
             return
         raise StorageError(
-            f"storage {self.url!r} has schema revision {current}, this agentsearch needs {head}: "
-            f"run `agentsearch db upgrade --storage {self.url}`"
+            f"storage {self.display_url!r} has schema revision {current}, this agentsearch needs {head}: "
+            f"run `agentsearch db upgrade --storage {self.display_url}`"
         )
 
     def _wait_for_revision(self, revision: str, timeout_s: float = 30.0) -> bool:
@@ -142,7 +156,7 @@ class RDBStorage(BaseStorage):
             session.commit()
         except SQLAlchemyError as exc:
             session.rollback()
-            raise StorageError(f"storage {self.url!r}: {str(exc).splitlines()[0]}") from None
+            raise StorageError(f"storage {self.display_url!r}: {redact_secrets(str(exc).splitlines()[0])}") from None
         except BaseException:
             session.rollback()
             raise
@@ -156,7 +170,8 @@ class RDBStorage(BaseStorage):
             id=row.id, name=row.name, task_name=row.task_name, status=row.status, stop_reason=row.stop_reason,
             task=row.task, space=row.space, proposer_lm_calls=row.proposer_lm_calls,
             proposer_tokens=row.proposer_tokens, proposer_cost_usd=row.proposer_cost_usd,
-            created_at=row.created_at, finished_at=row.finished_at,
+            created_at=row.created_at, finished_at=row.finished_at, unscored_lm_calls=row.unscored_lm_calls or 0,
+            unscored_tokens=row.unscored_tokens or 0, heartbeat_at=row.heartbeat_at,
         )
 
     @staticmethod
@@ -174,6 +189,7 @@ class RDBStorage(BaseStorage):
             id=row.id, candidate_id=row.candidate_id, split=row.split, status=row.status, score=row.score,
             n=row.n, n_errors=row.n_errors, lm_calls=row.lm_calls, tokens=row.tokens, cost_usd=row.cost_usd,
             wall_s=row.wall_s, note=row.note, created_at=row.created_at, finished_at=row.finished_at,
+            top_error=row.top_error, top_error_count=row.top_error_count or 0,
         )
 
     @staticmethod
@@ -185,13 +201,23 @@ class RDBStorage(BaseStorage):
         )
 
     # runs ------------------------------------------------------------------------------------
-    def create_run(self, name: str, task_name: str, task: dict[str, Any]) -> RunRecord:
+    def create_run(self, name: str, task_name: str, task: dict[str, Any], *, unique: bool = False) -> RunRecord:
         with self._session() as session:
-            row = RunModel(name=name, task_name=task_name, status="running", task=task, space=None,
-                           proposer_lm_calls=0, proposer_tokens=0, proposer_cost_usd=0.0)
-            session.add(row)
-            session.flush()
-            return self._run(row)
+            for suffix in range(1, MAX_NAME_SUFFIX + 1):
+                candidate = name if suffix == 1 else f"{name}~{suffix}"
+                row = RunModel(name=candidate, task_name=task_name, status=RunStatus.RUNNING.value, task=task,
+                               space=None, proposer_lm_calls=0, proposer_tokens=0, proposer_cost_usd=0.0,
+                               unscored_lm_calls=0, unscored_tokens=0, heartbeat_at=utcnow())
+                try:
+                    with session.begin_nested():  # a savepoint: PostgreSQL's transaction survives the conflict
+                        session.add(row)
+                        session.flush()
+                except IntegrityError:
+                    if not unique:
+                        raise StorageError(f"a run named {name!r} already exists in {self.display_url}") from None
+                    continue
+                return self._run(row)
+            raise StorageError(f"no free run name after {name!r}~{MAX_NAME_SUFFIX}")
 
     def get_run(self, name_or_id: str | int) -> RunRecord | None:
         with self._session() as session:
@@ -216,8 +242,36 @@ class RDBStorage(BaseStorage):
         self._update_run(run_id, space=space)
 
     def set_run_status(self, run_id: int, status: str, stop_reason: str | None = None) -> None:
-        finished = None if status == "running" else utcnow()
-        self._update_run(run_id, status=status, stop_reason=stop_reason, finished_at=finished)
+        running = status == RunStatus.RUNNING
+        self._update_run(run_id, status=RunStatus(status).value, stop_reason=stop_reason,
+                         finished_at=None if running else utcnow(), heartbeat_at=utcnow())
+
+    def heartbeat(self, run_id: int) -> None:
+        self._update_run(run_id, heartbeat_at=utcnow())
+
+    def add_unscored_usage(self, run_id: int, lm_calls: int, tokens: int) -> None:
+        with self._session() as session:
+            row = session.get(RunModel, run_id)
+            row.unscored_lm_calls = (row.unscored_lm_calls or 0) + lm_calls
+            row.unscored_tokens = (row.unscored_tokens or 0) + tokens
+
+    def add_examples(self, run_id: int, split: str,
+                     examples: Sequence[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        with self._write_lock, self._session() as session:
+            kept = set(session.scalars(select(ExampleModel.example_id).where(
+                ExampleModel.run_id == run_id, ExampleModel.split == split)))
+            rows = [dict(run_id=run_id, split=split, example_id=example_id, inputs=inputs, gold=gold)
+                    for example_id, inputs, gold in examples if example_id not in kept]
+            if rows:
+                session.execute(insert(ExampleModel), rows)
+
+    def list_examples(self, run_id: int, split: str | None = None) -> list[ExampleRecord]:
+        query = select(ExampleModel).where(ExampleModel.run_id == run_id).order_by(ExampleModel.id)
+        if split is not None:
+            query = query.where(ExampleModel.split == split)
+        with self._session() as session:
+            return [ExampleRecord(run_id=row.run_id, split=row.split, example_id=row.example_id, inputs=row.inputs,
+                                  gold=row.gold) for row in session.scalars(query)]
 
     def add_proposer_usage(self, run_id: int, lm_calls: int, tokens: int, cost_usd: float) -> None:
         with self._session() as session:
@@ -240,8 +294,8 @@ class RDBStorage(BaseStorage):
             ).one()
             run = session.get(RunModel, run_id)
             return RunUsage(
-                lm_calls=int(calls) + run.proposer_lm_calls,
-                tokens=int(tokens) + run.proposer_tokens,
+                lm_calls=int(calls) + run.proposer_lm_calls + (run.unscored_lm_calls or 0),
+                tokens=int(tokens) + run.proposer_tokens + (run.unscored_tokens or 0),
                 cost_usd=float(cost) + run.proposer_cost_usd,
             )
 
@@ -346,6 +400,10 @@ class RDBStorage(BaseStorage):
             row.n, row.score, row.n_errors = int(n), (None if score is None else float(score)), int(errors)
             row.lm_calls, row.tokens, row.cost_usd = int(calls), int(tokens), float(cost)
             row.wall_s += wall_s
+            errors = Counter(error_gist(error) for error in session.scalars(select(ExampleResultModel.error).where(
+                ExampleResultModel.evaluation_id == evaluation_id, ExampleResultModel.error.is_not(None))))
+            top = min(errors.items(), key=lambda item: (-item[1], item[0]), default=None)
+            row.top_error, row.top_error_count = top if top else (None, 0)
             row.status = "complete" if pruned_because is None else "pruned"
             row.note = pruned_because
             row.finished_at = utcnow()

@@ -1,0 +1,148 @@
+"""Telling an LM outage from a program's failure, and retrying the outage.
+
+A score must say how well a program answered, never that the LM was down. So every failed call is
+classified here: *infrastructure* failures (authentication, missing key, connection, HTTP 5xx or
+429, timeout) are not the program's doing and must never become a score of 0; everything else (a
+prompt over the context window, a request the provider rejects for its shape, an unparsable
+answer) is the program's and is a result like any other.
+
+DSPy's own retry loop sleeps in the worker thread and cannot be interrupted; ours waits on
+``CANCELLED``, so Ctrl-C and SIGTERM end a run within a second even mid-backoff. DSPy is told to
+make one attempt per call (``num_retries=0``) and ``RetryingLM`` makes the attempts, counting each
+one against the budget through the thread's usage meter.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from dspy.utils.exceptions import (
+    LMAuthError,
+    LMBillingError,
+    LMConfigurationError,
+    LMError,
+    LMLockTimeoutError,
+    LMRateLimitError,
+    LMServerError,
+    LMTimeoutError,
+    LMTransportError,
+    LMUnsupportedModelError,
+)
+
+from agentsearch.exceptions import LMUnavailableError
+from agentsearch.lm._secrets import redact_secrets
+
+CANCELLED = threading.Event()
+"""Set when the run is being stopped (Ctrl-C, SIGTERM): no new attempt starts, no backoff continues."""
+
+MAX_BACKOFF_S = 30.0
+"""The longest wait between attempts, whatever a provider's Retry-After asks."""
+
+_MISSING_KEY = ("missing credentials", "api_key client option must be set", "no api key found")
+
+
+class FailureKind(str, enum.Enum):
+    AUTH = "authentication failed"
+    CONFIG = "misconfigured"
+    RATE_LIMIT = "rate limited (HTTP 429)"
+    SERVER = "server error (HTTP 5xx)"
+    CONNECTION = "cannot connect"
+    TIMEOUT = "timed out"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether waiting can help: an unknown key or model will not fix itself."""
+        return self not in (FailureKind.AUTH, FailureKind.CONFIG)
+
+
+@dataclass(frozen=True)
+class LMFailure:
+    """One failed attempt at an LM call that was the infrastructure's doing."""
+
+    kind: FailureKind
+    model: str
+    message: str
+    """The provider's first line, secrets redacted."""
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.model}: {self.kind.value}: {self.message}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return redact_secrets(text)[:300]
+
+
+def classify(exc: BaseException, model: str) -> LMFailure | None:
+    """The infrastructure failure ``exc`` is, or None when it is the program's (a result)."""
+    if isinstance(exc, LMUnavailableError):
+        return exc.failure
+    if not isinstance(exc, LMError):
+        return None
+    text = str(exc).lower()
+    retry_after = getattr(exc, "retry_after", None)
+    kind: FailureKind | None = None
+    if isinstance(exc, (LMAuthError, LMBillingError)) or any(marker in text for marker in _MISSING_KEY):
+        kind = FailureKind.AUTH  # litellm reports a missing key as a 500 "Missing credentials"
+    elif isinstance(exc, LMRateLimitError):
+        kind = FailureKind.RATE_LIMIT
+    elif isinstance(exc, LMTimeoutError) or "timed out" in text or "timeout" in text:
+        kind = FailureKind.TIMEOUT
+    elif isinstance(exc, (LMTransportError, LMLockTimeoutError)) or "connection error" in text:
+        kind = FailureKind.CONNECTION
+    elif isinstance(exc, LMServerError):
+        kind = FailureKind.SERVER
+    elif isinstance(exc, (LMConfigurationError, LMUnsupportedModelError)):
+        kind = FailureKind.CONFIG
+    if kind is None:
+        return None
+    return LMFailure(kind, model, _first_line(exc), retry_after if isinstance(retry_after, (int, float)) else None)
+
+
+def backoff_s(attempt: int, failure: LMFailure) -> float:
+    """Seconds before attempt ``attempt + 1``: the provider's Retry-After if it gave one, else 1, 2, 4, ... s."""
+    wanted = failure.retry_after if failure.retry_after is not None else 2.0 ** attempt
+    return max(0.0, min(float(wanted), MAX_BACKOFF_S))
+
+
+def note_failure(failure: LMFailure, *, final: bool, attempted: bool = True) -> None:
+    """Tell the calling thread's usage meter (if one is installed) that an attempt failed (``attempted``:
+    a request was made, so it counts as a call), and whether the call failed with it (``final``)."""
+    import dspy
+
+    meter = dspy.settings.usage_tracker
+    record = getattr(meter, "record_failure", None)
+    if record is not None:
+        record(failure, final=final, attempted=attempted)
+
+
+def call_with_retries(model: str, retries: int, attempt_call: Any) -> Any:
+    """``attempt_call()`` up to ``retries + 1`` times while it fails for infrastructure reasons.
+
+    Raises LMUnavailableError when the attempts run out or the failure cannot heal (a bad key);
+    a program failure (context window, bad request) propagates unchanged after one attempt.
+    """
+    attempt = 0
+    while True:
+        if CANCELLED.is_set():
+            stopping = LMFailure(FailureKind.CONNECTION, model, "the run is being stopped")
+            note_failure(stopping, final=True, attempted=False)
+            raise LMUnavailableError(stopping)
+        try:
+            return attempt_call()
+        except Exception as exc:
+            failure = classify(exc, model)
+            if failure is None:
+                raise
+            final = not failure.kind.retryable or attempt >= retries
+            note_failure(failure, final=final)
+            if final:
+                raise LMUnavailableError(failure, attempts=attempt + 1) from None
+            if CANCELLED.wait(backoff_s(attempt, failure)):
+                note_failure(failure, final=True, attempted=False)
+                raise LMUnavailableError(failure, attempts=attempt + 1) from None
+            attempt += 1
