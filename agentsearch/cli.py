@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -99,7 +100,7 @@ def optimize(
     storage: Optional[str] = StorageOpt,
     max_candidates: Optional[int] = typer.Option(None, "--max-candidates", min=1),
     max_lm_calls: Optional[int] = typer.Option(None, "--max-lm-calls", min=1),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, max=256),
     seed: Optional[int] = typer.Option(None, "--seed"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also save the best program here."),
     as_json: bool = JsonOpt,
@@ -130,7 +131,8 @@ def optimize(
                                 max_lm_calls=max_lm_calls, concurrency=concurrency, seed=seed, callback=progress)
     except (KeyboardInterrupt, Terminated) as exc:
         cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
-        err.print(f"{cause}: finished evaluations are saved; continue with {again}", markup=False, highlight=False)
+        err.print(f"{cause}: finished evaluations are saved; continue with {again}", markup=False, highlight=False,
+                  soft_wrap=True)
         _exit_now(130 if isinstance(exc, KeyboardInterrupt) else 143)
     except LMUnavailableError as exc:
         err.print(f"error: {redact_secrets(str(exc))}; nothing was scored while it failed. Fix it, then continue "
@@ -172,7 +174,8 @@ def optimize(
         out.print(f"pruned {result.pruning.pruned} candidates early: {result.pruning.lm_calls_spent} LM calls spent on "
                   f"them, about {result.pruning.lm_calls_saved} saved against scoring them on all of dev")
     out.print(f"export the best program: agentsearch export {result.run.name} --out best.json"
-              + (f" --storage {mask_url(url)}" if url != DEFAULT_STORAGE else ""), markup=False, highlight=False)
+              + (f" --storage {mask_url(url)}" if url != DEFAULT_STORAGE else ""), markup=False, highlight=False,
+              soft_wrap=True)  # a command to copy: one line, however long
 
 
 @app.command()
@@ -194,18 +197,24 @@ def runs(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
     if as_json:
         _emit_json(rows)
         return
-    table = Table()
-    # A run name is what the user types next: it is never cut; the other columns fold to make room.
+    # A run name is what the user types next: it is never cut. On a narrow terminal the table keeps the
+    # columns that say how a run is doing, and drops id, task and date (all in --json).
+    wide = out.width >= 120
+    table = Table(box=box.SIMPLE_HEAD)
     table.add_column("name", no_wrap=True, min_width=max((len(row["name"]) for row in rows), default=4))
-    for column in ("id", "task", "status", "cands", "best dev", "LM calls", "created"):
+    extra = ("id", "task", "created") if wide else ()
+    table.add_column("status", min_width=len("interrupted"), overflow="fold")
+    for column in ("cands", "best dev", "LM calls", *extra):
         table.add_column(column, overflow="fold")
     for row in rows:
         status = row["status"]
         if row["lost"]:
             seen = "never" if row["last_seen_s"] is None else f"{row['last_seen_s'] / 60:.0f} min ago"
-            status = f"lost (running, last seen {seen})"
-        table.add_row(row["name"], str(row["id"]), row["task"], status, str(row["candidates"]),
-                      _score(row["best_dev"]), str(row["lm_calls"]), f"{row['created_at']:%Y-%m-%d %H:%M}")
+            status = f"lost: no heartbeat, last seen {seen}"
+        cells = [row["name"], status, str(row["candidates"]), _score(row["best_dev"]), str(row["lm_calls"])]
+        if wide:
+            cells += [str(row["id"]), row["task"], f"{row['created_at']:%Y-%m-%d %H:%M}"]
+        table.add_row(*cells)
     out.print(table)
 
 
@@ -404,7 +413,7 @@ def evaluate(
     program_file: Path = typer.Argument(..., help="a program saved by export or --out"),
     task_file: Path = typer.Argument(..., help="task.yaml whose data and metric to use"),
     split: str = typer.Option("test", "--split", help="train, dev or test"),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, max=256),
     as_json: bool = JsonOpt,
 ) -> None:
     """Re-score a saved program on a split of a task."""

@@ -134,3 +134,82 @@ def test_the_public_api_loads_on_first_use():
             "    raise AssertionError('no AttributeError')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_examples_lists_input_gold_prediction_and_error_from_the_database_alone(finished_run, sqlite_url, tmp_path,
+                                                                                monkeypatch, capsys):
+    task, summary = finished_run
+    for data in (task.parent / "data").iterdir():
+        data.unlink()  # the data files are gone: the store must answer on its own
+    seed = summary["seed"]["candidate"]
+    code, out, _ = run_cli(monkeypatch, capsys, "examples", str(seed), "--storage", sqlite_url, "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 12
+    row = rows[0]
+    assert set(row["inputs"]) == {"sentence"} and set(row["gold"]) == {"label"}
+    assert row["prediction"] == {"label": "positive"}  # the fake answers the seed's chat prompt "positive"
+    assert row["score"] == float(row["gold"]["label"] == "positive")
+    code, out, _ = run_cli(monkeypatch, capsys, "examples", str(seed), "--failed", "--storage", sqlite_url, "--json")
+    failed = json.loads(out)
+    assert code == 0 and failed and all(r["score"] < 1.0 or r["error"] for r in failed) and len(failed) < len(rows)
+    code, out, _ = run_cli(monkeypatch, capsys, "examples", str(seed), "--split", "test", "--storage", sqlite_url,
+                           "--json")
+    assert code == 0 and "a wonderful film 200" in {row["inputs"]["sentence"] for row in json.loads(out)}
+    code, out, _ = run_cli(monkeypatch, capsys, "examples", str(seed), "--storage", sqlite_url)
+    assert code == 0 and f"candidate {seed} on dev" in out and "positive" in out
+
+
+def test_show_prints_the_most_common_error(write_task, task_dir, sqlite_url, fake_lm, monkeypatch, capsys):
+    from tests.conftest import sentiment_rows, write_jsonl
+
+    write_jsonl(task_dir / "data" / "dev.jsonl",
+                [{**row, "sentence": f"TOOLONG {row['sentence']}"} for row in sentiment_rows(100)[:4]])
+    code, _, _ = run_cli(monkeypatch, capsys, "optimize", str(write_task(**{"search.max_candidates": 2})),
+                         "--storage", sqlite_url, "--run", "e")
+    code, out, _ = run_cli(monkeypatch, capsys, "show", "1", "--storage", sqlite_url)
+    assert code == 0 and "most common error (4 of 4)" in out and "context window" in out
+
+
+def test_runs_shows_a_run_whose_process_died_and_never_cuts_a_name(sqlite_url, monkeypatch, capsys):
+    import datetime as dt
+
+    import sqlalchemy
+
+    from agentsearch.store import get_storage
+
+    store = get_storage(sqlite_url)
+    long_name = "movie-review-sentiment-20261130-235959~12"
+    alive = store.create_run(long_name, "movie-review-sentiment", {})
+    dead = store.create_run("killed", "toy", {})
+    engine = sqlalchemy.create_engine(sqlite_url)
+    with engine.begin() as connection:  # its process stopped beating five minutes ago
+        connection.execute(sqlalchemy.text("UPDATE runs SET heartbeat_at = :at WHERE id = :id"),
+                           {"at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=5),
+                            "id": dead.id})
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", "--storage", sqlite_url)
+    assert code == 0 and long_name in out and max(len(line) for line in out.splitlines()) <= 80
+    assert "running" in out and "lost:" in out  # the rest folds: "no heartbeat, last seen 5 min ago"
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", "--storage", sqlite_url, "--json")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["killed"]["lost"] and not rows[long_name]["lost"] and alive.status == "running"
+
+
+def test_version_and_how_storage_is_chosen(write_task, tmp_path, fake_lm, monkeypatch, capsys):
+    from importlib.metadata import version
+
+    code, out, _ = run_cli(monkeypatch, capsys, "--version")
+    assert code == 0 and version("agentsearch") in out
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", "--help")
+    flat = " ".join(out.replace("│", " ").split())
+    assert "AGENTSEARCH_STORAGE" in flat and "sqlite:///agentsearch.db" in flat and "task file" in flat
+
+    # the environment comes before the task file's storage, and the export hint names what was used
+    env_db = tmp_path / "from-env.db"
+    monkeypatch.setenv("AGENTSEARCH_STORAGE", f"sqlite:///{env_db}")
+    task = write_task(**{"search.max_candidates": 2, "storage": f"sqlite:///{tmp_path / 'from-task.db'}"})
+    code, out, _ = run_cli(monkeypatch, capsys, "optimize", str(task), "--run", "s")
+    assert code == 0 and env_db.exists() and not (tmp_path / "from-task.db").exists()
+    assert f"agentsearch export s --out best.json --storage sqlite:///{env_db}" in " ".join(out.split())
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", "--json")  # the same rule for every command
+    assert code == 0 and [row["name"] for row in json.loads(out)] == ["s"]

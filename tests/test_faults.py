@@ -224,3 +224,12 @@ def test_a_signal_during_a_hung_call_stops_within_seconds_and_keeps_what_finishe
     assert "--resume" in stderr and "Traceback" not in stderr
     run = get_storage(f"sqlite:///{db}").get_run("h")
     assert run.status == "interrupted" and scored_rows(db) >= kept
+
+
+def test_a_search_from_the_cli_shows_no_library_warnings(task_dir, tmp_path):
+    """Optuna's ExperimentalWarnings (multivariate TPE, the Wilcoxon pruner) are not the user's concern."""
+    with running_server(0.005, ANSWERS) as live:
+        path = fake_task(task_dir, live.base_url)
+        done = run_cli("optimize", str(path), "--storage", f"sqlite:///{tmp_path / 'w.db'}")
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr + done.stdout, done.stderr

@@ -124,3 +124,46 @@ def test_best_candidates_ranks_complete_dev_scores_then_the_rest(storage_url):
     ranked = [c.number for c in store.best_candidates(run.id, 10)]
     assert ranked == [2, 0, 4, 3, 1, 5]  # 1.0, then 0.5 by number, 0.0, then no complete dev score
     assert [c.id for c in store.best_candidates(run.id, 2)] == [ids[2], ids[0]]
+
+
+def test_runs_started_at_once_never_collide_on_a_generated_name(storage_url):
+    """Several processes (here: storages with engines of their own, in threads) create a run of the same
+    generated name at the same moment: each gets a distinct name, none fails."""
+    import threading
+
+    from agentsearch.exceptions import StorageError
+
+    stores = [get_storage(storage_url) for _ in range(6)]
+    names, errors, gate = [], [], threading.Barrier(len(stores))
+
+    def start(store) -> None:
+        gate.wait()
+        try:
+            names.append(store.create_run("toy-20261130-120000", "toy", {}, unique=True).name)
+        except StorageError as exc:  # pragma: no cover - the failure this test is about
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(names)) == 6 and "toy-20261130-120000" in names
+    with pytest.raises(StorageError, match="already exists"):
+        stores[0].create_run("toy-20261130-120000", "toy", {})  # a name the user chose is never renamed
+
+
+def test_an_evaluation_keeps_its_most_common_error(storage_url):
+    from agentsearch.evaluators import ExampleOutcome
+    from agentsearch.lm import Usage
+
+    store = get_storage(storage_url)
+    run = store.create_run("e", "toy", {})
+    candidate = store.create_candidate(run.id, {}, "h", level="prompt", optimizer="seed")
+    evaluation = store.get_or_create_evaluation(candidate.id, "dev")
+    errors = ["AdapterParseError: no label in 'foo'\nmore", "AdapterParseError: no label in 'foo'\nother", "Boom", None]
+    store.add_example_results(evaluation.id, [ExampleOutcome(f"d{i}", None, 0.0, error, Usage(), 0.1)
+                                              for i, error in enumerate(errors)])
+    done = store.complete_evaluation(evaluation.id, 1.0)
+    assert done.top_error == "AdapterParseError: no label in 'foo'" and done.top_error_count == 2
+    assert done.n_errors == 3
