@@ -78,7 +78,7 @@ from agentsearch.store import (
     get_storage,
 )
 from agentsearch.store._base import HEARTBEAT_S
-from agentsearch.lm._failures import CANCELLED
+from agentsearch.lm import _failures
 
 DEFAULT_STORAGE = "sqlite:///agentsearch.db"
 from agentsearch.task import SPLITS, Task, as_task
@@ -268,10 +268,10 @@ class _Heartbeat:
 PREFLIGHT_PROMPT = "Reply with the word OK."
 
 
-def preflight(config: Any, spend: Any) -> None:
+def preflight(config: Any, spend: Any, cancelled: threading.Event | None = None) -> None:
     """One uncached call to the LM before anything is scored: a missing key, a wrong model or a
     server that is down stops the run here, in seconds, naming the model and the cause."""
-    lm = build_lm(config)
+    lm = build_lm(config, cancelled=cancelled)
     meter = UsageMeter()
     try:
         with dspy.context(usage_tracker=meter):
@@ -290,7 +290,9 @@ class _Search:
         self.storage = storage
         self.run = run
         self.callback = callback
-        self.lm = build_lm(task.lm)
+        self.cancelled = threading.Event()
+        """Set when the run stops (signal, outage, error): its LM calls in flight start no new attempt."""
+        self.lm = build_lm(task.lm, cancelled=self.cancelled)
         self.evaluator = Evaluator(task_metric(task), concurrency=task.concurrency)
         self.budget = Budget(task.budget, storage.run_usage(run.id))
         self.splits = {split: load_split(task, split) for split in ("train", "dev")}
@@ -354,19 +356,19 @@ class _Search:
         self.callback.on_evaluation_start(candidate, split, len(examples), len(examples) - len(todo))
         proposal = _proposal(candidate)
         program = build_program(proposal.spec, self.demos, self.lm, base_dir=self.task.base_dir, limits=self.limits)
-        pruning = optimizer is not None and optimizer.prunes and split == "dev"
-        batches = self._minibatches(examples, set(done), optimizer.minibatch_offset(proposal)) if pruning else [todo]
+        pruner = optimizer if optimizer is not None and optimizer.prunes and split == "dev" else None
+        batches = self._minibatches(examples, set(done), pruner.minibatch_offset(proposal)) if pruner else [todo]
         started = time.perf_counter()
         for batch in batches:
             finished = self._score(program, evaluation, batch, done, split)
-            if pruning:  # all stored scores: those a crash kept from being reported are reported now
-                optimizer.report(proposal, {self.dev_step[example_id]: score for example_id, score in done.items()})
+            if pruner:  # all stored scores: those a crash kept from being reported are reported now
+                pruner.report(proposal, {self.dev_step[example_id]: score for example_id, score in done.items()})
             if not finished:
                 self.stop_reason = self.budget.exhausted()
                 return evaluation
-            if pruning and len(done) < len(examples) and optimizer.should_prune(proposal):
+            if pruner and len(done) < len(examples) and pruner.should_prune(proposal):
                 mean = sum(done.values()) / len(done)
-                reason = f"pruned after {len(done)} of {len(examples)} dev examples: score {mean:.3f}, {optimizer.prune_reason}"
+                reason = f"pruned after {len(done)} of {len(examples)} dev examples: score {mean:.3f}, {pruner.prune_reason}"
                 evaluation = self.storage.complete_evaluation(evaluation.id, time.perf_counter() - started,
                                                               pruned_because=reason)
                 self.callback.on_evaluation_end(candidate, evaluation, self.best_dev)
@@ -385,7 +387,10 @@ class _Search:
         already retried); an outage that outlasts them, or MAX_UNSCORED_STREAK unscored examples
         in a row, or a failure that cannot heal (a bad key), raises LMUnavailableError.
         """
-        for _ in range(UNSCORED_PASSES):
+        outage = _Outage()
+        for number in range(UNSCORED_PASSES):
+            if number and outage.last is not None:  # give the provider a moment before the next pass
+                self.cancelled.wait(_failures.backoff_s(number + 1, outage.last))
             todo = [item for item in batch if item.id not in done]
             if not todo:
                 return True
@@ -464,7 +469,7 @@ class _Search:
         # evolve writes its own instructions, from failures, so it needs no proposals up front
         if search.num_instructions > 1 and "prompt" in search.space_levels and search.optimizer != "evolve":
             self.callback.on_phase(f"proposing {search.num_instructions - 1} instructions")
-            proposer = build_lm(self.task.effective_proposer_lm)
+            proposer = build_lm(self.task.effective_proposer_lm, cancelled=self.cancelled)
             instructions, usage = propose_instructions(
                 proposer, seed_spec(self.task), train, count=search.num_instructions - 1, rng=rng
             )
@@ -484,7 +489,8 @@ class _Search:
 
     def evolver(self, space: SearchSpace) -> EvolveOptimizer:
         return EvolveOptimizer(
-            space, build_lm(self.task.effective_proposer_lm), population=self._population, failures=self._failures,
+            space, build_lm(self.task.effective_proposer_lm, cancelled=self.cancelled),
+            population=self._population, failures=self._failures,
             asked=lambda: sum(c.optimizer == "evolve" for c in self.storage.list_candidates(self.run.id)),
             spend=self._spend_proposer, seed=self.task.seed, minibatch=self.task.search.minibatch,
         )
@@ -621,7 +627,8 @@ class _Search:
                                  summary=summarize_data(train, outputs), examples=examples, limits=self.limits)
 
         return MetaAgentOptimizer(
-            task=design_task, proposer=build_lm(self.task.effective_proposer_lm), archive=self._design_archive,
+            task=design_task, proposer=build_lm(self.task.effective_proposer_lm, cancelled=self.cancelled),
+            archive=self._design_archive,
             known=lambda: {c.spec_hash for c in self.storage.list_candidates(self.run.id) if c.level == "agent"},
             spend=self._spend_proposer, seed_candidate_id=seed.id, show_code=settings.show_code,
         )
@@ -730,6 +737,11 @@ class _Search:
         return self.evaluate(candidate, "test", self.splits["test"])
 
 
+def _cancel(search: _Search | None) -> None:
+    if search is not None:
+        search.cancelled.set()
+
+
 def optimize(
     task: Task | str | Path,
     *,
@@ -754,16 +766,16 @@ def optimize(
     store.set_run_status(run.id, RunStatus.RUNNING)
     callback = callback or SearchCallback()
     started = time.perf_counter()
-    CANCELLED.clear()
+    search: _Search | None = None
     try:
         search = _Search(task, store, run, callback)
         with _Heartbeat(store, run.id).running():
             search.keep_examples()
             if run.status != RunStatus.FINISHED:  # a finished run has everything stored: no call to make
                 callback.on_phase(f"checking the LM: {task.lm.model}")
-                preflight(task.lm, search._spend_proposer)
+                preflight(task.lm, search._spend_proposer, search.cancelled)
                 if task.proposer_lm is not None and task.proposer_lm != task.lm:
-                    preflight(task.proposer_lm, search._spend_proposer)
+                    preflight(task.proposer_lm, search._spend_proposer, search.cancelled)
             callback.on_phase("evaluating the seed program on dev")
             seed = search.seed_candidate()
             seed_dev = search.evaluate(seed, "dev", search.splits["dev"])
@@ -788,15 +800,15 @@ def optimize(
     except _Stopped:
         raise
     except KeyboardInterrupt:
-        CANCELLED.set()
+        _cancel(search)
         store.set_run_status(run.id, RunStatus.INTERRUPTED, "interrupted by the user")
         raise
     except Terminated:
-        CANCELLED.set()
+        _cancel(search)
         store.set_run_status(run.id, RunStatus.INTERRUPTED, "terminated (SIGTERM)")
         raise
     except BaseException as exc:
-        CANCELLED.set()  # no worker still in flight starts another attempt
+        _cancel(search)  # no worker still in flight starts another attempt
         reason = str(exc) if isinstance(exc, AgentSearchError) else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(AgentSearchError):  # the store itself may be what failed
             spent = getattr(exc, "usage", None)  # a proposer's attempts: no example result keeps them

@@ -233,3 +233,15 @@ def test_a_search_from_the_cli_shows_no_library_warnings(task_dir, tmp_path):
         done = run_cli("optimize", str(path), "--storage", f"sqlite:///{tmp_path / 'w.db'}")
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr + done.stdout, done.stderr
+
+
+def test_evaluate_gives_no_score_while_the_lm_is_down(task_dir, tmp_path):
+    with running_server(0.005, ANSWERS) as live:
+        path = fake_task(task_dir, live.base_url, **{"search.max_candidates": 2, "lm.num_retries": 0})
+        assert run_cli("optimize", str(path), "--storage", f"sqlite:///{tmp_path / 'e.db'}", "--run", "e",
+                       "--out", str(tmp_path / "best.json")).returncode == 0
+        live.configure(faults={"500": 1.0})
+        # train: most of it was never sent while the LM was up, so DSPy's cache cannot answer for it
+        done = run_cli("evaluate", str(tmp_path / "best.json"), str(path), "--split", "train", "--json")
+    assert done.returncode == 3 and "server error" in done.stderr and done.stdout == "", done.stderr
+    assert "examples left unscored" in done.stderr

@@ -167,3 +167,22 @@ def test_an_evaluation_keeps_its_most_common_error(storage_url):
     done = store.complete_evaluation(evaluation.id, 1.0)
     assert done.top_error == "AdapterParseError: no label in 'foo'" and done.top_error_count == 2
     assert done.n_errors == 3
+
+
+def test_a_running_run_whose_process_is_gone_is_lost_at_once(sqlite_url):
+    """kill -9 leaves a fresh heartbeat behind: on the same host, the missing pid tells it died."""
+    import socket
+    import subprocess
+    import sys
+
+    import sqlalchemy
+
+    store = get_storage(sqlite_url)
+    mine = store.create_run("mine", "toy", {})
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = store.create_run("dead", "toy", {})
+    with sqlalchemy.create_engine(sqlite_url).begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE runs SET owner = :owner WHERE id = :id"),
+                           {"owner": f"{socket.gethostname()}:{gone.stdout.strip()}", "id": dead.id})
+    assert not store.get_run("mine").lost and store.get_run("dead").lost
+    assert store.get_run("mine").owner == mine.owner and mine.owner.endswith(f":{__import__('os').getpid()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,15 @@ class RetryingLM(dspy.LM):
     program's failure (see ``agentsearch.lm._failures``)."""
 
     retries: int = 0
+    cancelled: threading.Event | None = None
+    """The run's stop signal: set, no attempt starts and no backoff goes on."""
 
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         from agentsearch.lm._failures import call_with_retries
 
         parent = super().__call__
-        return call_with_retries(self.model, self.retries, lambda: parent(prompt, messages=messages, **kwargs))
+        return call_with_retries(self.model, self.retries, lambda: parent(prompt, messages=messages, **kwargs),
+                                 self.cancelled)
 
 
 class LocalLM(RetryingLM):
@@ -47,8 +51,9 @@ class LocalLM(RetryingLM):
         return {"temperature", "max_tokens", "stop", "response_format", RAW_PROMPT_PARAM}
 
 
-def build_lm(config: LMConfig) -> dspy.LM:
-    """A DSPy LM on the litellm engine (so every call goes through litellm) with DSPy's cache on."""
+def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None) -> dspy.LM:
+    """A DSPy LM on the litellm engine (so every call goes through litellm) with DSPy's cache on;
+    ``cancelled`` is the run's stop signal (see RetryingLM)."""
     extra: dict[str, Any] = {}
     if is_local(config.model):
         from agentsearch.lm._local import local_model_path, register_local_provider
@@ -71,6 +76,7 @@ def build_lm(config: LMConfig) -> dspy.LM:
         **extra,
     )
     lm.retries = config.num_retries
+    lm.cancelled = cancelled
     return lm
 
 

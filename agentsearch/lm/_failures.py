@@ -6,10 +6,11 @@ classified here: *infrastructure* failures (authentication, missing key, connect
 prompt over the context window, a request the provider rejects for its shape, an unparsable
 answer) is the program's and is a result like any other.
 
-DSPy's own retry loop sleeps in the worker thread and cannot be interrupted; ours waits on
-``CANCELLED``, so Ctrl-C and SIGTERM end a run within a second even mid-backoff. DSPy is told to
-make one attempt per call (``num_retries=0``) and ``RetryingLM`` makes the attempts, counting each
-one against the budget through the thread's usage meter.
+DSPy's own retry loop sleeps in the worker thread and cannot be interrupted; ours waits on the
+run's ``cancelled`` event, so Ctrl-C and SIGTERM end a run within a second even mid-backoff, and no
+worker left behind by a stopped run starts another attempt. DSPy is told to make one attempt per
+call (``num_retries=0``) and ``RetryingLM`` makes the attempts, counting each one against the
+budget through the thread's usage meter.
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ from dspy.utils.exceptions import (
 
 from agentsearch.exceptions import LMUnavailableError
 from agentsearch.lm._secrets import redact_secrets
-
-CANCELLED = threading.Event()
-"""Set when the run is being stopped (Ctrl-C, SIGTERM): no new attempt starts, no backoff continues."""
 
 MAX_BACKOFF_S = 30.0
 """The longest wait between attempts, whatever a provider's Retry-After asks."""
@@ -120,15 +118,17 @@ def note_failure(failure: LMFailure, *, final: bool, attempted: bool = True) -> 
         record(failure, final=final, attempted=attempted)
 
 
-def call_with_retries(model: str, retries: int, attempt_call: Any) -> Any:
+def call_with_retries(model: str, retries: int, attempt_call: Any, cancelled: threading.Event | None = None) -> Any:
     """``attempt_call()`` up to ``retries + 1`` times while it fails for infrastructure reasons.
 
-    Raises LMUnavailableError when the attempts run out or the failure cannot heal (a bad key);
-    a program failure (context window, bad request) propagates unchanged after one attempt.
+    Raises LMUnavailableError when the attempts run out, the failure cannot heal (a bad key) or
+    ``cancelled`` is set (the run is stopping: no attempt starts, no backoff goes on); a program
+    failure (context window, bad request) propagates unchanged after one attempt.
     """
+    cancelled = cancelled or threading.Event()
     attempt = 0
     while True:
-        if CANCELLED.is_set():
+        if cancelled.is_set():
             stopping = LMFailure(FailureKind.CONNECTION, model, "the run is being stopped")
             note_failure(stopping, final=True, attempted=False)
             raise LMUnavailableError(stopping)
@@ -142,7 +142,7 @@ def call_with_retries(model: str, retries: int, attempt_call: Any) -> Any:
             note_failure(failure, final=final)
             if final:
                 raise LMUnavailableError(failure, attempts=attempt + 1) from None
-            if CANCELLED.wait(backoff_s(attempt, failure)):
+            if cancelled.wait(backoff_s(attempt, failure)):
                 note_failure(failure, final=True, attempted=False)
                 raise LMUnavailableError(failure, attempts=attempt + 1) from None
             attempt += 1

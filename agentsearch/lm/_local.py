@@ -76,6 +76,28 @@ class LocalLLM(CustomLLM):
             "stop": params.get("stop") or None,
         }
         started = time.time()
+        try:
+            raw, text = self._generate(model, messages, params, settings)
+        except LMError:
+            raise
+        except ValueError as exc:
+            # In-process, nothing is an outage: a prompt over the window or a request llama.cpp
+            # refuses is the program's failure, so it must reach DSPy as one, not as a lost connection.
+            error = (litellm.ContextWindowExceededError if "context window" in str(exc)
+                     else litellm.BadRequestError)
+            raise error(str(exc), model=model, llm_provider=PROVIDER) from None
+        usage = raw["usage"]
+        return ModelResponse(
+            model=f"{PROVIDER}/{model}",
+            created=int(started),
+            choices=[{"index": 0, "finish_reason": raw["choices"][0].get("finish_reason") or "stop",
+                      "message": {"role": "assistant", "content": text}}],
+            usage={"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+                   "total_tokens": usage["total_tokens"]},
+        )
+
+    def _generate(self, model: str, messages: list, params: dict[str, Any],
+                  settings: dict[str, Any]) -> tuple[dict[str, Any], str]:
         with self._lock:
             llama = self._model(model)
             if params.get(RAW_PROMPT_PARAM):
@@ -87,15 +109,7 @@ class LocalLLM(CustomLLM):
                     settings["response_format"] = {"type": "json_object"}  # llama.cpp constrains output to JSON
                 raw = llama.create_chat_completion(messages, **settings)
                 text = raw["choices"][0]["message"]["content"] or ""
-        usage = raw["usage"]
-        return ModelResponse(
-            model=f"{PROVIDER}/{model}",
-            created=int(started),
-            choices=[{"index": 0, "finish_reason": raw["choices"][0].get("finish_reason") or "stop",
-                      "message": {"role": "assistant", "content": text}}],
-            usage={"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-                   "total_tokens": usage["total_tokens"]},
-        )
+        return raw, text
 
     def close(self) -> None:
         """Free the models while the interpreter still can (llama.cpp's finalizer fails at shutdown)."""

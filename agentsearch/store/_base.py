@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import enum
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,8 @@ class RunRecord:
     """LM attempts spent on examples an LM outage left unscored: budgeted, yet in no result row."""
     unscored_tokens: int = 0
     heartbeat_at: dt.datetime | None = None
+    owner: str | None = None
+    """``host:pid`` of the process that last drove the run."""
 
     def seconds_since_heartbeat(self, now: dt.datetime | None = None) -> float | None:
         if self.heartbeat_at is None:
@@ -64,9 +68,30 @@ class RunRecord:
 
     @property
     def lost(self) -> bool:
-        """``running`` in the store, but its process stopped saying so: it died (kill -9, a crash, a reboot)."""
+        """``running`` in the store, but its process is gone (kill -9, a crash, a reboot): its heartbeat
+        is stale, or it ran on this host and no process has its pid any more."""
+        if self.status != RunStatus.RUNNING:
+            return False
         age = self.seconds_since_heartbeat()
-        return self.status == RunStatus.RUNNING and (age is None or age > STALE_AFTER_S)
+        return age is None or age > STALE_AFTER_S or not _owner_alive(self.owner)
+
+
+def current_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    """False only when the owner ran on this host and its pid is gone; another host's is taken as alive."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 @dataclass(frozen=True)

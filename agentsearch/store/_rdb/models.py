@@ -41,6 +41,7 @@ class RunModel(Base):
     unscored_lm_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     unscored_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    owner: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 

@@ -12,7 +12,7 @@ from collections import Counter
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import and_, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine
@@ -30,6 +30,7 @@ from agentsearch.store._base import (
     RunRecord,
     RunStatus,
     RunUsage,
+    current_owner,
 )
 from agentsearch.store._rdb.models import (
     CandidateModel,
@@ -42,6 +43,8 @@ from agentsearch.store._rdb.models import (
 
 if TYPE_CHECKING:
     from agentsearch.evaluators import ExampleOutcome
+
+_Row = TypeVar("_Row", RunModel, CandidateModel, EvaluationModel)
 
 VERSION_TABLE = "agentsearch_alembic_version"  # Optuna's tables (and its alembic_version) share the database
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -171,7 +174,7 @@ class RDBStorage(BaseStorage):
             task=row.task, space=row.space, proposer_lm_calls=row.proposer_lm_calls,
             proposer_tokens=row.proposer_tokens, proposer_cost_usd=row.proposer_cost_usd,
             created_at=row.created_at, finished_at=row.finished_at, unscored_lm_calls=row.unscored_lm_calls or 0,
-            unscored_tokens=row.unscored_tokens or 0, heartbeat_at=row.heartbeat_at,
+            unscored_tokens=row.unscored_tokens or 0, heartbeat_at=row.heartbeat_at, owner=row.owner,
         )
 
     @staticmethod
@@ -207,7 +210,7 @@ class RDBStorage(BaseStorage):
                 candidate = name if suffix == 1 else f"{name}~{suffix}"
                 row = RunModel(name=candidate, task_name=task_name, status=RunStatus.RUNNING.value, task=task,
                                space=None, proposer_lm_calls=0, proposer_tokens=0, proposer_cost_usd=0.0,
-                               unscored_lm_calls=0, unscored_tokens=0, heartbeat_at=utcnow())
+                               unscored_lm_calls=0, unscored_tokens=0, heartbeat_at=utcnow(), owner=current_owner())
                 try:
                     with session.begin_nested():  # a savepoint: PostgreSQL's transaction survives the conflict
                         session.add(row)
@@ -230,11 +233,17 @@ class RDBStorage(BaseStorage):
         with self._session() as session:
             return [self._run(row) for row in session.scalars(select(RunModel).order_by(RunModel.id))]
 
+    @staticmethod
+    def _existing(session: Session, model: type[_Row], row_id: int) -> _Row:
+        """The row, or StorageError naming what is missing: a write to a missing id never passes silently."""
+        row = session.get(model, row_id)
+        if row is None:
+            raise StorageError(f"{model.__tablename__.rstrip('s')} {row_id} does not exist")
+        return row
+
     def _update_run(self, run_id: int, **values: Any) -> None:
         with self._session() as session:
-            row = session.get(RunModel, run_id)
-            if row is None:
-                raise StorageError(f"run {run_id} does not exist")
+            row = self._existing(session, RunModel, run_id)
             for key, value in values.items():
                 setattr(row, key, value)
 
@@ -243,15 +252,16 @@ class RDBStorage(BaseStorage):
 
     def set_run_status(self, run_id: int, status: str, stop_reason: str | None = None) -> None:
         running = status == RunStatus.RUNNING
+        owner = {"owner": current_owner()} if running else {}  # the process that (re)starts it drives it now
         self._update_run(run_id, status=RunStatus(status).value, stop_reason=stop_reason,
-                         finished_at=None if running else utcnow(), heartbeat_at=utcnow())
+                         finished_at=None if running else utcnow(), heartbeat_at=utcnow(), **owner)
 
     def heartbeat(self, run_id: int) -> None:
         self._update_run(run_id, heartbeat_at=utcnow())
 
     def add_unscored_usage(self, run_id: int, lm_calls: int, tokens: int) -> None:
         with self._session() as session:
-            row = session.get(RunModel, run_id)
+            row = self._existing(session, RunModel, run_id)
             row.unscored_lm_calls = (row.unscored_lm_calls or 0) + lm_calls
             row.unscored_tokens = (row.unscored_tokens or 0) + tokens
 
@@ -275,7 +285,7 @@ class RDBStorage(BaseStorage):
 
     def add_proposer_usage(self, run_id: int, lm_calls: int, tokens: int, cost_usd: float) -> None:
         with self._session() as session:
-            row = session.get(RunModel, run_id)
+            row = self._existing(session, RunModel, run_id)
             row.proposer_lm_calls += lm_calls
             row.proposer_tokens += tokens
             row.proposer_cost_usd += cost_usd
@@ -292,7 +302,7 @@ class RDBStorage(BaseStorage):
                 .join(CandidateModel, CandidateModel.id == EvaluationModel.candidate_id)
                 .where(CandidateModel.run_id == run_id)
             ).one()
-            run = session.get(RunModel, run_id)
+            run = self._existing(session, RunModel, run_id)
             return RunUsage(
                 lm_calls=int(calls) + run.proposer_lm_calls + (run.unscored_lm_calls or 0),
                 tokens=int(tokens) + run.proposer_tokens + (run.unscored_tokens or 0),
@@ -314,7 +324,7 @@ class RDBStorage(BaseStorage):
 
     def set_candidate_status(self, candidate_id: int, status: str, *, note: str | None = None) -> None:
         with self._session() as session:
-            row = session.get(CandidateModel, candidate_id)
+            row = self._existing(session, CandidateModel, candidate_id)
             row.status = status
             row.note = note
             row.finished_at = utcnow() if status != "pending" else None
@@ -386,7 +396,7 @@ class RDBStorage(BaseStorage):
 
     def complete_evaluation(self, evaluation_id: int, wall_s: float, *, pruned_because: str | None = None) -> EvaluationRecord:
         with self._session() as session:
-            row = session.get(EvaluationModel, evaluation_id)
+            row = self._existing(session, EvaluationModel, evaluation_id)
             n, score, errors, calls, tokens, cost = session.execute(
                 select(
                     func.count(ExampleResultModel.id),
@@ -400,7 +410,7 @@ class RDBStorage(BaseStorage):
             row.n, row.score, row.n_errors = int(n), (None if score is None else float(score)), int(errors)
             row.lm_calls, row.tokens, row.cost_usd = int(calls), int(tokens), float(cost)
             row.wall_s += wall_s
-            errors = Counter(error_gist(error) for error in session.scalars(select(ExampleResultModel.error).where(
+            errors = Counter(error_gist(error or "") for error in session.scalars(select(ExampleResultModel.error).where(
                 ExampleResultModel.evaluation_id == evaluation_id, ExampleResultModel.error.is_not(None))))
             top = min(errors.items(), key=lambda item: (-item[1], item[0]), default=None)
             row.top_error, row.top_error_count = top if top else (None, 0)

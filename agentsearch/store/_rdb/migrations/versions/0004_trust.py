@@ -4,8 +4,9 @@
   "which examples did this candidate get wrong, and what did it say".
 - ``runs.unscored_lm_calls`` / ``runs.unscored_tokens``: calls spent on examples an LM outage left
   unscored (no result row keeps them, yet the budget must count them).
-- ``runs.heartbeat_at``: when the process driving the run last said it was alive; a ``running`` run
-  whose heartbeat is old died without saying so.
+- ``runs.heartbeat_at`` / ``runs.owner``: when the process driving the run last said it was alive,
+  and which process that is (``host:pid``); a ``running`` run whose heartbeat is old, or whose
+  process on this host is gone, died without saying so.
 - ``evaluations.top_error`` / ``top_error_count``: the most common error text of an evaluation.
 
 Revision ID: 0004
@@ -28,6 +29,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("unscored_lm_calls", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("unscored_tokens", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("heartbeat_at", sa.DateTime))
+        batch.add_column(sa.Column("owner", sa.String(255)))
     with op.batch_alter_table("evaluations") as batch:
         batch.add_column(sa.Column("top_error", sa.Text))
         batch.add_column(sa.Column("top_error_count", sa.Integer, nullable=False, server_default="0"))
@@ -49,6 +51,7 @@ def downgrade() -> None:
         batch.drop_column("top_error_count")
         batch.drop_column("top_error")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("owner")
         batch.drop_column("heartbeat_at")
         batch.drop_column("unscored_tokens")
         batch.drop_column("unscored_lm_calls")
