@@ -34,7 +34,15 @@ from agentsearch._stats import Estimate
 from agentsearch.data import LabelledExample, load_split
 from agentsearch.evaluators import AgentLimits, Evaluator, ExampleOutcome
 from agentsearch.exceptions import AgentSearchError, LMUnavailableError, MetricError
-from agentsearch.lm import Usage, UsageMeter, build_lm, cost_measure, redact_secrets, redact_tree
+from agentsearch.lm import (
+    Usage,
+    UsageMeter,
+    _failures,
+    build_lm,
+    cost_measure,
+    redact_secrets,
+    redact_tree,
+)
 from agentsearch.metrics import task_metric
 from agentsearch.optimizers import (
     ArchiveEntry,
@@ -77,10 +85,7 @@ from agentsearch.store import (
     RunUsage,
     get_storage,
 )
-from agentsearch.store._base import HEARTBEAT_S
-from agentsearch.lm import _failures
-
-DEFAULT_STORAGE = "sqlite:///agentsearch.db"
+from agentsearch.store._base import DEFAULT_STORAGE, HEARTBEAT_S
 from agentsearch.task import SPLITS, Task, as_task
 
 MAX_DUPLICATE_STREAK = 50

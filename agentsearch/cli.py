@@ -18,6 +18,7 @@ from rich.table import Table
 
 from agentsearch.exceptions import AgentSearchError
 from agentsearch.lm._secrets import mask_url, redact_secrets, redact_tree
+from agentsearch.store._base import DEFAULT_STORAGE
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Search agent programs for a task.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the experiment database.")
@@ -25,7 +26,6 @@ app.add_typer(db_app, name="db")
 out = Console(log_path=False)
 err = Console(stderr=True, log_path=False)
 
-DEFAULT_STORAGE = "sqlite:///agentsearch.db"
 STORAGE_ENV = "AGENTSEARCH_STORAGE"
 StorageOpt = typer.Option(
     None, "--storage", show_default=False,
@@ -107,11 +107,10 @@ def optimize(
 ) -> None:
     """Run a search: seed program, bootstrapped demos, proposed instructions, TPE/random search, test report."""
     from agentsearch import optimize as run_search
-    from agentsearch._progress import RichProgress
-    from agentsearch.task import load_task
-
     from agentsearch._optimize import Terminated
+    from agentsearch._progress import RichProgress
     from agentsearch.exceptions import LMUnavailableError, TaskSpecError
+    from agentsearch.task import load_task
     task = load_task(task_file)
     if out_file is not None and out_file.exists() and out_file.is_dir():
         raise TaskSpecError(f"--out: {out_file} is a directory")
@@ -135,8 +134,8 @@ def optimize(
                   soft_wrap=True)
         _exit_now(130 if isinstance(exc, KeyboardInterrupt) else 143)
     except LMUnavailableError as exc:
-        err.print(f"error: {redact_secrets(str(exc))}; nothing was scored while it failed. Fix it, then continue "
-                  f"with {again}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {redact_secrets(str(exc)).rstrip('.')}. Nothing was scored while it failed; fix it, then "
+                  f"continue with {again}", markup=False, highlight=False, soft_wrap=True)
         _exit_now(exc.exit_code)
     if out_file:
         result.save(out_file)

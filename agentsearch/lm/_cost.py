@@ -6,7 +6,6 @@ name the cost unit without importing DSPy, and without importing litellm for ``l
 
 from __future__ import annotations
 
-
 from typing import Any
 
 

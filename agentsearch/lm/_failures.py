@@ -16,6 +16,7 @@ budget through the thread's usage meter.
 from __future__ import annotations
 
 import enum
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -70,9 +71,13 @@ class LMFailure:
         return f"{self.model}: {self.kind.value}: {self.message}"
 
 
+_WRAPPERS = re.compile(r"litellm\.\w+: (?:\w+: )?(?:\w+Exception - )?")
+"""The class names litellm stacks before a provider's message (``litellm.X: X: OpenAIException - ``)."""
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return redact_secrets(text)[:300]
+    return redact_secrets(_WRAPPERS.sub("", text)).strip()[:300]
 
 
 def classify(exc: BaseException, model: str) -> LMFailure | None:

@@ -31,6 +31,8 @@ class RunStatus(str, enum.Enum):
     """An LM outage, a metric that raised, a storage error: see stop_reason; resumable once fixed."""
 
 
+DEFAULT_STORAGE = "sqlite:///agentsearch.db"
+"""Where runs go when neither --storage, $AGENTSEARCH_STORAGE nor the task file names a database."""
 HEARTBEAT_S = 10.0
 """How often a running search writes ``heartbeat_at``."""
 STALE_AFTER_S = 60.0
