@@ -56,7 +56,7 @@ GIST_CHARS = 200
 def error_gist(error: str) -> str:
     """An error's first line, cut short: errors of one kind that quote different answers still count together."""
     first = error.strip().splitlines()[0] if error.strip() else error
-    return first[:GIST_CHARS]
+    return first[:GIST_CHARS].strip()
 
 
 def _alembic_config(connection: Any) -> Any:
