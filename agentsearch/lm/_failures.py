@@ -27,10 +27,12 @@ from dspy.utils.exceptions import (
     LMConfigurationError,
     LMError,
     LMLockTimeoutError,
+    LMNotConfiguredError,
     LMRateLimitError,
     LMServerError,
     LMTimeoutError,
     LMTransportError,
+    LMUnexpectedError,
     LMUnsupportedModelError,
 )
 
@@ -80,29 +82,40 @@ def _first_line(exc: BaseException) -> str:
     return redact_secrets(_WRAPPERS.sub("", text)).strip()[:300]
 
 
+def _kind(exc: LMError) -> FailureKind | None:
+    text = str(exc).lower()
+    if isinstance(exc, (LMAuthError, LMBillingError, LMNotConfiguredError)):
+        return FailureKind.AUTH
+    if isinstance(exc, LMRateLimitError):
+        return FailureKind.RATE_LIMIT
+    if isinstance(exc, LMTimeoutError):
+        return FailureKind.TIMEOUT
+    if isinstance(exc, (LMTransportError, LMLockTimeoutError)):
+        return FailureKind.CONNECTION
+    if isinstance(exc, (LMServerError, LMUnexpectedError)):
+        # litellm reports a missing key, a refused connection and a client timeout as server errors
+        if any(marker in text for marker in _MISSING_KEY):
+            return FailureKind.AUTH
+        if "connection error" in text or "connection refused" in text:
+            return FailureKind.CONNECTION
+        if "timed out" in text:
+            return FailureKind.TIMEOUT
+        return FailureKind.SERVER  # an engine failure DSPy cannot name is no answer either
+    if isinstance(exc, (LMConfigurationError, LMUnsupportedModelError)):
+        return FailureKind.CONFIG
+    return None  # a context window, a request refused for its shape, an unsupported feature: the program's
+
+
 def classify(exc: BaseException, model: str) -> LMFailure | None:
     """The infrastructure failure ``exc`` is, or None when it is the program's (a result)."""
     if isinstance(exc, LMUnavailableError):
         return exc.failure
     if not isinstance(exc, LMError):
         return None
-    text = str(exc).lower()
-    retry_after = getattr(exc, "retry_after", None)
-    kind: FailureKind | None = None
-    if isinstance(exc, (LMAuthError, LMBillingError)) or any(marker in text for marker in _MISSING_KEY):
-        kind = FailureKind.AUTH  # litellm reports a missing key as a 500 "Missing credentials"
-    elif isinstance(exc, LMRateLimitError):
-        kind = FailureKind.RATE_LIMIT
-    elif isinstance(exc, LMTimeoutError) or "timed out" in text or "timeout" in text:
-        kind = FailureKind.TIMEOUT
-    elif isinstance(exc, (LMTransportError, LMLockTimeoutError)) or "connection error" in text:
-        kind = FailureKind.CONNECTION
-    elif isinstance(exc, LMServerError):
-        kind = FailureKind.SERVER
-    elif isinstance(exc, (LMConfigurationError, LMUnsupportedModelError)):
-        kind = FailureKind.CONFIG
+    kind = _kind(exc)
     if kind is None:
         return None
+    retry_after = getattr(exc, "retry_after", None)
     return LMFailure(kind, model, _first_line(exc), retry_after if isinstance(retry_after, (int, float)) else None)
 
 
