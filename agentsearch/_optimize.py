@@ -85,7 +85,7 @@ from agentsearch.store import (
     RunUsage,
     get_storage,
 )
-from agentsearch.store._base import DEFAULT_STORAGE, HEARTBEAT_S
+from agentsearch.store._base import HEARTBEAT_S, resolve_storage_url
 from agentsearch.task import SPLITS, Task, as_task
 
 MAX_DUPLICATE_STREAK = 50
@@ -762,11 +762,15 @@ def optimize(
     """Search programs for a task and return the best by dev score, with its single test evaluation.
 
     ``run_name`` of an existing run, or ``resume=True`` (the task's latest unfinished run), continues
-    it; finished evaluations are read from the store, not recomputed.
+    it; finished evaluations are read from the store, not recomputed. ``storage`` is resolved as by the
+    CLI: the URL given, then ``$AGENTSEARCH_STORAGE``, then the task's ``storage``, then the default.
+
+    Raises LMUnavailableError when the LM cannot be reached (the run is ``failed``; resuming it once
+    the LM is back scores exactly what the outage left) and MetricError when the metric raises.
     """
     task = as_task(task).with_overrides(**{"search.max_candidates": max_candidates, "budget.max_lm_calls": max_lm_calls,
                                            "concurrency": concurrency, "seed": seed})
-    store = get_storage(storage or task.storage or DEFAULT_STORAGE)
+    store = get_storage(storage if isinstance(storage, BaseStorage) else resolve_storage_url(storage, task.storage))
     run = _open_run(store, task, run_name, resume)
     store.set_run_status(run.id, RunStatus.RUNNING)
     callback = callback or SearchCallback()

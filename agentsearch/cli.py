@@ -18,7 +18,7 @@ from rich.table import Table
 
 from agentsearch.exceptions import AgentSearchError
 from agentsearch.lm._secrets import mask_url, redact_secrets, redact_tree
-from agentsearch.store._base import DEFAULT_STORAGE
+from agentsearch.store._base import DEFAULT_STORAGE, STORAGE_ENV, resolve_storage_url
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Search agent programs for a task.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the experiment database.")
@@ -26,7 +26,6 @@ app.add_typer(db_app, name="db")
 out = Console(log_path=False)
 err = Console(stderr=True, log_path=False)
 
-STORAGE_ENV = "AGENTSEARCH_STORAGE"
 StorageOpt = typer.Option(
     None, "--storage", show_default=False,
     help=f"SQLAlchemy URL of the experiment database. Resolved in this order: --storage, then ${STORAGE_ENV}, "
@@ -36,7 +35,7 @@ JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 def _storage_url(url: str | None, task_storage: str | None = None) -> str:
     """The one rule every command follows: --storage, the environment, the task file, the default."""
-    return url or os.environ.get(STORAGE_ENV) or task_storage or DEFAULT_STORAGE
+    return resolve_storage_url(url, task_storage)
 
 
 def _version(value: bool) -> None:

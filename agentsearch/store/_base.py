@@ -33,6 +33,13 @@ class RunStatus(str, enum.Enum):
 
 DEFAULT_STORAGE = "sqlite:///agentsearch.db"
 """Where runs go when neither --storage, $AGENTSEARCH_STORAGE nor the task file names a database."""
+STORAGE_ENV = "AGENTSEARCH_STORAGE"
+
+
+def resolve_storage_url(explicit: str | None = None, task_storage: str | None = None) -> str:
+    """The one rule for every command and ``agentsearch.optimize``: the URL given, then the environment,
+    then the task file's ``storage``, then the default."""
+    return explicit or os.environ.get(STORAGE_ENV) or task_storage or DEFAULT_STORAGE
 HEARTBEAT_S = 10.0
 """How often a running search writes ``heartbeat_at``."""
 STALE_AFTER_S = 60.0
