@@ -33,7 +33,7 @@ from agentsearch._report import (
 from agentsearch._stats import Estimate
 from agentsearch.data import LabelledExample, load_split
 from agentsearch.evaluators import AgentLimits, Evaluator, ExampleOutcome
-from agentsearch.exceptions import AgentSearchError, LMUnavailableError, MetricError
+from agentsearch.exceptions import AgentSearchError, LMUnavailableError
 from agentsearch.lm import (
     Usage,
     UsageMeter,
@@ -298,7 +298,7 @@ class _Search:
         self.cancelled = threading.Event()
         """Set when the run stops (signal, outage, error): its LM calls in flight start no new attempt."""
         self.lm = build_lm(task.lm, cancelled=self.cancelled)
-        self.evaluator = Evaluator(task_metric(task), concurrency=task.concurrency)
+        self.evaluator = Evaluator(task_metric(task), concurrency=task.concurrency, metric_name=task.metric)
         self.budget = Budget(task.budget, storage.run_usage(run.id))
         self.splits = {split: load_split(task, split) for split in ("train", "dev")}
         # Minibatches for pruning are prefixes of dev, so dev is shuffled once (by the task seed) to make
@@ -413,10 +413,9 @@ class _Search:
                     if lost:
                         self.storage.add_unscored_usage(self.run.id, sum(o.usage.lm_calls for o in lost),
                                                         sum(o.usage.tokens for o in lost))
-                    broken = next((outcome for outcome in outcomes if outcome.metric_error), None)
-                    if broken is not None:
-                        raise MetricError(f"metric {self.task.metric} raised on {split} example "
-                                          f"{broken.example_id!r}: {broken.metric_error}")
+                    error = self.evaluator.unscored_error((o for o in outcomes if o.metric_error), split)
+                    if error is not None:  # a task error stops the run; an outage is the Outage's to judge
+                        raise error
                     outage.observe(outcomes)
             if outage.tripped:
                 raise outage.error(len([item for item in batch if item.id not in done]))

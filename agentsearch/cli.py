@@ -417,7 +417,6 @@ def evaluate(
     """Re-score a saved program on a split of a task."""
     from agentsearch.data import load_split
     from agentsearch.evaluators import Evaluator
-    from agentsearch.exceptions import LMUnavailableError, MetricError
     from agentsearch.lm import Usage
     from agentsearch.metrics import task_metric
     from agentsearch.search_space import load_program
@@ -428,14 +427,8 @@ def evaluate(
     task = load_task(task_file)
     program = load_program(program_file, base_dir=task.base_dir)  # where its tools and rewards import from
     logging.getLogger("dspy").setLevel(logging.ERROR)
-    evaluator = Evaluator(task_metric(task), concurrency=concurrency or task.concurrency)
-    outcomes = evaluator.evaluate(program, load_split(task, split))
-    broken = next((o for o in outcomes if o.metric_error), None)
-    if broken is not None:
-        raise MetricError(f"metric {task.metric} raised on {split} example {broken.example_id!r}: {broken.metric_error}")
-    lost = [o for o in outcomes if o.failure is not None]
-    if lost:  # a score over an outage would be a claim about the LM's uptime, not the program
-        raise LMUnavailableError(lost[-1].failure, unscored=len(lost))
+    evaluator = Evaluator(task_metric(task), concurrency=concurrency or task.concurrency, metric_name=task.metric)
+    outcomes = evaluator.evaluate(program, load_split(task, split))  # no score over an outage: it raises
     usage = Usage()
     for outcome in outcomes:
         usage.add(outcome.usage)

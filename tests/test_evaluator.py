@@ -21,6 +21,11 @@ def _examples(*sentences_and_labels):
             for i, (s, l) in enumerate(sentences_and_labels)]
 
 
+def _outcomes(evaluator: Evaluator, program, examples) -> list:
+    """Every outcome as the search sees them, unscored ones included (``evaluate`` raises on those)."""
+    return [outcome for batch in evaluator.run(program, examples) for outcome in batch]
+
+
 def _program(fmt: str = "completion") -> SpecProgram:
     spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", demo_ids=("d1", "d2"), format=fmt),))
     return SpecProgram(spec, DEMOS, build_lm(LMConfig(model="fake/keyword", num_retries=0)))
@@ -46,8 +51,8 @@ def test_an_lm_outage_is_no_result_and_its_attempts_count(fake_lm, concurrency):
                                                    format="completion"),))
     lm = build_lm(LMConfig(model="fake/keyword", num_retries=2))
     lm.retries = 2
-    outcomes = {o.example_id: o for o in Evaluator(BUILTIN_METRICS["exact_match"], concurrency=concurrency)
-                .evaluate(SpecProgram(spec, DEMOS, lm), examples)}
+    outcomes = {o.example_id: o for o in _outcomes(Evaluator(BUILTIN_METRICS["exact_match"], concurrency=concurrency),
+                                                   SpecProgram(spec, DEMOS, lm), examples)}
     lost = outcomes["dev:1"]
     assert not lost.scored and lost.failure is not None and "told to fail" in lost.failure.message
     assert lost.failure.kind.retryable and lost.usage.lm_calls == 3  # three attempts, each counted
@@ -67,8 +72,8 @@ def test_an_outage_a_program_swallows_is_still_no_result(fake_lm):
                 pass
             return dspy.Prediction(label="positive")
 
-    outcomes = Evaluator(BUILTIN_METRICS["exact_match"]).evaluate(
-        Swallowing(), _examples(("EXPLODE joy", "positive"), ("pure joy", "positive")))
+    outcomes = _outcomes(Evaluator(BUILTIN_METRICS["exact_match"]), Swallowing(),
+                         _examples(("EXPLODE joy", "positive"), ("pure joy", "positive")))
     assert outcomes[0].failure is not None and not outcomes[0].scored
     assert outcomes[1].scored and outcomes[1].score == 1.0
 
@@ -95,7 +100,7 @@ def test_a_metric_that_raises_is_a_task_error_not_a_score(fake_lm):
     def broken(example, prediction):
         raise ValueError("metric bug")
 
-    (outcome,) = Evaluator(broken).evaluate(_program(), _examples(("pure joy", "positive")))
+    (outcome,) = _outcomes(Evaluator(broken), _program(), _examples(("pure joy", "positive")))
     assert not outcome.scored and "metric bug" in outcome.metric_error and outcome.error is None
     assert outcome.prediction == {"label": "positive"}
 
@@ -143,7 +148,7 @@ def test_error_texts_never_store_a_key(fake_lm, monkeypatch):
     def leaky(example, prediction):
         raise ValueError("auth failed for sk-test-1234567890abcdef and sk-otherkey0987654321")
 
-    (outcome,) = Evaluator(leaky).evaluate(_program(), _examples(("pure joy", "positive")))
+    (outcome,) = _outcomes(Evaluator(leaky), _program(), _examples(("pure joy", "positive")))
     assert "sk-" not in outcome.metric_error and "***" in outcome.metric_error
 
 
@@ -154,3 +159,17 @@ def test_program_calls_count_the_calls_dspys_cache_answers_and_lm_calls_do_not(f
     again = evaluator.evaluate(_program(), examples)  # identical program, identical inputs: all from the cache
     assert [o.usage.lm_calls for o in first] == [1, 1] and [o.program_calls for o in first] == [1, 1]
     assert [o.usage.lm_calls for o in again] == [0, 0] and [o.program_calls for o in again] == [1, 1]
+
+
+def test_evaluate_never_returns_an_outage_or_a_metric_error_as_a_score(fake_lm):
+    from agentsearch.exceptions import LMUnavailableError, MetricError
+
+    with pytest.raises(LMUnavailableError, match="told to fail.*1 examples left unscored"):
+        Evaluator(BUILTIN_METRICS["exact_match"]).evaluate(_program(), _examples(("EXPLODE joy", "positive"),
+                                                                                ("pure joy", "positive")))
+
+    def broken(example, prediction):
+        raise ValueError("metric bug")
+
+    with pytest.raises(MetricError, match="metric broken raised on example 'dev:0': ValueError: metric bug"):
+        Evaluator(broken).evaluate(_program(), _examples(("pure joy", "positive")))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import dspy
 
 from agentsearch.data import LabelledExample
-from agentsearch.exceptions import LMUnavailableError
+from agentsearch.exceptions import LMUnavailableError, MetricError
 from agentsearch.lm import Usage, UsageMeter, redact_secrets
 from agentsearch.metrics import Metric
 
@@ -59,9 +59,22 @@ def _jsonable(value: Any) -> Any:
 
 
 class Evaluator:
-    def __init__(self, metric: Metric, *, concurrency: int = 1) -> None:
+    def __init__(self, metric: Metric, *, concurrency: int = 1, metric_name: str | None = None) -> None:
         self.metric = metric
         self.concurrency = concurrency
+        self.metric_name = metric_name or getattr(metric, "__name__", "the metric")
+
+    def unscored_error(self, outcomes: Iterable[ExampleOutcome], split: str | None = None
+                       ) -> MetricError | LMUnavailableError | None:
+        """Why some of ``outcomes`` are no result: the metric raised (first), or the LM was unavailable."""
+        outcomes = list(outcomes)
+        broken = next((outcome for outcome in outcomes if outcome.metric_error), None)
+        if broken is not None:
+            where = f"{split} example" if split else "example"
+            return MetricError(f"metric {self.metric_name} raised on {where} {broken.example_id!r}: "
+                               f"{broken.metric_error}")
+        lost = [outcome for outcome in outcomes if outcome.failure is not None]
+        return LMUnavailableError(lost[-1].failure, unscored=len(lost)) if lost else None
 
     def _score_one(self, program: dspy.Module, item: LabelledExample) -> ExampleOutcome:
         meter = UsageMeter()
@@ -140,4 +153,10 @@ class Evaluator:
             pool.shutdown(wait=completed, cancel_futures=True)
 
     def evaluate(self, program: dspy.Module, examples: Iterable[LabelledExample]) -> list[ExampleOutcome]:
-        return [outcome for batch in self.run(program, examples) for outcome in batch]
+        """Every example's outcome, all of them results: raises MetricError or LMUnavailableError (after
+        scoring the rest) rather than return a list whose mean would count an outage as a 0."""
+        outcomes = [outcome for batch in self.run(program, examples) for outcome in batch]
+        error = self.unscored_error(outcomes)
+        if error is not None:
+            raise error
+        return outcomes
