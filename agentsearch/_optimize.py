@@ -819,8 +819,8 @@ def optimize(
         _cancel(search)  # no worker still in flight starts another attempt
         reason = str(exc) if isinstance(exc, AgentSearchError) else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(AgentSearchError):  # the store itself may be what failed
-            spent = getattr(exc, "usage", None)  # a proposer's attempts: no example result keeps them
-            if isinstance(spent, Usage) and spent.lm_calls:
+            spent = exc.usage if isinstance(exc, LMUnavailableError) else None  # a proposer's attempts
+            if spent is not None and spent.lm_calls:
                 store.add_proposer_usage(run.id, spent.lm_calls, spent.tokens, spent.cost_usd)
             store.set_run_status(run.id, RunStatus.FAILED, redact_secrets(reason)[:2000])
         raise

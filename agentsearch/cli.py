@@ -33,11 +33,6 @@ StorageOpt = typer.Option(
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
-def _storage_url(url: str | None, task_storage: str | None = None) -> str:
-    """The one rule every command follows: --storage, the environment, the task file, the default."""
-    return resolve_storage_url(url, task_storage)
-
-
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -56,7 +51,7 @@ def _open_existing(url: str | None) -> Any:
     """Listing commands read a database; they must not create an empty one where a path was mistyped."""
     from agentsearch.store import get_storage
 
-    url = _storage_url(url)
+    url = resolve_storage_url(url)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         path = Path(url.removeprefix("sqlite:///"))
         if not path.exists():
@@ -111,10 +106,10 @@ def optimize(
     from agentsearch.exceptions import LMUnavailableError, TaskSpecError
     from agentsearch.task import load_task
     task = load_task(task_file)
-    if out_file is not None and out_file.exists() and out_file.is_dir():
+    if out_file is not None and out_file.is_dir():
         raise TaskSpecError(f"--out: {out_file} is a directory")
     logging.getLogger("dspy").setLevel(logging.ERROR)  # per-call truncation warnings would flood the display
-    url = _storage_url(storage, task.storage)
+    url = resolve_storage_url(storage, task.storage)
     display = err if as_json else out
     progress = RichProgress(display, max_candidates or task.search.max_candidates)
     again = f"`agentsearch optimize {task_file} --resume" + (f" --storage {mask_url(url)}`" if url != DEFAULT_STORAGE else "`")
@@ -460,7 +455,7 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
         "max_candidates": task.search.max_candidates, "prompt_stage_trials": prompt_trials(task, space),
         "agent_designs": task.search.max_candidates - task.search.space_candidates,
         "max_dev_evaluations": task.search.max_candidates * counts["dev"],
-        "budget": task.budget.model_dump(), "storage": mask_url(_storage_url(None, task.storage)),
+        "budget": task.budget.model_dump(), "storage": mask_url(resolve_storage_url(None, task.storage)),
     }
     if as_json:
         _emit_json(plan)
@@ -490,7 +485,7 @@ def db_upgrade(storage: Optional[str] = StorageOpt) -> None:
     """Bring the database schema to this version of agentsearch."""
     from agentsearch.store import get_storage
 
-    store = get_storage(_storage_url(storage), upgrade=True)
+    store = get_storage(resolve_storage_url(storage), upgrade=True)
     out.print(f"{store.display_url}: schema is current", markup=False, highlight=False)
 
 

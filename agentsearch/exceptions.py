@@ -51,6 +51,9 @@ class LMUnavailableError(AgentSearchError):
     def __init__(self, failure: Any, *, attempts: int = 1, unscored: int = 0) -> None:
         self.failure = failure
         self.attempts = attempts
+        self.usage: Any = None
+        """What the failed calls spent, where the caller meters its own calls (the proposer's): the run
+        books it, since no example result will."""
         detail = f" after {attempts} attempts" if attempts > 1 else ""
         left = f"; {unscored} examples left unscored" if unscored else ""
         super().__init__(f"LM {failure.describe()}{detail}{left}")

@@ -61,22 +61,22 @@ def _numeric(gold: Any, pred: Any) -> float:
     return float(expected is not None and got is not None and abs(expected - got) < 1e-6)
 
 
-def _labels_named(pred: str, labels: Sequence[str]) -> set[str]:
-    """The labels ``pred`` names as whole words, longest first, each occurrence claimed once."""
-    named = set()
-    for label in sorted(labels, key=len, reverse=True):
-        pattern = re.compile(rf"(?<!\w){re.escape(label)}(?!\w)")
-        if pattern.search(pred):
-            named.add(label)
-            pred = pattern.sub(" ", pred)
-    return named
+def _label_patterns(labels: Sequence[str]) -> list[tuple[str, re.Pattern[str]]]:
+    """Whole-word patterns of a closed label set, longest label first; compiled once per metric."""
+    return [(label, re.compile(rf"(?<!\w){re.escape(label)}(?!\w)")) for label in sorted(labels, key=len, reverse=True)]
 
 
-def _contains_one_of(gold: Any, pred: Any, labels: Sequence[str]) -> float:
+def _contains_one_of(gold: Any, pred: Any, patterns: list[tuple[str, re.Pattern[str]]]) -> float:
+    """1 when the answer names the gold label and no other: each occurrence is claimed by the longest label."""
     expected, answer = _normalize(gold), _normalize(pred)
-    if expected not in labels:
+    if expected not in (label for label, _ in patterns):
         return _contains(gold, pred)
-    return float(_labels_named(answer, labels) == {expected})
+    named = set()
+    for label, pattern in patterns:
+        if pattern.search(answer):
+            named.add(label)
+            answer = pattern.sub(" ", answer)
+    return float(named == {expected})
 
 
 def closed_label_sets(rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -91,15 +91,16 @@ def closed_label_sets(rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) 
 
 
 def _fieldwise(compare: Callable[[Any, Any], float],
-               closed: Callable[[Any, Any, Sequence[str]], float] | None = None) -> Callable[..., Metric]:
+               closed: Callable[[Any, Any, Any], float] | None = None) -> Callable[..., Metric]:
     def build(label_sets: Mapping[str, Sequence[str]] | None = None) -> Metric:
+        patterns = {name: _label_patterns(labels) for name, labels in (label_sets or {}).items() if labels}
+
         def metric(example: Any, prediction: Any) -> float:
             fields = list(example.labels().keys())
             total = 0.0
             for name in fields:
-                labels = (label_sets or {}).get(name)
-                if closed is not None and labels:
-                    total += closed(example[name], prediction.get(name, ""), labels)
+                if closed is not None and name in patterns:
+                    total += closed(example[name], prediction.get(name, ""), patterns[name])
                 else:
                     total += compare(example[name], prediction.get(name, ""))
             return total / len(fields)

@@ -80,7 +80,7 @@ def test_the_field_limit_is_configurable(task_dir, write_task):
     rows = sentiment_rows(100)[:8]
     rows[1]["sentence"] = "x" * 2_000
     write_jsonl(task_dir / "data" / "dev.jsonl", rows)
-    assert load_task(write_task())  # 2,000 characters are within the default
+    assert load_task(write_task()).data.max_field_chars == 100_000  # 2,000 characters are within the default
     with pytest.raises(TaskSpecError, match="max_field_chars=1,000"):
         load_task(write_task(**{"data.max_field_chars": 1000}))
 

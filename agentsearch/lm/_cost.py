@@ -25,7 +25,7 @@ def register_price(config: Any) -> None:
     level = logger.level
     logger.setLevel(logging.ERROR)  # its note about cache-token prices is not the user's concern
     try:
-            litellm.register_model({config.model: {
+        litellm.register_model({config.model: {
             "input_cost_per_token": config.price.input_per_million / 1e6,
             "output_cost_per_token": config.price.output_per_million / 1e6,
             "litellm_provider": config.model.split("/", 1)[0], "mode": "chat",

@@ -122,16 +122,13 @@ class UsageMeter(UsageTracker):
         self.calls_made = 0
         """Every LM call made under this meter, those DSPy's cache answered included."""
         self.call_counter = _CallCounter(self)
-        self.failed_attempts = 0
-        """Attempts that failed for infrastructure reasons; each also counts as a call in ``usage``."""
         self.unavailable: list[LMFailure] = []
         """Calls that failed after their last attempt: whatever the program made of them, it is no result."""
 
     def record_failure(self, failure: LMFailure, *, final: bool, attempted: bool) -> None:
         if final:
             self.unavailable.append(failure)
-        if attempted:
-            self.failed_attempts += 1
+        if attempted:  # a request was made: it counts as a call, like any answered one
             self.usage.add(Usage(lm_calls=1))
 
     def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:

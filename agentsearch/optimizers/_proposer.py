@@ -60,7 +60,7 @@ def ask_proposer(lm: dspy.BaseLM, prompt: str, *, rollout: int, min_tokens: int)
             replies = lm(messages=[{"role": "user", "content": prompt}], temperature=1.0, rollout_id=rollout,
                          max_tokens=max(lm.kwargs.get("max_tokens") or 0, min_tokens))
     except LMUnavailableError as exc:
-        exc.usage = meter.usage  # type: ignore[attr-defined]  # the caller's budget still counts the attempts
+        exc.usage = meter.usage  # the caller's budget still counts the attempts
         raise
     except Exception:
         return None, meter.usage
@@ -101,8 +101,8 @@ def propose_instructions(
         try:
             reply, spent = ask_proposer(lm, prompt, rollout=attempt, min_tokens=MIN_PROPOSAL_TOKENS)
         except LMUnavailableError as exc:  # what the earlier proposals spent is counted too
-            usage.add(exc.usage)  # type: ignore[attr-defined]
-            exc.usage = usage  # type: ignore[attr-defined]
+            usage.add(exc.usage)
+            exc.usage = usage
             raise
         usage.add(spent)
         text = clean_instruction(reply or "")
