@@ -298,9 +298,10 @@ class _Search:
         self.cancelled = threading.Event()
         """Set when the run stops (signal, outage, error): its LM calls in flight start no new attempt."""
         self.lm = build_lm(task.lm, cancelled=self.cancelled)
-        self.evaluator = Evaluator(task_metric(task), concurrency=task.concurrency, metric_name=task.metric)
         self.budget = Budget(task.budget, storage.run_usage(run.id))
         self.splits = {split: load_split(task, split) for split in ("train", "dev")}
+        self.evaluator = Evaluator(task_metric(task, self.splits), concurrency=task.concurrency,
+                                   metric_name=task.metric)
         # Minibatches for pruning are prefixes of dev, so dev is shuffled once (by the task seed) to make
         # every prefix a fair sample; each example's position is its step in the Optuna study.
         random.Random(task.seed).shuffle(self.splits["dev"])

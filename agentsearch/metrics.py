@@ -133,10 +133,13 @@ def resolve_metric(reference: str, *, base_dir: Path | None = None,
     return resolve_callable(reference, base_dir=base_dir, what="metric")
 
 
-def task_metric(task: Any) -> Metric:
-    """The task's metric, with the closed label sets of its train and dev gold answers."""
+def task_metric(task: Any, splits: Mapping[str, Sequence[Any]] | None = None) -> Metric:
+    """The task's metric, with the closed label sets of its train and dev gold answers (read from
+    ``splits`` of LabelledExample where the caller has them, else from the data files)."""
     from agentsearch.data import load_split
 
-    rows = [dict(item.example.labels().items()) for split in ("train", "dev") for item in load_split(task, split)]
+    if splits is None:
+        splits = {split: load_split(task, split) for split in ("train", "dev")}
+    rows = [dict(item.example.labels().items()) for split in ("train", "dev") for item in splits[split]]
     return resolve_metric(task.metric, base_dir=task.base_dir,
                           label_sets=closed_label_sets(rows, task.program.output_fields()))

@@ -227,7 +227,11 @@ class Task(_Strict):
         return None if path is None else (self.base_dir / path)
 
     def with_overrides(self, **changes: Any) -> Task:
-        """A copy with top-level or dotted (``search.max_candidates``) fields replaced; None leaves a field."""
+        """A copy with top-level or dotted (``search.max_candidates``) fields replaced; None leaves a field.
+
+        With nothing to replace it is this task: validating again would read every data file again."""
+        if all(value is None for value in changes.values()):
+            return self
         data = self.model_dump(mode="json")
         for key, value in changes.items():
             if value is None:
@@ -263,10 +267,7 @@ def _check_references(task: Task, source: str) -> None:
         wanted = task.data.split.train + task.data.split.dev + task.data.split.test
         if wanted > rows:
             raise TaskSpecError(f"{source}: data.split: {wanted} examples asked for, {task.data.file} has {rows}")
-    else:
-        for split in SPLITS:
-            if task.data_path(split) is not None:
-                load_split(task, split, source=source)
+    splits = {split: load_split(task, split, source=source) for split in SPLITS if task.data_path(split) is not None}
     modules = task.search.modules
     for field, references in (("tools", modules.tools), ("reward", [modules.reward] if modules.reward else [])):
         for reference in references:
@@ -278,7 +279,7 @@ def _check_references(task: Task, source: str) -> None:
         metric = resolve_metric(task.metric, base_dir=task.base_dir)
     except TaskSpecError as exc:
         raise TaskSpecError(f"{source}: metric: {exc}") from None
-    _check_metric_on_gold(task, metric, source)
+    _check_metric_on_gold(task, metric, splits, source)
     for field, lm in (("lm", task.lm), ("proposer_lm", task.proposer_lm)):
         if lm is not None and lm.model.startswith("local/"):
             from agentsearch.lm._local import local_model_path
@@ -301,15 +302,19 @@ GOLD_CHECKS = 3
 """Dev examples the metric is tried on, with their gold answers as the prediction, before anything runs."""
 
 
-def _check_metric_on_gold(task: Task, metric: Any, source: str) -> None:
-    """A metric that raises would stop every run: find out now, before a database or an LM is touched."""
+def _check_metric_on_gold(task: Task, metric: Any, splits: dict[str, Any], source: str) -> None:
+    """A metric that raises would stop every run: find out now, before a database or an LM is touched.
+
+    A builtin is tried as a run uses it, closed over the task's label sets (see ``task_metric``)."""
     import math
 
     import dspy
 
-    from agentsearch.data import load_split
+    from agentsearch.metrics import BUILTIN_METRICS, task_metric
 
-    for item in load_split(task, "dev", source=source)[:GOLD_CHECKS]:
+    if task.metric in BUILTIN_METRICS:
+        metric = task_metric(task, splits)
+    for item in splits["dev"][:GOLD_CHECKS]:
         prediction = dspy.Prediction(**dict(item.example.labels().items()))
         try:
             score = float(metric(item.example, prediction))
@@ -338,4 +343,8 @@ def load_task(path: str | Path) -> Task:
 
 
 def as_task(task: Task | str | Path) -> Task:
-    return task if isinstance(task, Task) else load_task(task)
+    """A validated task: a file is read and checked; a Task built in code gets the checks pydantic cannot make
+    (files, data rows, metric), once."""
+    if isinstance(task, Task):
+        return validate_task(task.model_dump(mode="json"), source=f"task {task.name}", base_dir=task.base_dir)
+    return load_task(task)
