@@ -61,6 +61,16 @@ class LMConfig(_Strict):
     def _from_string(cls, value: Any) -> Any:
         return {"model": value} if isinstance(value, str) else value
 
+    @field_validator("api_base")
+    @classmethod
+    def _no_query_secret(cls, value: str | None) -> str | None:
+        from agentsearch.lm._secrets import has_query_secret
+
+        if value is not None and has_query_secret(value):
+            raise ValueError("a credential in the URL's query would be copied into every LM response (and DSPy's "
+                             "cache); give the key through the environment (e.g. OPENAI_API_KEY) or as user:password@")
+        return value
+
 
 class ProgramConfig(_Strict):
     signature: str = Field(min_length=1, description='DSPy string signature, e.g. "sentence -> label"')

@@ -129,3 +129,12 @@ def test_a_metric_that_raises_mid_run_stops_it_as_a_task_error(write_task, task_
     assert run.status == "failed" and "cannot compare" in run.stop_reason
     results = [r for e in store.list_evaluations(run_id=run.id) for r in store.list_example_results(e.id)]
     assert all(r.score == 1.0 for r in results)  # the example it raised on was not stored as a 0
+
+
+def test_a_credential_in_the_api_base_query_is_refused(task_dir, tmp_path, monkeypatch, capsys, fake_lm):
+    task = base_task()
+    task["lm"] = {"model": "openai/gpt-4o-mini", "api_base": "https://proxy.example/v1?api_key=abc123"}
+    path = task_dir / "task.yaml"
+    path.write_text(yaml.safe_dump(task), encoding="utf-8")
+    line = _expect_refused(monkeypatch, capsys, path, tmp_path / "s.db", "lm.api_base", "environment")
+    assert "abc123" not in line

@@ -1,6 +1,6 @@
 """No secret out: canaries planted in the key variable, the storage URL's password and the api_base's
 credentials are searched for in every output of failing and succeeding searches, in the database
-(a pg_dump of it, and the SQLite file's bytes) and in the exported program."""
+(a pg_dump of it, and the SQLite file's bytes), in DSPy's disk cache and in the exported program."""
 
 from __future__ import annotations
 
@@ -86,7 +86,38 @@ def test_canaries_never_leave_the_process(task_dir, tmp_path, request, backend):
     else:
         dump = (tmp_path / "canary.db").read_bytes().decode("latin-1")
         assert "alive" in dump
-    everything = "\n".join([*outputs, *exported, dump])
+    cache = [path.read_bytes().decode("latin-1") for path in (tmp_path / "cache").rglob("*") if path.is_file()]
+    assert cache  # DSPy's disk cache holds the runs' LM calls: it is a store too
+    everything = "\n".join([*outputs, *exported, dump, *cache])
     for canary in CANARIES:
         assert canary not in everything, canary
     assert "***" in everything  # the masked URLs are there, without what they masked
+
+
+def test_url_credentials_are_sent_as_the_header_they_mean_and_kept_out_of_responses(monkeypatch, tmp_path):
+    """``user:pass@`` in an api_base means HTTP Basic auth; litellm copies the api_base it was given into
+    every response, which DSPy's disk cache keeps, so the password goes as the header instead."""
+    import dspy
+
+    from agentsearch.lm import build_lm
+    from agentsearch.task import LMConfig
+    from agentsearch.testing import FakeOpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "a-key-for-the-fake-server")
+    seen = []
+
+    class Recording(FakeOpenAIServer):
+        async def _chat(self, request, headers):
+            seen.append(headers.get("authorization"))
+            return await super()._chat(request, headers)
+
+    server = Recording(latency_s=0.001).start()
+    try:
+        dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=False, disk_cache_dir=str(tmp_path / "c"))
+        lm = build_lm(LMConfig(model="openai/fake", api_base=server.base_url.replace("//", f"//agent:{BASE_CANARY}@")))
+        lm("hello")
+    finally:
+        server.stop()
+    assert seen == ["Basic " + __import__("base64").b64encode(f"agent:{BASE_CANARY}".encode()).decode()]
+    stored = b"".join(path.read_bytes() for path in (tmp_path / "c").rglob("*") if path.is_file())
+    assert stored and BASE_CANARY.encode() not in stored

@@ -64,7 +64,11 @@ def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None) -> d
         extra["timeout"] = config.timeout  # litellm's own default is 600 s per attempt
         register_price(config)
     if config.api_base:
-        extra["api_base"] = config.api_base
+        from agentsearch.lm._secrets import split_url_credentials
+
+        extra["api_base"], headers = split_url_credentials(config.api_base)
+        if headers:  # the same request, without the password in the URL litellm copies into each response
+            extra["extra_headers"] = headers
     lm_class = LocalLM if is_local(config.model) else RetryingLM
     lm = lm_class(
         config.model,

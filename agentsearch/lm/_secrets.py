@@ -27,6 +27,28 @@ def mask_url(url: str) -> str:
     return _QUERY_SECRET.sub(lambda m: f"{m.group('head')}{MASK}", url)
 
 
+def has_query_secret(url: str) -> bool:
+    """Whether a URL carries a credential in its query (``?api_key=...``)."""
+    return _QUERY_SECRET.search(url) is not None
+
+
+def split_url_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without ``user:password@``, and the ``Authorization: Basic`` header those credentials mean.
+
+    HTTP clients turn URL credentials into that header anyway; sent as a header, they never reach the
+    ``api_base`` litellm copies into every response, which DSPy's disk cache then keeps."""
+    import base64
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    header = {"Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
+    return urlunsplit(parts._replace(netloc=netloc)), header
+
+
 def redact_secrets(text: str) -> str:
     """Mask the values of credential-like environment variables, key-shaped tokens and URL credentials."""
     for name, value in os.environ.items():
