@@ -309,7 +309,8 @@ class _Search:
         self.cost_measure = cost_measure(task.lm.model)
         agent = task.search.agent
         self.limits = AgentLimits(cpu_s=agent.cpu_s, wall_s=agent.wall_s, memory_mb=agent.memory_mb,
-                                  max_lm_calls=agent.max_lm_calls)
+                                  max_lm_calls=agent.max_lm_calls, max_tokens=agent.max_tokens,
+                                  max_prompt_chars=agent.max_prompt_chars)
         self.demos: dict[str, dict[str, Any]] = {}
         dev_scores = [e.score for e in storage.list_evaluations(run_id=run.id)
                       if e.split == "dev" and e.status == "complete" and e.score is not None]
@@ -770,6 +771,10 @@ def optimize(
     """
     task = as_task(task).with_overrides(**{"search.max_candidates": max_candidates, "budget.max_lm_calls": max_lm_calls,
                                            "concurrency": concurrency, "seed": seed})
+    if task.search.runs_llm_code:
+        from agentsearch.evaluators import isolation
+
+        isolation()  # fail closed: no sandbox, no run (IsolationUnavailableError, before anything is written)
     store = get_storage(storage if isinstance(storage, BaseStorage) else resolve_storage_url(storage, task.storage))
     run = _open_run(store, task, run_name, resume)
     store.set_run_status(run.id, RunStatus.RUNNING)

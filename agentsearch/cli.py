@@ -447,6 +447,11 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
     task = load_task(task_file)
     counts = {split: len(load_split(task, split)) for split in SPLITS if task.data_path(split) is not None}
     space = planned_space(task, train_size=counts["train"])
+    sandbox = "not needed (no LM-written code runs)"
+    if task.search.runs_llm_code:
+        from agentsearch.evaluators import isolation
+
+        sandbox = isolation().describe()  # IsolationUnavailableError: exit 2, naming what to install
     plan = {
         "task": task.name, "signature": task.program.signature, "metric": task.metric, "lm": task.lm.model,
         "proposer_lm": task.effective_proposer_lm.model, "examples": counts, "optimizer": task.search.optimizer,
@@ -456,6 +461,7 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
         "agent_designs": task.search.max_candidates - task.search.space_candidates,
         "max_dev_evaluations": task.search.max_candidates * counts["dev"],
         "budget": task.budget.model_dump(), "storage": mask_url(resolve_storage_url(None, task.storage)),
+        "sandbox": sandbox,
     }
     if as_json:
         _emit_json(plan)
@@ -473,6 +479,7 @@ def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: b
         out.print(f"agent level: {plan['agent_designs']} designs (the hand-written patterns first, then written by "
                   f"{task.effective_proposer_lm.model}), up to {agent.repairs} repairs each; sandbox per example: "
                   f"{agent.cpu_s} s CPU, {agent.wall_s:g} s wall, {agent.memory_mb} MB, {agent.max_lm_calls} LM calls")
+    out.print(f"sandbox: {sandbox}", markup=False, highlight=False)
     if plan["prompt_stage_trials"]:
         out.print(f"staged: the first {plan['prompt_stage_trials']} trials (the seed's included) at the prompt level, "
                   f"then module-level lifts of the best prompts, then the whole space")

@@ -153,6 +153,9 @@ class AgentSearchConfig(_Strict):
     wall_s: float = Field(default=30, gt=0, le=3600, description="seconds of a design per example, LM time excluded")
     memory_mb: int = Field(default=512, ge=64, le=65536)
     max_lm_calls: int = Field(default=20, ge=1, le=1000, description="LM calls of a design per example")
+    max_tokens: int = Field(default=1024, ge=1, le=32768, description="tokens one of a design's LM calls may ask for")
+    max_prompt_chars: int = Field(default=50_000, ge=100, le=1_000_000,
+                                  description="characters one of a design's LM requests may carry")
 
 
 class SearchConfig(_Strict):
@@ -179,6 +182,11 @@ class SearchConfig(_Strict):
     num_demo_sets: int = Field(default=6, gt=0)
     bootstrap_examples: int = Field(default=32, ge=0, description="train examples the seed runs on to bootstrap demos")
     formats: list[Literal["chat", "json", "xml", "completion"]] = Field(default=["chat", "completion"], min_length=1)
+
+    @property
+    def runs_llm_code(self) -> bool:
+        """Whether a run executes code an LM wrote (agent designs, program_of_thought nodes): it needs the sandbox."""
+        return "agent" in self.levels or ("module" in self.levels and "program_of_thought" in self.modules.kinds)
 
     @property
     def space_levels(self) -> list[str]:

@@ -57,8 +57,9 @@ class KeywordLLM(CustomLLM):
             return json.dumps({arguments[0]: sentence} if arguments else {})
         if field == "python_code":
             label = "positive" if any(w in sentence for w in POSITIVE_WORDS) else "negative"
-            where = f"'sandboxed' if os.getpid() != {os.getpid()} else 'in-process'"
-            return f"```python\nimport os\nprint({label!r}, {where})\n```"
+            pid = "int(open('/proc/self/stat').read().split()[0])"  # os is not importable in the sandbox
+            where = f"'sandboxed' if {pid} != {os.getpid()} else 'in-process'"
+            return f"```python\nprint({label!r}, {where})\n```"
         return {"correct": "True", "critique": "It looks right."}.get(field, f"some {field}")
 
     def _design(self, working: bool) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agentsearch.evaluators import AgentLimits, run_agent
+from agentsearch.evaluators import AgentLimits, _isolation, run_agent
+from tests.sandbox_attacks import Tracker
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -29,19 +30,6 @@ def run(code: str, inputs: dict | None = None, **limits):
 def design(body: str, header: str = "") -> str:
     lines = "\n".join("    " + line for line in body.strip().splitlines())
     return f"{header}\ndef forward(inputs, lm):\n{lines}\n"
-
-
-def nobody_processes() -> set[int]:
-    """Processes of uid nobody (the sandbox's uid when started as root), read from /proc."""
-    found = set()
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            uid = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("Uid:"))
-        except (OSError, StopIteration):
-            continue  # the process ended while we looked
-        if uid == "65534":
-            found.add(int(status.parent.name))
-    return found
 
 
 @pytest.fixture
@@ -94,8 +82,15 @@ def test_allocating_10_gb_is_stopped_by_the_memory_limit():
     assert result.error == "line 3: MemoryError: memory limit of 512 MB reached"
 
 
-def test_a_fork_bomb_starts_no_process():
-    before = nobody_processes()
+@pytest.fixture
+def tracker(monkeypatch):
+    """Records each sandbox's PID namespace, to look for that sandbox's own processes afterwards."""
+    tracker = Tracker()
+    monkeypatch.setattr(_isolation.Isolation, "start", lambda isolation, *a, **k: tracker.start(isolation, *a, **k))
+    return tracker
+
+
+def test_a_fork_bomb_starts_no_process(tracker):
     result = run(design('''
 for _ in range(100):
     random._os.fork()
@@ -105,7 +100,11 @@ return {}
     # the raw posix call, reached around the refused os function, is refused as well
     raw = run(design("random._os.sys.modules['posix'].fork()\nreturn {}", header="import random"))
     assert "os.fork is not allowed" in raw.error
-    assert nobody_processes() <= before
+    # and the kernel refuses the call itself, reached around Python through ctypes
+    kernel = run(design("ct = random._os.sys.modules['ctypes']\nreturn {'pids': [ct.CDLL(None).fork() for _ in range(50)]}",
+                        header="import random"))
+    assert kernel.outputs == {"pids": [-1] * 50}
+    assert tracker.count == 3 and tracker.left_running() == []
 
 
 def test_os_system_runs_nothing(open_dir):
@@ -128,9 +127,8 @@ def test_importing_a_module_outside_the_allow_list_is_refused(module):
                             f"allowed: " + result.error.split("allowed: ")[1])
 
 
-UNREACHABLE = ("PermissionError", "FileNotFoundError")
-"""How a path the design may not touch fails: refused to ``nobody``, or, for a project checked out
-under /tmp, hidden behind the sandbox's private empty /tmp."""
+UNREACHABLE = ("FileNotFoundError",)
+"""How a path the design may not touch fails: it does not exist in the sandbox's filesystem view."""
 
 
 def test_private_files_cannot_be_read():
@@ -166,8 +164,8 @@ except OSError as exc:
 return found
 ''', header="import random"))
     assert result.outputs is not None and "s3cr3t-value" not in str(result.outputs)
-    assert set(result.outputs["environ"]) <= {"PATH", "LANG", "LC_CTYPE"}
-    assert result.outputs["parent"] == "PermissionError"
+    assert set(result.outputs["environ"]) <= {"PATH", "LANG", "LC_CTYPE", "PWD"}
+    assert result.outputs["parent"] == "FileNotFoundError"  # its parent is outside its PID namespace
 
 
 def test_writing_to_the_project_directory_is_refused():

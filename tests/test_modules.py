@@ -104,7 +104,7 @@ def test_program_of_thought_runs_its_code_in_another_process(lm):
     program = SpecProgram(CandidateSpec(predictors=(KIND_SPECS["program_of_thought"],)), {}, lm)
     prediction = program(sentence="a wonderful film")
     assert prediction.code_output == "positive sandboxed"  # the code compares its pid with the test's
-    assert "import os" in prediction.python_code
+    assert "/proc/self/stat" in prediction.python_code
 
 
 def test_react_calls_the_declared_tool(lm):
@@ -160,12 +160,14 @@ def test_options_of_another_kind_are_refused():
 def test_sandbox_confines_the_code():
     assert run_python("print(sum(range(10)))").summary() == "45"
     network = run_python("import socket; socket.create_connection(('1.1.1.1', 53), timeout=2)").summary()
-    assert "No module named 'socket'" in network or "unreachable" in network
+    assert "import of 'socket' is not allowed in the sandbox" in network
+    # reached around the import guard, the kernel refuses the socket itself
+    raw = run_python("import random\nct = random._os.sys.modules['ctypes']\nprint(ct.CDLL(None).socket(2, 1, 0))")
+    assert raw.summary() == "-1"
     assert run_python("while True: pass", timeout_s=1).returncode is None
     assert run_python("open('/tmp/agentsearch-sandbox-escape', 'w').write('x')").ok  # a private /tmp
     assert not os.path.exists("/tmp/agentsearch-sandbox-escape")
-    assert not run_python(f"open({os.path.abspath(__file__)!r}, 'a').write('x')").ok
-    bomb = run_python("import os\nfor _ in range(200):\n    os.fork()\n", timeout_s=5)
-    assert not bomb.ok
-    if os.geteuid() == 0:
-        assert run_python("import os; print(os.getuid())").summary() == "65534"
+    assert "FileNotFoundError" in run_python(f"open({os.path.abspath(__file__)!r}, 'a').write('x')").summary()
+    bomb = run_python("import random\nfor _ in range(200):\n    random._os.fork()\n", timeout_s=5)
+    assert bomb.summary() == "error: PermissionError: os.fork is not allowed in the sandbox"
+    assert run_python("import random; print(random._os.getuid(), random._os.getpid())").summary() == "65534 1"

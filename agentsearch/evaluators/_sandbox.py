@@ -1,12 +1,14 @@
-"""Running LM-written Python in a confined subprocess, never in the search process.
+"""Running LM-written Python in a sandbox, never in the search process; the parent's side of it.
 
 Code a ProgramOfThought node writes, and whole agent designs the meta agent writes, are untrusted:
-they may loop, allocate without bound, fork, read the network, secrets or the parent's
-environment, or write files. They run in a fresh interpreter (see ``_sandbox_child``) in an empty
-temporary directory with a clean environment, with a wall-clock limit enforced here by killing the
-whole process group. An agent design reaches an LM only through ``run_agent``'s ``lm`` callback,
-which the parent runs, so caching, budgets and cost accounting stay in the search process and no
-key ever enters the sandbox.
+they may loop, allocate without bound, try to read the task's labels, a key or the experiment
+database, signal other processes, or stall the parent. They run behind the kernel boundary of
+``_isolation`` (bubblewrap namespaces, seccomp, an empty filesystem view), and this side makes sure
+the parent can never be held: every read and write on the pipe has the example's deadline, messages
+are capped in size and depth, and a sandbox that misbehaves is killed (with every process in it)
+and its example fails with the reason. An agent design reaches an LM only through ``run_agent``'s
+``lm`` callback, which the parent runs after checking the request against ``AgentLimits``, so
+caching, budgets, keys, the model and its options stay in the search process.
 """
 
 from __future__ import annotations
@@ -16,22 +18,24 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
+from agentsearch.evaluators._isolation import isolation, kill_sandbox, wait_exit
+from agentsearch.exceptions import LMUnavailableError
 from agentsearch.lm import redact_secrets
 
-_CHILD = Path(__file__).with_name("_sandbox_child.py")
 MAX_OUTPUT_CHARS = 2000
 MAX_MESSAGE_BYTES = 1 << 20
-CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+MAX_DEPTH = 32
+"""How deeply a message from the sandbox may nest (the parent's JSON and repr recurse on it)."""
 CONFINEMENT_FAILED = 97
-"""The child's exit code when a confinement layer could not be set up (the code did not run)."""
+"""The runner's exit code when a confinement layer could not be set up (the code did not run)."""
+ROLES = ("system", "user", "assistant")
+MAX_STOPS = 4
 
 
 @dataclass(frozen=True)
@@ -52,44 +56,37 @@ class SandboxResult:
         if self.ok:
             return self.stdout.strip()[-MAX_OUTPUT_CHARS:] or "(the program printed nothing)"
         lines = self.stderr.strip().splitlines()
+        if not lines and self.returncode in (128 + signal.SIGKILL, 128 + signal.SIGXCPU):
+            return "error: the program was stopped at its CPU-time limit"
         return f"error: {lines[-1] if lines else f'exit code {self.returncode}'}"[:MAX_OUTPUT_CHARS]
 
 
 def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
-    """Output goes to files, not pipes, so the child's file-size limit also bounds what it prints."""
-    with tempfile.TemporaryDirectory(prefix="agentsearch-sandbox-") as workdir:
-        os.chmod(workdir, 0o777)  # the child runs as nobody when we are root
-        out_path, err_path = Path(workdir, ".stdout"), Path(workdir, ".stderr")
-        with out_path.open("w+b") as out, err_path.open("w+b") as err:
-            process = subprocess.Popen(
-                _child_command("script", max(1, int(timeout_s)), memory_mb),
-                stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir, env=CLEAN_ENV, start_new_session=True,
-            )
-            try:
-                process.communicate(code.encode(), timeout=timeout_s)
-                returncode: int | None = process.returncode
-            except subprocess.TimeoutExpired:
-                returncode = None
-            finally:
-                _kill_group(process)
-            return SandboxResult(_tail(out), _tail(err), returncode)
+    """Run ``code`` as a program in the sandbox; its output goes to unlinked files the parent holds,
+    so the runner's file-size limit also bounds what it prints, and nothing is left on disk.
 
-
-def _child_command(mode: str, cpu_s: int, memory_mb: int) -> list[str]:
-    return [sys.executable, "-I", "-S", str(_CHILD), mode, str(cpu_s), str(memory_mb)]
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # the code's own children too, if it made any
-    except ProcessLookupError:
-        pass
-    process.wait()
+    Raises IsolationUnavailableError when the sandbox cannot be set up (nothing runs)."""
+    sandbox = isolation()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = sandbox.start("script", max(1, int(timeout_s)), memory_mb, stdin=subprocess.PIPE, stdout=out,
+                                stderr=err)
+        channel = _Channel(process, timeout_s)
+        returncode: int | None = None
+        try:
+            channel.write(code.encode())
+            channel.close_input()
+            returncode = wait_exit(process, channel.remaining)
+        except _Stopped:
+            pass
+        finally:
+            kill_sandbox(process)
+        return SandboxResult(_tail(out), _tail(err), returncode)
 
 
 def _tail(handle: IO[bytes]) -> str:
-    handle.seek(0)
-    return handle.read()[-4 * MAX_OUTPUT_CHARS:].decode("utf-8", "replace")
+    handle.seek(0, os.SEEK_END)
+    handle.seek(max(0, handle.tell() - 4 * MAX_OUTPUT_CHARS))
+    return handle.read().decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -101,6 +98,10 @@ class AgentLimits:
     """Time the design itself takes; time the parent spends answering its LM calls is not counted."""
     memory_mb: int = 512
     max_lm_calls: int = 20
+    max_tokens: int = 1024
+    """The most tokens one of the design's LM calls may ask for."""
+    max_prompt_chars: int = 50_000
+    """The most characters one LM request may carry (prompt, or all messages' contents)."""
 
 
 @dataclass(frozen=True)
@@ -117,34 +118,73 @@ class _Stopped(Exception):
     """The design broke a limit the parent enforces."""
 
 
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests, without recursion (a message may nest a thousand levels)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 class _Channel:
-    """JSON lines to and from the child, with a deadline that pauses while the parent works."""
+    """JSON lines to and from the sandbox, with a deadline that pauses while the parent works.
+
+    Both directions wait only as long as the design has left (``remaining``): a design that stops
+    reading its replies, closes its end or never answers is stopped, never waited on."""
 
     def __init__(self, process: subprocess.Popen, wall_s: float) -> None:
+        assert process.stdin is not None
         self.process = process
         self.wall_s = wall_s
         self.remaining = wall_s
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(process.stdout, selectors.EVENT_READ)
+        self.stdin = process.stdin.fileno()
+        self.stdout = process.stdout.fileno() if process.stdout is not None else -1
+        os.set_blocking(self.stdin, False)
         self.buffer = b""
 
+    def _wait(self, fd: int, event: int) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, event)
+            started = time.monotonic()
+            ready = selector.select(timeout=max(self.remaining, 0))
+            self.remaining -= time.monotonic() - started
+        if not ready:
+            raise _Stopped(f"wall-clock limit of {self.wall_s:g} s exceeded")
+
     def send(self, message: dict[str, Any]) -> None:
+        self.write(json.dumps(message).encode() + b"\n")
+
+    def close_input(self) -> None:
+        assert self.process.stdin is not None
         try:
-            self.process.stdin.write(json.dumps(message).encode() + b"\n")
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            pass  # the child died; receive() reports why
+            self.process.stdin.close()
+        except OSError:
+            pass  # the sandbox closed its end first
+
+    def write(self, payload: bytes) -> None:
+        data = memoryview(payload)
+        while data:
+            self._wait(self.stdin, selectors.EVENT_WRITE)
+            try:
+                written = os.write(self.stdin, data)
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the sandbox closed its end; receive() finds out why
+            data = data[written:]
 
     def receive(self) -> dict[str, Any] | None:
-        """The child's next message, or None when it exited without one."""
-        fd = self.process.stdout.fileno()
+        """The sandbox's next message, or None when it closed its end without one."""
         while b"\n" not in self.buffer:
-            started = time.monotonic()
-            ready = self.selector.select(timeout=max(self.remaining, 0))
-            self.remaining -= time.monotonic() - started
-            if not ready:
-                raise _Stopped(f"wall-clock limit of {self.wall_s:g} s exceeded")
-            chunk = os.read(fd, 65536)
+            self._wait(self.stdout, selectors.EVENT_READ)
+            chunk = os.read(self.stdout, 65536)
             if not chunk:
                 return None
             self.buffer += chunk
@@ -153,20 +193,32 @@ class _Channel:
         line, self.buffer = self.buffer.split(b"\n", 1)
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _Stopped("malformed message to the parent") from None
         if not isinstance(message, dict):
             raise _Stopped("malformed message to the parent")
+        if _depth(message) > MAX_DEPTH:
+            raise _Stopped(f"message to the parent nested deeper than {MAX_DEPTH} levels")
         return message
+
+    def exit_code(self) -> int | None:
+        """The sandbox's exit code once it has ended, waiting no longer than the time left."""
+        code = wait_exit(self.process, max(self.remaining, 0.01))
+        if code is None:
+            raise _Stopped(f"wall-clock limit of {self.wall_s:g} s exceeded (the design closed its channel "
+                           "and went on running)")
+        return code
 
 
 def _exit_reason(returncode: int | None, stderr: str, limits: AgentLimits) -> str:
     if returncode == CONFINEMENT_FAILED:
         return stderr.strip().splitlines()[-1] if stderr.strip() else "sandbox: cannot confine the process"
-    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+    if returncode in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL):
         return f"CPU-time limit of {limits.cpu_s} s exceeded"
     if returncode is not None and returncode < 0:
         return f"killed by signal {signal.Signals(-returncode).name}"
+    if returncode is not None and returncode > 128 and returncode - 128 in signal.valid_signals():
+        return f"killed by signal {signal.Signals(returncode - 128).name}"
     lines = stderr.strip().splitlines()
     return f"the design exited (code {returncode}) without an answer" + (f": {lines[-1]}" if lines else "")
 
@@ -175,54 +227,108 @@ def run_agent(code: str, inputs: dict[str, Any], lm: Callable[[dict[str, Any]], 
               limits: AgentLimits = AgentLimits()) -> AgentRun:
     """Run ``forward(inputs, lm)`` of the design ``code`` in the sandbox's agent mode.
 
-    ``lm`` receives each of the design's requests (``{"prompt": str}`` or ``{"messages": [...]}``,
-    with ``"options"``) and returns the text; its exceptions go back to the design as a failed
-    call. Every way the run can end is an ``AgentRun``: outputs, or an error saying what happened.
+    ``lm`` receives each of the design's requests, checked and normalised by ``check_request``
+    (``{"prompt": str}`` or ``{"messages": [...]}``, with ``"options"``), and returns the text; its
+    exceptions go back to the design as a failed call. Every way the run can end is an ``AgentRun``:
+    outputs, or an error saying what happened. Raises IsolationUnavailableError (nothing runs) when
+    the sandbox cannot be set up.
     """
-    with tempfile.TemporaryDirectory(prefix="agentsearch-agent-") as workdir:
-        os.chmod(workdir, 0o777)  # the child runs as nobody when we are root
-        with Path(workdir, ".stderr").open("w+b") as err:
-            process = subprocess.Popen(
-                _child_command("agent", limits.cpu_s, limits.memory_mb), stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=err, cwd=workdir, env=CLEAN_ENV, start_new_session=True,
-            )
-            channel, calls = _Channel(process, limits.wall_s), 0
-            outputs: dict[str, Any] | None = None
-            error: str | None = None
-            try:
-                channel.send({"code": code, "inputs": inputs})
-                while True:
-                    message = channel.receive()
-                    if message is None:
-                        process.wait()
-                        error = _exit_reason(process.returncode, _tail(err), limits)
-                        break
-                    if "lm" in message:
-                        if calls >= limits.max_lm_calls:
-                            channel.send({"error": f"limit of {limits.max_lm_calls} LM calls per example reached"})
-                        else:
-                            calls += 1
-                            channel.send(_answer(lm, message["lm"]))
-                        continue
-                    if isinstance(message.get("outputs"), dict):
-                        outputs = message["outputs"]
-                    else:
-                        error = str(message.get("error", "malformed message to the parent"))
+    sandbox = isolation()
+    with tempfile.TemporaryFile() as err:
+        process = sandbox.start("agent", limits.cpu_s, limits.memory_mb, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err)
+        channel, calls = _Channel(process, limits.wall_s), 0
+        outputs: dict[str, Any] | None = None
+        error: str | None = None
+        try:
+            channel.send({"code": code, "inputs": inputs})
+            while True:
+                message = channel.receive()
+                if message is None:
+                    error = _exit_reason(channel.exit_code(), _tail(err), limits)
                     break
-            except _Stopped as stop:
-                error = str(stop)
-            finally:
-                _kill_group(process)
-                for stream in (process.stdin, process.stdout):
+                if "lm" in message:
+                    if calls >= limits.max_lm_calls:
+                        channel.send({"error": f"limit of {limits.max_lm_calls} LM calls per example reached"})
+                    else:
+                        calls += 1
+                        channel.send(_answer(lm, message["lm"], limits))
+                    continue
+                if isinstance(message.get("outputs"), dict):
+                    outputs = message["outputs"]
+                else:
+                    error = str(message.get("error", "malformed message to the parent"))[:MAX_OUTPUT_CHARS]
+                break
+        except _Stopped as stop:
+            error = str(stop)
+        finally:
+            kill_sandbox(process)
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
                     stream.close()
-            return AgentRun(outputs, error, calls, _tail(err))
+        return AgentRun(outputs, error, calls, _tail(err))
 
 
-def _answer(lm: Callable[[dict[str, Any]], str], request: Any) -> dict[str, Any]:
-    if not isinstance(request, dict) or not (isinstance(request.get("prompt"), str)
-                                             or isinstance(request.get("messages"), list)):
-        return {"error": "lm() takes a prompt string or a list of chat messages"}
+def check_request(request: Any, limits: AgentLimits) -> dict[str, Any]:
+    """The design's LM request as the parent will make it, or ValueError saying what is not allowed.
+
+    The parent alone chooses the model, the endpoint and the key; a design chooses only its text
+    (a prompt, or messages with a role and a string content: no images, tools or other keys) and
+    ``temperature`` (0 to 2), ``max_tokens`` (1 to ``limits.max_tokens``) and ``stop`` (up to 4
+    strings), within ``limits.max_prompt_chars`` characters in all.
+    """
+    if not isinstance(request, dict):
+        raise ValueError("lm() takes a prompt string or a list of chat messages")
+    options = request.get("options") or {}
+    if not isinstance(options, dict):
+        raise ValueError("lm() options must be keyword arguments")
+    if isinstance(request.get("prompt"), str):
+        text: dict[str, Any] = {"prompt": request["prompt"]}
+        size = len(request["prompt"])
+    elif isinstance(request.get("messages"), list) and request["messages"]:
+        messages = []
+        for message in request["messages"]:
+            if not isinstance(message, dict) or set(message) != {"role", "content"}:
+                raise ValueError("each message must be {'role': ..., 'content': ...} and nothing else")
+            if message["role"] not in ROLES or not isinstance(message["content"], str):
+                raise ValueError(f"a message's role must be one of {', '.join(ROLES)} and its content a string")
+            messages.append({"role": message["role"], "content": message["content"]})
+        text, size = {"messages": messages}, sum(len(m["content"]) for m in messages)
+    else:
+        raise ValueError("lm() takes a prompt string or a non-empty list of chat messages")
+    if size > limits.max_prompt_chars:
+        raise ValueError(f"request of {size} characters, over the limit of {limits.max_prompt_chars}")
+    unknown = sorted(set(options) - {"temperature", "max_tokens", "stop"})
+    if unknown:
+        raise ValueError(f"lm() option {unknown[0]!r} is not allowed; allowed: temperature, max_tokens, stop")
+    checked: dict[str, Any] = {}
+    if "temperature" in options:
+        temperature = options["temperature"]
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+            raise ValueError("temperature must be a number from 0 to 2")
+        checked["temperature"] = float(temperature)
+    if "max_tokens" in options:
+        tokens = options["max_tokens"]
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= limits.max_tokens:
+            raise ValueError(f"max_tokens must be an integer from 1 to {limits.max_tokens}")
+        checked["max_tokens"] = tokens
+    if "stop" in options:
+        stop = [options["stop"]] if isinstance(options["stop"], str) else options["stop"]
+        if (not isinstance(stop, list) or not 1 <= len(stop) <= MAX_STOPS
+                or not all(isinstance(s, str) and 0 < len(s) <= 100 for s in stop)):
+            raise ValueError(f"stop must be a string or a list of up to {MAX_STOPS} strings of up to 100 characters")
+        checked["stop"] = stop
+    return {**text, "options": checked}
+
+
+def _answer(lm: Callable[[dict[str, Any]], str], request: Any, limits: AgentLimits) -> dict[str, Any]:
     try:
-        return {"text": str(lm(request))}
+        checked = check_request(request, limits)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    try:
+        return {"text": str(lm(checked))}
     except Exception as exc:  # noqa: BLE001 - the design sees the failure; the search goes on
+        if isinstance(exc, LMUnavailableError):
+            raise  # an outage is the run's, not the design's: no score for this example
         return {"error": redact_secrets(f"{type(exc).__name__}: {exc}")[:MAX_OUTPUT_CHARS]}

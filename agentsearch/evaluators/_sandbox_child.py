@@ -1,20 +1,24 @@
-"""Runs in the sandbox process, never imported by agentsearch: confine this process, then run untrusted code.
+"""Runs inside bubblewrap, never imported by agentsearch: finish confining this process, then run untrusted code.
 
-Started as ``python -I -S _sandbox_child.py MODE CPU_S MEMORY_MB`` so no site-packages, user files
-or environment reach it. Confinement comes before the untrusted code, and fails closed: if a layer
-cannot be set up the code does not run. The layers: resource limits (CPU, memory, file size, open
-files); a new network namespace with no interfaces; a private mount namespace with empty tmpfs over
-/tmp, /var/tmp and /dev/shm; and, because ``RLIMIT_NPROC`` does not bind root, the uid ``nobody``
-when started as root (a process bomb then stops at the limit).
+Started by ``_isolation.Isolation.command`` as ``python -I -S -B runner.py MODE CPU_S MEMORY_MB EXEC_FILTER``
+in its own namespaces, under the launcher's seccomp filter, with nothing of the host's filesystem
+but the interpreter. Here it reads its input, sets the resource limits (which, since no process can
+be created, bind the whole sandbox), loads the second seccomp filter (``EXEC_FILTER``, hex BPF:
+no ``execve`` from here on), checks both filters are in force, and only then runs the code. A layer
+that cannot be set up ends the process with ``CONFINEMENT_FAILED`` before the code runs.
 
 Modes:
 
+- ``probe``: report, as JSON on stdout, whether each layer holds (``_isolation.isolation()`` refuses
+  to run anything when one does not).
 - ``script``: run stdin as a program (ProgramOfThought); the parent reads its stdout.
 - ``agent``: stdin's first line is ``{"code", "inputs"}``; the code is an agent design defining
-  ``forward(inputs, lm)``. On top of the layers above, the process may not start any process
-  (``RLIMIT_NPROC`` 1, and the ``os``/``posix`` functions that spawn or signal refuse), and the
-  design may import only ``AGENT_MODULES``. Its only way out is ``lm(...)``, a JSON-lines exchange
-  with the parent over the process's original stdout; what the design prints goes to stderr.
+  ``forward(inputs, lm)``. Its only way out is ``lm(...)``, a JSON-lines exchange with the parent
+  over the process's original stdout; what the design prints goes to stderr.
+
+In ``script`` and ``agent`` modes a second, Python-level layer stays on: only ``AGENT_MODULES`` can
+be imported, and the ``os``/``posix`` functions that spawn, exec or signal refuse. It is not the
+boundary (the kernel is), but it turns the common mistakes into clear errors.
 """
 
 import builtins
@@ -26,52 +30,68 @@ import resource
 import sys
 import traceback
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-MS_REC, MS_PRIVATE = 0x4000, 0x40000
-NOBODY = 65534
+CONFINEMENT_FAILED = 97
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+MAX_TASKS = 8
+"""Tasks (the runner, its threads, the launcher's init) the sandbox's uid may have: RLIMIT_NPROC, counted
+inside the sandbox's own user namespace."""
 AGENT_MODULES = ("math", "cmath", "json", "re", "fractions", "decimal", "statistics", "itertools", "collections",
                  "datetime", "random", "string", "functools", "operator", "heapq", "bisect", "textwrap", "difflib",
                  "unicodedata", "typing", "dataclasses", "enum", "copy", "time")
-"""What an agent design may import: computation and text handling, nothing that reaches the system."""
+"""What LM-written code may import: computation and text handling, nothing that reaches the system."""
 PRELOADED = (*AGENT_MODULES, "_strptime")
-"""Imported before the uid drop (as nobody the interpreter's own files may be unreadable, e.g. under a
-root-owned home); ``_strptime`` is imported lazily by ``datetime.strptime``."""
+"""Imported before the code runs; ``_strptime`` is imported lazily by ``datetime.strptime``."""
 REFUSED_CALLS = ("system", "popen", "fork", "forkpty", "vfork", "execv", "execve", "execvp", "execvpe", "execl",
                  "execle", "execlp", "execlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle",
                  "spawnlp", "spawnlpe", "posix_spawn", "posix_spawnp", "kill", "killpg", "setuid", "setgid",
                  "unshare", "setns")
-"""Reachable through preloaded modules (``random._os``) although ``os`` cannot be imported; refused in agent mode."""
+"""Reachable through preloaded modules (``random._os``) although ``os`` cannot be imported."""
+
+
+class _Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 def _limit(name: str, value: int) -> None:
     resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def _confine(cpu_s: int, memory_mb: int, max_processes: int) -> None:
+def _status() -> dict:
+    with open("/proc/self/status") as handle:
+        return dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
+
+
+def _load_filter(program: bytes) -> None:
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _Fprog(len(program) // 8, ctypes.addressof(buffer))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "loading the exec seccomp filter failed")
+
+
+def _confine(cpu_s: int, memory_mb: int, exec_filter: bytes) -> None:
     _limit("RLIMIT_CPU", cpu_s)
     _limit("RLIMIT_AS", memory_mb * 1024 * 1024)
     _limit("RLIMIT_FSIZE", 1024 * 1024)
     _limit("RLIMIT_NOFILE", 64)
     _limit("RLIMIT_CORE", 0)
+    _limit("RLIMIT_NPROC", MAX_TASKS)
     for module in PRELOADED:
         __import__(module)
-    libc = ctypes.CDLL(None, use_errno=True)
-    flags = CLONE_NEWNET | CLONE_NEWNS | (0 if os.geteuid() == 0 else CLONE_NEWUSER)
-    if libc.unshare(flags) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(network and mount namespaces) failed")
-    # Shared scratch places get a private empty tmpfs: what the code writes there vanishes with it.
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise OSError(ctypes.get_errno(), "making mounts private failed")
-    for scratch in (b"/tmp", b"/var/tmp", b"/dev/shm"):
-        if os.path.isdir(scratch) and libc.mount(b"tmpfs", scratch, b"tmpfs", 0, b"size=16m") != 0:
-            raise OSError(ctypes.get_errno(), f"mounting a private {scratch.decode()} failed")
-    if os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-    _limit("RLIMIT_NPROC", max_processes)
+    status = _status()
+    if status.get("NoNewPrivs", "").strip() != "1" or status.get("Seccomp", "").strip() != "2":
+        raise OSError("the launcher's seccomp filter and NoNewPrivs are not in force")
+    _load_filter(exec_filter)
+    if int(_status().get("Seccomp_filters", "0").strip() or 0) < 2:
+        raise OSError("the exec seccomp filter is not in force")
+
+
+def _confine_or_exit(cpu_s: int, memory_mb: int, exec_filter: bytes) -> None:
+    try:
+        _confine(cpu_s, memory_mb, exec_filter)
+    except (OSError, ValueError) as exc:
+        print(f"sandbox: cannot confine the process, code not run: {exc}", file=sys.stderr)
+        sys.exit(CONFINEMENT_FAILED)
 
 
 def _refuse(name: str):
@@ -97,14 +117,62 @@ def _guard_imports() -> None:
                 setattr(module, name, _refuse(name))
 
 
-def _run_script(cpu_s: int, memory_mb: int) -> None:
+def _refused(call) -> bool:
+    """Whether ``call`` fails with EPERM (a seccomp refusal), not with any other outcome."""
+    try:
+        result = call()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    if result == 0:  # a forked child, had fork succeeded
+        os._exit(0)
+    return False
+
+
+def _probe(exec_filter: bytes) -> None:
+    _confine_or_exit(5, 256, exec_filter)
+    import socket
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    status = _status()
+
+    def unshare() -> int:
+        if libc.unshare(0x10000000) != 0:
+            raise OSError(ctypes.get_errno(), "unshare")
+        return 1
+
+    def writable_root() -> bool:
+        try:
+            open("/probe", "w").close()
+        except OSError:
+            return False
+        return True
+
+    report = {
+        "no_new_privs": status.get("NoNewPrivs", "").strip() == "1",
+        "no_capabilities": int(status.get("CapEff", "1").strip(), 16) == 0,
+        "seccomp": int(status.get("Seccomp_filters", "0").strip() or 0) >= 2,
+        "no_fork": _refused(os.fork),
+        "no_exec": _refused(lambda: os.execv(sys.executable, [sys.executable, "-c", "pass"])),
+        "no_unshare": _refused(unshare),
+        "no_socket": _refused(lambda: socket.socket(socket.AF_UNIX)),
+        "own_pid_namespace": os.getpid() == 1 and os.getppid() == 0,
+        "read_only_root": not writable_root(),
+        "no_host_files": not any(os.path.exists(path) for path in ("/home", "/run", "/var", "/etc")),
+    }
+    print(json.dumps(report))
+
+
+def _run_script(cpu_s: int, memory_mb: int, exec_filter: bytes) -> None:
     code = sys.stdin.read()
-    _confine_or_exit(cpu_s, memory_mb, max_processes=32)
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    _confine_or_exit(cpu_s, memory_mb, exec_filter)
+    _guard_imports()
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
     exec(compile(code, "<program>", "exec"), namespace)  # noqa: S102 - confined process, see module docstring
 
 
-def _run_agent(cpu_s: int, memory_mb: int) -> None:
+def _run_agent(cpu_s: int, memory_mb: int, exec_filter: bytes) -> None:
     request = json.loads(sys.stdin.readline())
     channel_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # the design's prints go to stderr, never into the exchange with the parent
@@ -123,7 +191,7 @@ def _run_agent(cpu_s: int, memory_mb: int) -> None:
             raise RuntimeError(f"LM call failed: {reply.get('error', 'no reply from the parent')}")
         return reply["text"]
 
-    _confine_or_exit(cpu_s, memory_mb, max_processes=1)
+    _confine_or_exit(cpu_s, memory_mb, exec_filter)
     _guard_imports()
     try:
         namespace = {"__name__": "design", "__builtins__": builtins}
@@ -139,20 +207,18 @@ def _run_agent(cpu_s: int, memory_mb: int) -> None:
         frames = traceback.extract_tb(exc.__traceback__)
         line = next((f"line {f.lineno}: " for f in reversed(frames) if f.filename == "<design>"), "")
         detail = f"memory limit of {memory_mb} MB reached" if isinstance(exc, MemoryError) else str(exc)
-        send({"error": f"{line}{type(exc).__name__}: {detail}"[:2000]})
-
-
-def _confine_or_exit(cpu_s: int, memory_mb: int, max_processes: int) -> None:
-    try:
-        _confine(cpu_s, memory_mb, max_processes)
-    except (OSError, ValueError) as exc:
-        print(f"sandbox: cannot confine the process, code not run: {exc}", file=sys.stderr)
-        sys.exit(97)
+        try:
+            send({"error": f"{line}{type(exc).__name__}: {detail}"[:2000]})
+        except BaseException:  # noqa: BLE001 - e.g. a nesting too deep to encode: the parent sees the exit
+            sys.exit(1)
 
 
 def main() -> None:
-    mode, cpu_s, memory_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    (_run_agent if mode == "agent" else _run_script)(cpu_s, memory_mb)
+    mode, cpu_s, memory_mb, exec_filter = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), bytes.fromhex(sys.argv[4])
+    if mode == "probe":
+        _probe(exec_filter)
+    else:
+        (_run_agent if mode == "agent" else _run_script)(cpu_s, memory_mb, exec_filter)
 
 
 if __name__ == "__main__":

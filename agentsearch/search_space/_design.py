@@ -17,9 +17,6 @@ from agentsearch.evaluators import AgentLimits, run_agent
 from agentsearch.exceptions import AgentSearchError
 from agentsearch.search_space._spec import DesignSpec
 
-LM_OPTIONS = ("temperature", "max_tokens", "stop")
-"""What a design may set on a call; anything else it passes is ignored."""
-
 
 class DesignError(AgentSearchError):
     """A design broke a sandbox limit, raised, or returned no answer; the evaluator scores the example 0."""
@@ -44,8 +41,7 @@ class DesignProgram(dspy.Module):
         def call(request: dict[str, Any]) -> str:
             if lm is None:
                 raise AgentSearchError("no LM: pass one to the program or configure dspy")
-            given = request.get("options") if isinstance(request.get("options"), dict) else {}
-            options = {key: given[key] for key in LM_OPTIONS if key in given}
+            options = dict(request["options"])  # checked by the sandbox: temperature, max_tokens, stop
             if options.get("temperature"):  # a sampled call: each repeat is a new sample, cached on its own
                 key = json.dumps([request.get("prompt"), request.get("messages"), options], sort_keys=True, default=str)
                 options["rollout_id"] = rollouts[key]

@@ -20,6 +20,7 @@ import dspy
 
 from agentsearch._references import resolve_callable
 from agentsearch.evaluators import run_python
+from agentsearch.evaluators._sandbox_child import AGENT_MODULES
 from agentsearch.search_space._adapters import make_adapter
 from agentsearch.search_space._spec import PredictorSpec
 
@@ -124,7 +125,8 @@ class ProgramOfThought(dspy.Module):
         task = signature.instructions.strip()
         self.write = dspy.Predict(dspy.Signature(
             f"{inputs} -> python_code",
-            f"Write a Python 3 program (standard library only) that computes the answer and prints it. Task: {task}",
+            f"Write a Python 3 program that computes the answer and prints it; it may import only "
+            f"{', '.join(AGENT_MODULES)}. Task: {task}",
         ))
         self.answer = dspy.Predict(dspy.Signature(
             f"{inputs}, python_code, code_output -> {outputs}",
