@@ -1,7 +1,7 @@
 """Start-up cost of the sandbox: seconds per sandboxed example, median of 50, for both entry points.
 
 `run_agent` runs a design that makes one LM call (answered at once by the parent) and returns;
-`run_python` runs ``print(1)``. Each figure is the wall-clock time of the whole call, so it holds
+`run_python` runs ``print(1)``; ``probe`` is the check ``isolation()`` makes once per process. Each figure is the wall-clock time of the whole call, so it holds
 the launcher (bubblewrap), the interpreter's start, the confinement layers, the exchange with the
 parent and the teardown: what every sandboxed example pays before the design's own work.
 
@@ -58,6 +58,7 @@ def main() -> None:
         from agentsearch.evaluators import isolation
 
         report["isolation"] = isolation().describe()
+        report["probe"] = _time(lambda: isolation(refresh=True), 10)  # once per process, before the first sandbox
     except ImportError:
         report["isolation"] = "python-level guards, rlimits, network and mount namespaces (before issue 13)"
     emit(report, "sandbox", save=args.save)

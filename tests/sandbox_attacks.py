@@ -298,20 +298,14 @@ report["found"] = found
     # 8. Memory across processes and threads.
     report["memory"] = python(script('''
 _thread = sys.modules["_thread"]  # the import is refused; the module is reachable all the same
-held = []
-def grab():
-    try:
-        held.append(bytearray(200 << 20))
-    except MemoryError:
-        pass
-grab()
-for _ in range(4):
-    try:
-        _thread.start_new_thread(grab, ())
-    except RuntimeError:
-        pass
-time.sleep(1)
 report["fork"] = call(libc.fork)
+report["thread"] = attempt(_thread.start_new_thread, time.sleep, (5,))
+held = []
+try:
+    for _ in range(20):
+        held.append(bytearray(100 << 20))
+except MemoryError:
+    report["stopped_by"] = "MemoryError"
 report["held_mb"] = sum(len(block) for block in held) >> 20
 '''), memory_mb=512)
 

@@ -16,15 +16,15 @@ alike, with:
   data, database file or host socket exists inside.
 - a seccomp filter (built with libseccomp through PyPI's ``pyseccomp``, handed to ``bwrap --seccomp``)
   refusing the calls that widen a process's reach: ``ptrace``, ``process_vm_*``, ``unshare``/
-  ``setns``, any new process (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``, ``clone3``),
-  namespace flags, mounts, ``bpf``, ``io_uring_*``, keyrings, ``perf_event_open``, sockets, module
-  and kexec calls; and a second filter the runner installs once it has started, refusing
-  ``execve``/``execveat``, so no re-exec and no setuid binary.
+  ``setns``, any new task (``fork``, ``vfork``, ``clone``, ``clone3``: no process and no thread),
+  mounts, ``bpf``, ``io_uring_*``, keyrings, ``perf_event_open``, sockets, module and kexec calls;
+  and a second filter the runner installs once it has started, refusing ``execve``/``execveat``,
+  so no re-exec and no setuid binary.
 
-Because no process can be created, the runner's own rlimits are limits of the whole sandbox: CPU
-(``RLIMIT_CPU``), memory (``RLIMIT_AS``; threads share it), tasks (``RLIMIT_NPROC``, counted inside
-the sandbox's user namespace), open files, file size; the parent adds the wall clock. This works
-without cgroup delegation, which most containers and CI machines do not give.
+Because the runner is the sandbox's only task, its own rlimits are limits of the whole sandbox: CPU
+(``RLIMIT_CPU``), memory (``RLIMIT_AS``), open files, file size; the parent adds the wall clock.
+This needs no cgroup delegation, which most containers and CI machines do not give, and does not
+lean on ``RLIMIT_NPROC``, which binds neither root nor a uid mapped to root.
 
 Fail closed: ``isolation()`` starts one probe sandbox per process and checks from the inside that
 every layer holds; if bubblewrap or libseccomp is missing, user namespaces are disabled or a layer
@@ -58,9 +58,6 @@ SANDBOX_UID = 65534
 SANDBOX_ENV = {"LANG": "C.UTF-8", "PATH": "/nonexistent"}
 TMP_MB, SHM_MB = 16, 1
 
-CLONE_THREAD = 0x00010000
-NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080)
-"""CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME."""
 TIOCSTI = 0x5412
 REFUSED_SYSCALLS = (
     "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd", "kcmp",
@@ -74,7 +71,8 @@ REFUSED_SYSCALLS = (
     "acct", "syslog", "quotactl", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "personality",
     "uselib", "vhangup", "lookup_dcookie", "fanotify_init", "memfd_create", "memfd_secret",
 )
-"""Refused with EPERM from the runner's first instruction on (the bwrap-loaded filter)."""
+"""Refused with EPERM from the runner's first instruction on (the bwrap-loaded filter), with ``clone``
+(EPERM) and ``clone3`` (ENOSYS), and ``ioctl(TIOCSTI)``."""
 REFUSED_AFTER_START = ("execve", "execveat")
 """Refused once the runner has started (a filter the runner loads itself: bwrap must still exec it)."""
 
@@ -123,8 +121,8 @@ class Isolation:
 
     def describe(self) -> str:
         return (f"bubblewrap {self.version} (user, PID, mount, network, IPC, UTS and cgroup namespaces; no "
-                f"capabilities; NoNewPrivs) + seccomp ({len(REFUSED_SYSCALLS) + len(REFUSED_AFTER_START)} calls "
-                f"refused, no new process, no exec) + read-only view of the interpreter only, "
+                f"capabilities; NoNewPrivs) + seccomp ({len(REFUSED_SYSCALLS) + 2 + len(REFUSED_AFTER_START)} calls "
+                f"refused, no new process or thread, no exec) + read-only view of the interpreter only, "
                 f"{TMP_MB} MB private /tmp")
 
     def start(self, mode: str, cpu_s: int, memory_mb: int, **popen: object) -> subprocess.Popen:
@@ -166,9 +164,11 @@ def _interpreter() -> tuple[str, list[str], list[str]]:
     platstdlib = os.path.realpath(sysconfig.get_path("platstdlib", vars=base))
     if platstdlib != stdlib:
         binds.append(platstdlib)
-    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
-    if libdir and soname and sysconfig.get_config_var("Py_ENABLE_SHARED") and Path(libdir, soname).exists():
-        binds.append(os.path.realpath(Path(libdir, soname)))
+    # The installation's own lib directory: libpython, and the libraries a bundled build (conda, a
+    # relocatable build) links its extension modules against. Under /usr it is bound already.
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and os.path.isdir(libdir) and not os.path.realpath(libdir).startswith("/usr/"):
+        binds.insert(0, os.path.realpath(libdir))
     for site in {stdlib, platstdlib}:
         if Path(site, "site-packages").is_dir():
             hidden.append(str(Path(site, "site-packages")))
@@ -200,9 +200,8 @@ def _filters() -> tuple[bytes, bytes]:
             return source.read()
 
     start: SyscallRules = [(refuse, name, ()) for name in REFUSED_SYSCALLS]
-    start.append((seccomp.ERRNO(errno.ENOSYS), "clone3", ()))  # glibc then falls back to clone, checked below
-    start.append((refuse, "clone", (seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0),)))  # a process, not a thread
-    start += [(refuse, "clone", (seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag),)) for flag in NAMESPACE_FLAGS]
+    start.append((seccomp.ERRNO(errno.ENOSYS), "clone3", ()))  # glibc then falls back to clone, refused too
+    start.append((refuse, "clone", ()))  # no process and no thread: one task, which the rlimits bind whole
     start.append((refuse, "ioctl", (seccomp.Arg(1, seccomp.EQ, TIOCSTI),)))
     after: SyscallRules = [(refuse, name, ()) for name in REFUSED_AFTER_START]
     try:

@@ -2,8 +2,8 @@
 
 Started by ``_isolation.Isolation.command`` as ``python -I -S -B runner.py MODE CPU_S MEMORY_MB EXEC_FILTER``
 in its own namespaces, under the launcher's seccomp filter, with nothing of the host's filesystem
-but the interpreter. Here it reads its input, sets the resource limits (which, since no process can
-be created, bind the whole sandbox), loads the second seccomp filter (``EXEC_FILTER``, hex BPF:
+but the interpreter. Here it reads its input, sets the resource limits (which, since no process or
+thread can be created, bind the whole sandbox), loads the second seccomp filter (``EXEC_FILTER``, hex BPF:
 no ``execve`` from here on), checks both filters are in force, and only then runs the code. A layer
 that cannot be set up ends the process with ``CONFINEMENT_FAILED`` before the code runs.
 
@@ -32,9 +32,6 @@ import traceback
 
 CONFINEMENT_FAILED = 97
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-MAX_TASKS = 8
-"""Tasks (the runner, its threads, the launcher's init) the sandbox's uid may have: RLIMIT_NPROC, counted
-inside the sandbox's own user namespace."""
 AGENT_MODULES = ("math", "cmath", "json", "re", "fractions", "decimal", "statistics", "itertools", "collections",
                  "datetime", "random", "string", "functools", "operator", "heapq", "bisect", "textwrap", "difflib",
                  "unicodedata", "typing", "dataclasses", "enum", "copy", "time")
@@ -75,7 +72,6 @@ def _confine(cpu_s: int, memory_mb: int, exec_filter: bytes) -> None:
     _limit("RLIMIT_FSIZE", 1024 * 1024)
     _limit("RLIMIT_NOFILE", 64)
     _limit("RLIMIT_CORE", 0)
-    _limit("RLIMIT_NPROC", MAX_TASKS)
     for module in PRELOADED:
         __import__(module)
     status = _status()
@@ -142,6 +138,15 @@ def _probe(exec_filter: bytes) -> None:
             raise OSError(ctypes.get_errno(), "unshare")
         return 1
 
+    def no_thread() -> bool:
+        import _thread
+
+        try:
+            _thread.start_new_thread(lambda: None, ())
+        except RuntimeError:
+            return True
+        return False
+
     def writable_root() -> bool:
         try:
             open("/probe", "w").close()
@@ -154,6 +159,7 @@ def _probe(exec_filter: bytes) -> None:
         "no_capabilities": int(status.get("CapEff", "1").strip(), 16) == 0,
         "seccomp": int(status.get("Seccomp_filters", "0").strip() or 0) >= 2,
         "no_fork": _refused(os.fork),
+        "no_thread": no_thread(),
         "no_exec": _refused(lambda: os.execv(sys.executable, [sys.executable, "-c", "pass"])),
         "no_unshare": _refused(unshare),
         "no_socket": _refused(lambda: socket.socket(socket.AF_UNIX)),
