@@ -73,11 +73,11 @@ class Tracker:
         self.started = threading.Condition()
         self.original = _isolation.Isolation.start
 
-    def start(self, isolation: Any, *args: Any, **kwargs: Any) -> subprocess.Popen:
+    def start(self, isolation: Any, *args: Any, **kwargs: Any) -> Any:
         """Stands for ``Isolation.start`` (installed by ``install`` or a test's monkeypatch)."""
-        process = self.original(isolation, *args, **kwargs)
-        self._record(process)  # waits for the sandbox's runner to exist (or for the launcher to end)
-        return process
+        sandbox = self.original(isolation, *args, **kwargs)
+        self._record(sandbox.process)  # waits for the sandbox's runner to exist (or for the launcher to end)
+        return sandbox
 
     def install(self) -> Tracker:
         tracker = self

@@ -315,3 +315,51 @@ def test_without_the_launcher_run_python_and_run_agent_refuse_and_the_evaluator_
     example = LabelledExample("d0", dspy.Example(sentence="fine", label="positive").with_inputs("sentence"))
     with pytest.raises(IsolationUnavailableError):  # never a 0 for the program: the machine cannot run it
         Evaluator(resolve_metric("exact_match")).evaluate(RunsCode(), [example])
+
+
+def test_a_sandbox_that_fails_to_launch_is_the_machines_failure_never_a_score(monkeypatch):
+    """The probe passed, then a launch fails (here: a bind of a path that does not exist)."""
+    import dspy
+
+    from agentsearch.data import LabelledExample
+    from agentsearch.evaluators import (
+        Evaluator,
+        IsolationUnavailableError,
+        _isolation,
+        run_agent,
+        run_python,
+    )
+    from agentsearch.metrics import resolve_metric
+    from agentsearch.search_space import DesignProgram
+    from agentsearch.search_space._spec import DesignSpec
+
+    _isolation.isolation()
+    original = _isolation.Isolation.command
+
+    def broken(self, *args, **kwargs):
+        return [self.launcher, "--ro-bind", "/nonexistent-agentsearch-path", "/x", *original(self, *args, **kwargs)[1:]]
+
+    monkeypatch.setattr(_isolation.Isolation, "command", broken)
+    with pytest.raises(IsolationUnavailableError, match="did not start.*nonexistent-agentsearch-path"):
+        run_python("print(1)")
+    code = "def forward(inputs, lm):\n    return {'label': 'positive'}\n"
+    with pytest.raises(IsolationUnavailableError, match="did not start"):
+        run_agent(code, {}, lambda request: "")
+    program = DesignProgram(DesignSpec(signature="sentence -> label", name="ok", code=code))
+    example = LabelledExample("d0", dspy.Example(sentence="fine", label="positive").with_inputs("sentence"))
+    with pytest.raises(IsolationUnavailableError):  # never a 0 for the design: it did not run
+        Evaluator(resolve_metric("exact_match")).evaluate(program, [example])
+
+
+def test_code_that_fakes_a_failed_launch_is_still_the_codes_own_failure():
+    from agentsearch.evaluators import run_agent, run_python
+
+    fake = "import random\nprint('bwrap: Creating new namespace failed', file=random._os.sys.stderr)\n"
+    result = run_python(fake + "random._os._exit(97)")
+    assert result.returncode == 97 and result.summary() == "error: bwrap: Creating new namespace failed"
+    design = ("import random\ndef forward(inputs, lm):\n"
+              "    print('bwrap: Creating new namespace failed', file=random._os.sys.stderr)\n"
+              "    random._os._exit(97)\n")
+    run = run_agent(design, {}, lambda request: "")
+    assert run.outputs is None
+    assert run.error == "the design exited (code 97) without an answer: bwrap: Creating new namespace failed"

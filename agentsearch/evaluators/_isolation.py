@@ -95,8 +95,10 @@ class Isolation:
     exec_filter: bytes = field(repr=False)
     version: str = ""
 
-    def command(self, mode: str, cpu_s: int, memory_mb: int, *, seccomp_fd: int, tmp_mb: int = TMP_MB) -> list[str]:
-        """The bwrap command line; ``seccomp_fd`` must hold ``start_filter`` and be passed to the child."""
+    def command(self, mode: str, cpu_s: int, memory_mb: int, *, seccomp_fd: int, ready_fd: int,
+                tmp_mb: int = TMP_MB) -> list[str]:
+        """The bwrap command line; ``seccomp_fd`` must hold ``start_filter``, ``ready_fd`` is where the runner
+        writes one byte once confined; both must be passed to the child."""
         args = [self.launcher,
                 "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                 "--unshare-pid", "--as-pid-1", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
@@ -116,7 +118,8 @@ class Isolation:
                  "--size", str(tmp_mb << 20), "--tmpfs", "/tmp",
                  "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp",
                  "--seccomp", str(seccomp_fd),
-                 self.python, "-I", "-S", "-B", RUNNER_PATH, mode, str(cpu_s), str(memory_mb), self.exec_filter.hex()]
+                 self.python, "-I", "-S", "-B", RUNNER_PATH, mode, str(cpu_s), str(memory_mb), self.exec_filter.hex(),
+                 str(ready_fd)]
         return args
 
     def describe(self) -> str:
@@ -125,14 +128,57 @@ class Isolation:
                 f"refused, no new process or thread, no exec) + read-only view of the interpreter only, "
                 f"{TMP_MB} MB private /tmp")
 
-    def start(self, mode: str, cpu_s: int, memory_mb: int, **popen: object) -> subprocess.Popen:
-        """Launch a sandbox (stdin, stdout, stderr as ``popen`` says); the caller kills it with ``kill_sandbox``."""
+    def start(self, mode: str, cpu_s: int, memory_mb: int, **popen: object) -> Sandbox:
+        """Launch a sandbox (stdin, stdout, stderr as ``popen`` says); the caller ends it with ``Sandbox.kill``."""
         seccomp_fd = _filter_fd(self.start_filter)
+        ready_read, ready_write = os.pipe()
+        os.set_blocking(ready_read, False)
         try:
-            return subprocess.Popen(self.command(mode, cpu_s, memory_mb, seccomp_fd=seccomp_fd), pass_fds=(seccomp_fd,),
-                                    env=SANDBOX_ENV, start_new_session=True, **popen)  # type: ignore[call-overload]
+            command = self.command(mode, cpu_s, memory_mb, seccomp_fd=seccomp_fd, ready_fd=ready_write)
+            process = subprocess.Popen(command, pass_fds=(seccomp_fd, ready_write), env=SANDBOX_ENV,
+                                       start_new_session=True, **popen)  # type: ignore[call-overload]
+        except BaseException:
+            os.close(ready_read)
+            raise
         finally:
             os.close(seccomp_fd)
+            os.close(ready_write)
+        return Sandbox(process, ready_read)
+
+
+@dataclass
+class Sandbox:
+    """One running sandbox: the launcher's process, and the pipe on which the runner says it got going.
+
+    The runner writes one byte there once every layer is in place, just before the untrusted code
+    runs, and closes it, so the code can neither write it nor take it back. A sandbox that ends
+    without it failed to launch or to confine itself: the machine's failure, never the code's score.
+    """
+
+    process: subprocess.Popen
+    ready_fd: int
+    _started: bool = False
+
+    def started(self) -> bool:
+        if not self._started and self.ready_fd >= 0:
+            try:
+                self._started = bool(os.read(self.ready_fd, 1))
+            except BlockingIOError:
+                pass
+        return self._started
+
+    def launch_error(self, stderr: str) -> IsolationUnavailableError:
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        cause = lines[-1] if lines else f"launcher exit code {self.process.returncode}"
+        return IsolationUnavailableError(f"sandbox: it did not start, the code did not run ({cause})")
+
+    def kill(self) -> None:
+        """Kill and reap it (see ``kill_sandbox``); whether it had started stays known."""
+        kill_sandbox(self.process)
+        if self.ready_fd >= 0:
+            self.started()
+            os.close(self.ready_fd)
+            self.ready_fd = -1
 
 
 def _filter_fd(program: bytes) -> int:
@@ -245,12 +291,14 @@ def _probe() -> Isolation:
     python, binds, hidden = _interpreter()
     found = Isolation(launcher, python, tuple(dict.fromkeys([*_library_dirs(), *binds])), tuple(hidden),
                       start_filter, exec_filter, version[-1] if version else "")
-    process = found.start("probe", 5, 256, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sandbox = found.start("probe", 5, 256, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = sandbox.process
     try:
         out, err = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        kill_sandbox(process)
         raise IsolationUnavailableError("sandbox: the probe sandbox did not answer within 30 s") from None
+    finally:
+        sandbox.kill()
     if process.returncode != 0:
         raise IsolationUnavailableError(_launch_failure(err.decode("utf-8", "replace"), launcher))
     try:

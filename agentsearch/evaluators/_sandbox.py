@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from agentsearch.evaluators._isolation import isolation, kill_sandbox, wait_exit
+from agentsearch.evaluators._isolation import isolation, wait_exit
 from agentsearch.exceptions import LMUnavailableError
 from agentsearch.lm import redact_secrets
 
@@ -32,8 +32,6 @@ MAX_OUTPUT_CHARS = 2000
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_DEPTH = 32
 """How deeply a message from the sandbox may nest (the parent's JSON and repr recurse on it)."""
-CONFINEMENT_FAILED = 97
-"""The runner's exit code when a confinement layer could not be set up (the code did not run)."""
 ROLES = ("system", "user", "assistant")
 MAX_STOPS = 4
 
@@ -66,20 +64,21 @@ def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 512) -> S
     so the runner's file-size limit also bounds what it prints, and nothing is left on disk.
 
     Raises IsolationUnavailableError when the sandbox cannot be set up (nothing runs)."""
-    sandbox = isolation()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = sandbox.start("script", max(1, int(timeout_s)), memory_mb, stdin=subprocess.PIPE, stdout=out,
-                                stderr=err)
-        channel = _Channel(process, timeout_s)
+        sandbox = isolation().start("script", max(1, int(timeout_s)), memory_mb, stdin=subprocess.PIPE, stdout=out,
+                                    stderr=err)
+        channel = _Channel(sandbox.process, timeout_s)
         returncode: int | None = None
         try:
             channel.write(code.encode())
             channel.close_input()
-            returncode = wait_exit(process, channel.remaining)
+            returncode = wait_exit(sandbox.process, channel.remaining)
         except _Stopped:
             pass
         finally:
-            kill_sandbox(process)
+            sandbox.kill()
+        if not sandbox.started():
+            raise sandbox.launch_error(_tail(err))
         return SandboxResult(_tail(out), _tail(err), returncode)
 
 
@@ -211,8 +210,6 @@ class _Channel:
 
 
 def _exit_reason(returncode: int | None, stderr: str, limits: AgentLimits) -> str:
-    if returncode == CONFINEMENT_FAILED:
-        return stderr.strip().splitlines()[-1] if stderr.strip() else "sandbox: cannot confine the process"
     if returncode in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL):
         return f"CPU-time limit of {limits.cpu_s} s exceeded"
     if returncode is not None and returncode < 0:
@@ -233,10 +230,10 @@ def run_agent(code: str, inputs: dict[str, Any], lm: Callable[[dict[str, Any]], 
     outputs, or an error saying what happened. Raises IsolationUnavailableError (nothing runs) when
     the sandbox cannot be set up.
     """
-    sandbox = isolation()
     with tempfile.TemporaryFile() as err:
-        process = sandbox.start("agent", limits.cpu_s, limits.memory_mb, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=err)
+        sandbox = isolation().start("agent", limits.cpu_s, limits.memory_mb, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=err)
+        process = sandbox.process
         channel, calls = _Channel(process, limits.wall_s), 0
         outputs: dict[str, Any] | None = None
         error: str | None = None
@@ -262,10 +259,12 @@ def run_agent(code: str, inputs: dict[str, Any], lm: Callable[[dict[str, Any]], 
         except _Stopped as stop:
             error = str(stop)
         finally:
-            kill_sandbox(process)
+            sandbox.kill()
             for stream in (process.stdin, process.stdout):
                 if stream is not None:
                     stream.close()
+        if outputs is None and not sandbox.started():
+            raise sandbox.launch_error(_tail(err))
         return AgentRun(outputs, error, calls, _tail(err))
 
 

@@ -1,11 +1,13 @@
 """Runs inside bubblewrap, never imported by agentsearch: finish confining this process, then run untrusted code.
 
-Started by ``_isolation.Isolation.command`` as ``python -I -S -B runner.py MODE CPU_S MEMORY_MB EXEC_FILTER``
+Started by ``_isolation.Isolation.command`` as ``python -I -S -B runner.py MODE CPU_S MEMORY_MB EXEC_FILTER READY_FD``
 in its own namespaces, under the launcher's seccomp filter, with nothing of the host's filesystem
 but the interpreter. Here it reads its input, sets the resource limits (which, since no process or
 thread can be created, bind the whole sandbox), loads the second seccomp filter (``EXEC_FILTER``, hex BPF:
-no ``execve`` from here on), checks both filters are in force, and only then runs the code. A layer
-that cannot be set up ends the process with ``CONFINEMENT_FAILED`` before the code runs.
+no ``execve`` from here on), checks both filters are in force, writes one byte to ``READY_FD`` and
+closes it, and only then runs the code. A layer that cannot be set up ends the process with
+``CONFINEMENT_FAILED`` before the code runs (and without the byte: the parent then knows the
+machine failed, not the code).
 
 Modes:
 
@@ -83,11 +85,15 @@ def _confine(cpu_s: int, memory_mb: int, exec_filter: bytes) -> None:
 
 
 def _confine_or_exit(cpu_s: int, memory_mb: int, exec_filter: bytes) -> None:
+    """Confine, then tell the parent so on the ready pipe and close it: from here on the code may run."""
     try:
         _confine(cpu_s, memory_mb, exec_filter)
     except (OSError, ValueError) as exc:
         print(f"sandbox: cannot confine the process, code not run: {exc}", file=sys.stderr)
         sys.exit(CONFINEMENT_FAILED)
+    ready = int(sys.argv[5])
+    os.write(ready, b"1")
+    os.close(ready)
 
 
 def _refuse(name: str):
