@@ -363,3 +363,12 @@ def test_code_that_fakes_a_failed_launch_is_still_the_codes_own_failure():
     run = run_agent(design, {}, lambda request: "")
     assert run.outputs is None
     assert run.error == "the design exited (code 97) without an answer: bwrap: Creating new namespace failed"
+
+
+def test_a_bubblewrap_too_old_for_the_options_used_is_refused_by_name(write_task, tmp_path):
+    old = tmp_path / "bwrap"
+    old.write_text("#!/bin/sh\necho 'bubblewrap 0.6.1'\n")
+    old.chmod(0o755)
+    done = _cli("validate", str(write_task(**{"search.levels": ["agent"]})), env={"AGENTSEARCH_BWRAP": str(old)})
+    assert done.returncode == 2
+    assert "is bubblewrap 0.6.1, older than 0.8.0" in done.stderr and "Traceback" not in done.stderr

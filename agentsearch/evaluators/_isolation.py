@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -57,6 +58,8 @@ LAUNCHER_ENV = "AGENTSEARCH_BWRAP"
 SANDBOX_UID = 65534
 SANDBOX_ENV = {"LANG": "C.UTF-8", "PATH": "/nonexistent"}
 TMP_MB, SHM_MB = 16, 1
+MIN_BWRAP = (0, 8, 0)
+"""The first bubblewrap with every option used here (``--disable-userns`` is the newest)."""
 
 TIOCSTI = 0x5412
 REFUSED_SYSCALLS = (
@@ -236,8 +239,12 @@ def _filters() -> tuple[bytes, bytes]:
             try:
                 syscall_filter.add_rule(action, name, *args)
             except (OSError, RuntimeError, ValueError):
-                if name in ("memfd_secret", "mount_setattr", "process_madvise", "pidfd_getfd"):
-                    continue  # newer than this libseccomp: the kernel may lack them too
+                try:
+                    known = seccomp.resolve_syscall(seccomp.system_arch(), name) >= 0
+                except (OSError, RuntimeError, ValueError):
+                    known = False
+                if not known:
+                    continue  # not a call of this architecture (fork on arm64) or newer than this libseccomp
                 raise
         read, write = os.pipe()  # a filter is a few hundred bytes: well within a pipe's buffer
         with os.fdopen(write, "wb") as sink:
@@ -287,6 +294,12 @@ def _probe() -> Isolation:
         version = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=10).stdout.split()
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise IsolationUnavailableError(f"sandbox: cannot run {launcher}: {exc}") from None
+    number = tuple(int(part) for part in re.findall(r"\d+", version[-1])[:3]) if version else ()
+    if number < MIN_BWRAP:
+        raise IsolationUnavailableError(
+            f"sandbox: {launcher} is bubblewrap {version[-1] if version else '(no version)'}, older than "
+            f"{'.'.join(map(str, MIN_BWRAP))}, which the sandbox needs (--size, --disable-userns): install a newer "
+            "bubblewrap")
     start_filter, exec_filter = _filters()
     python, binds, hidden = _interpreter()
     found = Isolation(launcher, python, tuple(dict.fromkeys([*_library_dirs(), *binds])), tuple(hidden),
