@@ -209,3 +209,33 @@ def test_no_key_in_the_parent_environment_reaches_the_child(monkeypatch):
     result = run(design("return {'env': str(random._os.environ)}", header="import random"))
     assert "sk-parentkey" not in str(result.outputs)
     assert os.environ["OPENAI_API_KEY"].startswith("sk-parent")
+
+
+@pytest.mark.parametrize(("request_", "error"), [
+    ("just a string", "lm() takes a prompt string or a list of chat messages"),
+    ({"messages": []}, "non-empty list of chat messages"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "role must be one of system, user, assistant"),
+    ({"messages": [{"role": "user", "content": "x", "name": "n"}]}, "and nothing else"),
+    ({"prompt": "x" * 50_001}, "request of 50001 characters, over the limit of 50000"),
+    ({"prompt": "x", "options": {"temperature": True}}, "temperature must be a number from 0 to 2"),
+    ({"prompt": "x", "options": {"temperature": 2.5}}, "temperature must be a number from 0 to 2"),
+    ({"prompt": "x", "options": {"max_tokens": 0}}, "max_tokens must be an integer from 1 to 1024"),
+    ({"prompt": "x", "options": {"max_tokens": 100.0}}, "max_tokens must be an integer from 1 to 1024"),
+    ({"prompt": "x", "options": {"stop": ["a"] * 5}}, "stop must be a string or a list of up to 4"),
+    ({"prompt": "x", "options": {"logit_bias": {"1": 100}}}, "option 'logit_bias' is not allowed"),
+])
+def test_the_parent_refuses_an_lm_request_a_design_may_not_make(request_, error):
+    from agentsearch.evaluators import check_request
+
+    with pytest.raises(ValueError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        check_request(request_, AgentLimits())
+
+
+def test_the_parent_makes_exactly_the_request_it_checked():
+    from agentsearch.evaluators import check_request
+
+    checked = check_request({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                             "options": {"temperature": 1, "max_tokens": 1024, "stop": "\n"}}, AgentLimits())
+    assert checked == {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                       "options": {"temperature": 1.0, "max_tokens": 1024, "stop": ["\n"]}}
+    assert check_request({"prompt": "p"}, AgentLimits(max_tokens=8)) == {"prompt": "p", "options": {}}
