@@ -79,9 +79,9 @@ class Tracker:
         self._record(sandbox.process)  # waits for the sandbox's runner to exist (or for the launcher to end)
         return sandbox
 
-    def install(self) -> Tracker:
-        tracker = self
-        _isolation.Isolation.start = lambda isolation, *a, **k: tracker.start(isolation, *a, **k)  # type: ignore
+    def install(self, setattr: Any = setattr) -> Tracker:
+        """Put ``start`` in place of ``Isolation.start`` (through a test's ``monkeypatch.setattr`` there)."""
+        setattr(_isolation.Isolation, "start", lambda isolation, *a, **k: self.start(isolation, *a, **k))
         return self
 
     def _record(self, process: subprocess.Popen) -> None:

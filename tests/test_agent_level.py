@@ -208,3 +208,33 @@ def test_the_meta_agent_asked_again_without_progress_samples_a_new_design():
                               spend=lambda usage: None, seed_candidate_id=1)
     first, second = meta.ask(), meta.ask()
     assert first.spec == second.spec and len(set(proposer.rollouts)) == 2
+
+
+def test_an_outage_a_design_catches_in_the_sandbox_is_still_no_result(fake_lm):
+    """The parent makes the design's LM call; when it ends unavailable the example is no result, however the
+    design handles the error (here it catches everything and answers anyway)."""
+    import dspy
+
+    from agentsearch.data import LabelledExample
+    from agentsearch.evaluators import Evaluator
+    from agentsearch.exceptions import LMUnavailableError
+    from agentsearch.lm import build_lm
+    from agentsearch.metrics import resolve_metric
+    from agentsearch.task import LMConfig
+
+    code = ('def forward(inputs, lm):\n'
+            '    try:\n'
+            '        lm("Sentence: " + inputs["sentence"] + "\\nLabel:")\n'
+            '    except Exception:\n'
+            '        pass\n'
+            '    return {"label": "positive"}\n')
+    program = DesignProgram(DesignSpec(signature=SIGNATURE, name="swallower", code=code),
+                            build_lm(LMConfig(model="fake/keyword", num_retries=0)))
+    examples = [LabelledExample(f"dev:{i}", dspy.Example(sentence=s, label="positive").with_inputs("sentence"))
+                for i, s in enumerate(["EXPLODE joy", "pure joy"])]
+    evaluator = Evaluator(resolve_metric("exact_match"))
+    outcomes = {o.example_id: o for batch in evaluator.run(program, examples) for o in batch}
+    assert outcomes["dev:0"].failure is not None and not outcomes["dev:0"].scored
+    assert outcomes["dev:1"].scored and outcomes["dev:1"].score == 1.0
+    with pytest.raises(LMUnavailableError):
+        evaluator.evaluate(program, examples)

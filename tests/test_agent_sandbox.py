@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agentsearch.evaluators import AgentLimits, _isolation, run_agent
+from agentsearch.evaluators import AgentLimits, run_agent
 from tests.sandbox_attacks import Tracker
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -85,9 +85,7 @@ def test_allocating_10_gb_is_stopped_by_the_memory_limit():
 @pytest.fixture
 def tracker(monkeypatch):
     """Records each sandbox's PID namespace, to look for that sandbox's own processes afterwards."""
-    tracker = Tracker()
-    monkeypatch.setattr(_isolation.Isolation, "start", lambda isolation, *a, **k: tracker.start(isolation, *a, **k))
-    return tracker
+    return Tracker().install(monkeypatch.setattr)
 
 
 def test_a_fork_bomb_starts_no_process(tracker):

@@ -105,9 +105,8 @@ def attacked(request):
             scores = db.execute("SELECT score FROM evaluations").fetchall()
         db.close()
         world = {"digests": (before, after), "scores": scores,
-                 "left": [path for place in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", str(PROJECT), str(base))
-                          for path in (Path(place).rglob(f"*{token}*") if place == str(base) else Path(place).glob(
-                              f"*{token}*"))]}
+                 "left": [path for place in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", PROJECT)
+                          for path in Path(place).glob(f"*{token}*")]}
         yield parent, report, setup, world
     finally:
         secret.unlink()
@@ -282,13 +281,11 @@ def test_with_user_namespaces_disabled_the_sandbox_refuses_to_start(write_task):
 
 @pytest.fixture
 def no_launcher(monkeypatch, tmp_path):
+    """No bubblewrap where the process looks for it."""
     from agentsearch.evaluators import _isolation
 
     monkeypatch.setenv(_isolation.LAUNCHER_ENV, str(tmp_path / "no-bwrap"))
-    monkeypatch.setattr(_isolation, "_cached", None)
-    yield
-    monkeypatch.undo()
-    _isolation._cached = None
+    monkeypatch.setattr(_isolation, "_cached", None)  # probed again here; the working one comes back after
 
 
 def test_without_the_launcher_run_python_and_run_agent_refuse_and_the_evaluator_scores_nothing(no_launcher):

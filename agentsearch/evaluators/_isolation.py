@@ -34,6 +34,7 @@ untrusted runs. There is no weaker fallback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -96,6 +97,8 @@ class Isolation:
     """Paths inside those binds covered by an empty tmpfs (the base interpreter's site-packages)."""
     start_filter: bytes = field(repr=False)
     exec_filter: bytes = field(repr=False)
+    refused: int = 0
+    """System calls the two filters refuse whatever their arguments (or answer ENOSYS), as built here."""
     version: str = ""
 
     def command(self, mode: str, cpu_s: int, memory_mb: int, *, seccomp_fd: int, ready_fd: int,
@@ -127,7 +130,7 @@ class Isolation:
 
     def describe(self) -> str:
         return (f"bubblewrap {self.version} (user, PID, mount, network, IPC, UTS and cgroup namespaces; no "
-                f"capabilities; NoNewPrivs) + seccomp ({len(REFUSED_SYSCALLS) + 2 + len(REFUSED_AFTER_START)} calls "
+                f"capabilities; NoNewPrivs) + seccomp ({self.refused} calls "
                 f"refused, no new process or thread, no exec) + read-only view of the interpreter only, "
                 f"{TMP_MB} MB private /tmp")
 
@@ -176,8 +179,25 @@ class Sandbox:
         return IsolationUnavailableError(f"sandbox: it did not start, the code did not run ({cause})")
 
     def kill(self) -> None:
-        """Kill and reap it (see ``kill_sandbox``); whether it had started stays known."""
-        kill_sandbox(self.process)
+        """End the sandbox and every process in it, and reap it: nothing is left running, not even a zombie.
+
+        The runner is PID 1 of its namespace (``--as-pid-1``), a child of the launcher, which reaps it;
+        SIGKILL from outside the namespace always reaches it, and its death ends the namespace. Killing
+        the launcher alone would orphan the runner to the host's PID 1 (``--die-with-parent`` then kills
+        it, but reaping it is left to an init that may not). Whether it had started stays known."""
+        process = self.process
+        if process.poll() is None:
+            try:
+                children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+            except OSError:
+                children = []
+            for child in children:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(child), signal.SIGKILL)
+            wait_exit(process, 2)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         if self.ready_fd >= 0:
             self.started()
             os.close(self.ready_fd)
@@ -224,7 +244,8 @@ def _interpreter() -> tuple[str, list[str], list[str]]:
     return python, binds, hidden
 
 
-def _filters() -> tuple[bytes, bytes]:
+def _filters() -> tuple[bytes, bytes, int]:
+    """The launcher's filter, the runner's exec filter, and how many calls they refuse in all."""
     try:
         import pyseccomp as seccomp
     except (ImportError, RuntimeError) as exc:  # RuntimeError: the binding found no libseccomp
@@ -232,6 +253,8 @@ def _filters() -> tuple[bytes, bytes]:
             f"sandbox: libseccomp is not available ({exc}): install it (apt-get install libseccomp2; "
             "pip install pyseccomp); LM-written code will not run without it") from None
     refuse = seccomp.ERRNO(errno.EPERM)
+
+    refused: set[str] = set()
 
     def export(rules: SyscallRules) -> bytes:
         syscall_filter = seccomp.SyscallFilter(seccomp.ALLOW)
@@ -246,6 +269,8 @@ def _filters() -> tuple[bytes, bytes]:
                 if not known:
                     continue  # not a call of this architecture (fork on arm64) or newer than this libseccomp
                 raise
+            if not args:  # a call refused whatever its arguments (ioctl is refused only for TIOCSTI)
+                refused.add(name)
         read, write = os.pipe()  # a filter is a few hundred bytes: well within a pipe's buffer
         with os.fdopen(write, "wb") as sink:
             syscall_filter.export_bpf(sink)
@@ -258,7 +283,7 @@ def _filters() -> tuple[bytes, bytes]:
     start.append((refuse, "ioctl", (seccomp.Arg(1, seccomp.EQ, TIOCSTI),)))
     after: SyscallRules = [(refuse, name, ()) for name in REFUSED_AFTER_START]
     try:
-        return export(start), export(after)
+        return export(start), export(after), len(refused)
     except (OSError, RuntimeError, ValueError) as exc:
         raise IsolationUnavailableError(f"sandbox: cannot build the seccomp filter with libseccomp: {exc}") from None
 
@@ -300,10 +325,10 @@ def _probe() -> Isolation:
             f"sandbox: {launcher} is bubblewrap {version[-1] if version else '(no version)'}, older than "
             f"{'.'.join(map(str, MIN_BWRAP))}, which the sandbox needs (--size, --disable-userns): install a newer "
             "bubblewrap")
-    start_filter, exec_filter = _filters()
+    start_filter, exec_filter, refused = _filters()
     python, binds, hidden = _interpreter()
     found = Isolation(launcher, python, tuple(dict.fromkeys([*_library_dirs(), *binds])), tuple(hidden),
-                      start_filter, exec_filter, version[-1] if version else "")
+                      start_filter, exec_filter, refused, version[-1] if version else "")
     sandbox = found.start("probe", 5, 256, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process = sandbox.process
     try:
@@ -356,28 +381,3 @@ def wait_exit(process: subprocess.Popen, timeout: float) -> int | None:
     finally:
         os.close(pidfd)
     return process.wait()
-
-
-def kill_sandbox(process: subprocess.Popen) -> None:
-    """End the sandbox and every process in it, and reap it: nothing is left running, not even a zombie.
-
-    The runner is PID 1 of its namespace (``--as-pid-1``), a child of the launcher, which reaps it;
-    SIGKILL from outside the namespace always reaches it, and its death ends the namespace. Killing
-    the launcher alone would orphan the runner to the host's PID 1 (``--die-with-parent`` then kills
-    it, but reaping it is left to an init that may not)."""
-    if process.poll() is None:
-        try:
-            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        except OSError:
-            children = []
-        for child in children:
-            try:
-                os.kill(int(child), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        wait_exit(process, 2)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()

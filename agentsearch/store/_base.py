@@ -40,6 +40,8 @@ def resolve_storage_url(explicit: str | None = None, task_storage: str | None = 
     """The one rule for every command and ``agentsearch.optimize``: the URL given, then the environment,
     then the task file's ``storage``, then the default."""
     return explicit or os.environ.get(STORAGE_ENV) or task_storage or DEFAULT_STORAGE
+
+
 HEARTBEAT_S = 10.0
 """How often a running search writes ``heartbeat_at``."""
 STALE_AFTER_S = 60.0
