@@ -12,7 +12,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
     "agentsearch.exceptions": ("AgentSearchError",),
-    "agentsearch._optimize": ("CandidateResult", "OptimizeResult", "optimize"),
+    "agentsearch._report": ("CandidateResult",),
+    "agentsearch.run": ("OptimizeResult", "optimize"),
     "agentsearch.search_space": ("CandidateSpec", "load_program", "save_program"),
     "agentsearch._callbacks": ("SearchCallback",),
     "agentsearch.task": ("Task", "load_task"),

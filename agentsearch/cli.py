@@ -99,20 +99,56 @@ def optimize(
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also save the best program here."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Run a search: seed program, bootstrapped demos, proposed instructions, TPE/random search, test report."""
+    """Run a search: seed program, bootstrapped demos, proposed instructions, TPE/random search, test report.
+
+    With --run NAME on a PostgreSQL --storage, the same command on several machines joins one run."""
     from agentsearch import optimize as run_search
-    from agentsearch._optimize import Terminated
-    from agentsearch._progress import RichProgress
-    from agentsearch.exceptions import LMUnavailableError, TaskSpecError
+    from agentsearch.exceptions import TaskSpecError
     from agentsearch.task import load_task
+
     task = load_task(task_file)
     if out_file is not None and out_file.is_dir():
         raise TaskSpecError(f"--out: {out_file} is a directory")
-    logging.getLogger("dspy").setLevel(logging.ERROR)  # per-call truncation warnings would flood the display
     url = resolve_storage_url(storage, task.storage)
-    display = err if as_json else out
-    progress = RichProgress(display, max_candidates or task.search.max_candidates)
     again = f"`agentsearch optimize {task_file} --resume" + (f" --storage {mask_url(url)}`" if url != DEFAULT_STORAGE else "`")
+    _drive(lambda progress: run_search(task, storage=url, run_name=run, resume=resume, max_candidates=max_candidates,
+                                       max_lm_calls=max_lm_calls, concurrency=concurrency, seed=seed,
+                                       callback=progress),
+           max_candidates or task.search.max_candidates, url=url, again=again, as_json=as_json, out_file=out_file)
+
+
+@app.command()
+def worker(
+    run: str = typer.Argument(..., help="name of the run to join"),
+    storage: Optional[str] = StorageOpt,
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, max=256),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Join a run as one more worker, with no task file: the task and its examples are read from the store.
+
+    Workers share the run's candidates (each claimed by one worker at a time), its budget and its
+    quota; run as many as the LM's rate limits allow, on as many machines, against one PostgreSQL."""
+    from agentsearch.run import work
+    from agentsearch.store import get_storage
+
+    url = resolve_storage_url(storage)
+    stored = _open_existing(url)
+    record = _run_or_fail(stored, run)
+    max_candidates = int(record.task.get("search", {}).get("max_candidates") or 0)
+    again = f"`agentsearch worker {run}" + (f" --storage {mask_url(url)}`" if url != DEFAULT_STORAGE else "`")
+    _drive(lambda progress: work(run, storage=get_storage(url), concurrency=concurrency, callback=progress),
+           max_candidates, url=url, again=again, as_json=as_json, out_file=None)
+
+
+def _drive(search: Any, max_candidates: int, *, url: str, again: str, as_json: bool, out_file: Path | None) -> None:
+    """Run ``search(progress)`` with the live display, Ctrl-C and SIGTERM handled, then print the summary."""
+    from agentsearch._progress import RichProgress
+    from agentsearch.exceptions import LMUnavailableError
+    from agentsearch.run import Terminated
+
+    logging.getLogger("dspy").setLevel(logging.ERROR)  # per-call truncation warnings would flood the display
+    display = err if as_json else out
+    progress = RichProgress(display, max_candidates)
 
     def terminate(signum: int, frame: Any) -> None:
         raise Terminated()
@@ -120,8 +156,7 @@ def optimize(
     signal.signal(signal.SIGTERM, terminate)
     try:
         with progress:
-            result = run_search(task, storage=url, run_name=run, resume=resume, max_candidates=max_candidates,
-                                max_lm_calls=max_lm_calls, concurrency=concurrency, seed=seed, callback=progress)
+            result = search(progress)
     except (KeyboardInterrupt, Terminated) as exc:
         cause = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
         err.print(f"{cause}: finished evaluations are saved; continue with {again}", markup=False, highlight=False,
@@ -369,8 +404,8 @@ def export(run: str = typer.Argument(..., help="run name or id"),
            out_file: Path = typer.Option(..., "--out", help="where to write the program JSON"),
            storage: Optional[str] = StorageOpt) -> None:
     """Save the run's best program (by dev score) as a self-contained JSON file (and an agent design as .py too)."""
-    from agentsearch._optimize import program_metadata
     from agentsearch._report import CandidateResult, best_candidate
+    from agentsearch.run import program_metadata
     from agentsearch.search_space import (
         DesignSpec,
         build_program,
@@ -440,8 +475,9 @@ def evaluate(
 @app.command()
 def validate(task_file: Path = typer.Argument(..., help="task.yaml"), as_json: bool = JsonOpt) -> None:
     """Check a task file and print what a search would do."""
-    from agentsearch._optimize import planned_space, prompt_trials
     from agentsearch.data import load_split
+    from agentsearch.optimizers._optuna import prompt_trials
+    from agentsearch.run import planned_space
     from agentsearch.task import SPLITS, load_task
 
     task = load_task(task_file)

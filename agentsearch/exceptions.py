@@ -59,6 +59,13 @@ class LMUnavailableError(AgentSearchError):
         super().__init__(f"LM {failure.describe()}{detail}{left}")
 
 
+class BudgetRefusal(LMUnavailableError):
+    """A call refused because the run's LM-call budget is reserved in full: the run stops (``stopped``,
+    resumable with a larger budget), and the example that asked is left unscored."""
+
+    exit_code = 0
+
+
 class MetricError(AgentSearchError):
     """The task's metric raised: a defect of the task, not a score of 0. The run stops; exit 2."""
 

@@ -244,8 +244,8 @@ def run_task(args: argparse.Namespace) -> None:
 def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCounter) -> dict[str, Any]:
     import dspy
 
-    from agentsearch._optimize import seed_spec
     from agentsearch._stats import bootstrap
+    from agentsearch.run import seed_spec
     from agentsearch.search_space import build_program
 
     task = _load_task(args, name, contender)

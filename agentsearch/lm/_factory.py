@@ -11,7 +11,9 @@ import litellm
 from dspy.utils.callback import BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
 
+from agentsearch.exceptions import BudgetRefusal
 from agentsearch.lm._cost import call_cost, is_local, register_price
+from agentsearch.lm._gate import CallGate
 
 litellm.suppress_debug_info = True  # its "Provider List" banner on stdout would corrupt --json output
 
@@ -28,13 +30,49 @@ class RetryingLM(dspy.LM):
     retries: int = 0
     cancelled: threading.Event | None = None
     """The run's stop signal: set, no attempt starts and no backoff goes on."""
+    gate: CallGate | None = None
+    """The run's LM-call budget: each attempt reserves a call first (a cache hit gives it back)."""
 
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         from agentsearch.lm._failures import call_with_retries
 
         parent = super().__call__
-        return call_with_retries(self.model, self.retries, lambda: parent(prompt, messages=messages, **kwargs),
-                                 self.cancelled)
+        if self.gate is None:
+            return call_with_retries(self.model, self.retries, lambda: parent(prompt, messages=messages, **kwargs),
+                                     self.cancelled)
+        gate = self.gate
+
+        def attempt() -> Any:
+            if not gate.acquire():
+                from agentsearch.lm._failures import FailureKind, LMFailure
+
+                raise BudgetRefusal(LMFailure(FailureKind.BUDGET, self.model,
+                                              f"max_lm_calls={gate.limit} reserved by the run's workers"))
+            probe = _PaidProbe(dspy.settings.usage_tracker)
+            with dspy.context(usage_tracker=probe):
+                outputs = parent(prompt, messages=messages, **kwargs)
+            if not probe.paid:  # DSPy's cache answered: no request, the call goes back
+                gate.refund()
+            return outputs
+
+        return call_with_retries(self.model, self.retries, attempt, self.cancelled)
+
+
+class _PaidProbe:
+    """Stands in for the thread's usage tracker during one call: notes whether DSPy reported usage
+    (it does for every request it makes, never for a cache hit) and passes it on."""
+
+    def __init__(self, outer: Any) -> None:
+        self.outer = outer
+        self.paid = False
+
+    def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
+        self.paid = True
+        if self.outer is not None:
+            self.outer.add_usage(lm, usage_entry)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.outer, name)
 
 
 class LocalLM(RetryingLM):
@@ -51,7 +89,7 @@ class LocalLM(RetryingLM):
         return {"temperature", "max_tokens", "stop", "response_format", RAW_PROMPT_PARAM}
 
 
-def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None) -> dspy.LM:
+def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None, gate: CallGate | None = None) -> dspy.LM:
     """A DSPy LM on the litellm engine (so every call goes through litellm) with DSPy's cache on;
     ``cancelled`` is the run's stop signal (see RetryingLM)."""
     extra: dict[str, Any] = {}
@@ -81,6 +119,7 @@ def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None) -> d
     )
     lm.retries = config.num_retries
     lm.cancelled = cancelled
+    lm.gate = gate
     return lm
 
 

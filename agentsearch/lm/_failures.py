@@ -36,7 +36,7 @@ from dspy.utils.exceptions import (
     LMUnsupportedModelError,
 )
 
-from agentsearch.exceptions import LMUnavailableError
+from agentsearch.exceptions import BudgetRefusal, LMUnavailableError
 from agentsearch.lm._secrets import redact_secrets
 
 MAX_BACKOFF_S = 30.0
@@ -52,11 +52,13 @@ class FailureKind(str, enum.Enum):
     SERVER = "server error (HTTP 5xx)"
     CONNECTION = "cannot connect"
     TIMEOUT = "timed out"
+    BUDGET = "budget used up"
+    """Not the LM's doing: the run's call budget refused the request (see ``lm._gate``)."""
 
     @property
     def retryable(self) -> bool:
         """Whether waiting can help: an unknown key or model will not fix itself."""
-        return self not in (FailureKind.AUTH, FailureKind.CONFIG)
+        return self not in (FailureKind.AUTH, FailureKind.CONFIG, FailureKind.BUDGET)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,9 @@ def call_with_retries(model: str, retries: int, attempt_call: Any, cancelled: th
             raise LMUnavailableError(stopping)
         try:
             return attempt_call()
+        except BudgetRefusal as refusal:  # no request was made: nothing to count, nothing to retry
+            note_failure(refusal.failure, final=True, attempted=False)
+            raise
         except Exception as exc:
             failure = classify(exc, model)
             if failure is None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from agentsearch.optimizers._base import BaseOptimizer, Proposal
+from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal, RunView
 from agentsearch.optimizers._demo_sets import make_demo_sets
 from agentsearch.optimizers._evolve import EvolveOptimizer, Failure, ScoredCandidate
+from agentsearch.optimizers._factory import make_optimizer, optimizer_names, register
 from agentsearch.optimizers._meta_agent import (
     ArchiveEntry,
     DesignTask,
@@ -17,6 +18,7 @@ from agentsearch.optimizers._optuna import (
     make_pruner,
     make_sampler,
     optuna_storage,
+    prompt_trials,
 )
 from agentsearch.optimizers._proposer import (
     build_space,
@@ -32,15 +34,21 @@ __all__ = [
     "Failure",
     "MetaAgentOptimizer",
     "OptunaOptimizer",
+    "Outcome",
     "Proposal",
+    "RunView",
     "ScoredCandidate",
     "build_space",
     "make_demo_sets",
+    "make_optimizer",
     "make_pruner",
     "make_sampler",
+    "optimizer_names",
     "optuna_storage",
     "parse_design",
+    "prompt_trials",
     "propose_instructions",
+    "register",
     "seed_designs",
     "summarize_data",
 ]

@@ -1,11 +1,22 @@
-"""The optimizer contract, in Optuna's ask/tell shape."""
+"""The optimizer contract, in Optuna's ask/tell shape, and the read-only view of a run optimizers learn from."""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from agentsearch.search_space import AnySpec
+
+if TYPE_CHECKING:
+    import dspy
+
+    from agentsearch.data import LabelledExample
+    from agentsearch.evaluators import AgentLimits
+    from agentsearch.lm import Usage
+    from agentsearch.search_space import SearchSpace
+    from agentsearch.store import CandidateRecord, EvaluationRecord
+    from agentsearch.task import Task
 
 
 @dataclass(frozen=True)
@@ -15,16 +26,41 @@ class Proposal:
     """Candidate ids this one was derived from."""
     trial_number: int | None = None
     """The optimizer's own handle for the proposal, stored with the candidate so a restart can tell it."""
+    origin: str | None = None
+    """What the candidate's ``optimizer`` field records when it is not the optimizer's name
+    (``archive`` for a hand-written design, ``repair`` for a fixed one)."""
+    counts: bool = True
+    """Whether the candidate counts against ``max_candidates`` (a design's repair does not)."""
+    repairs: int = 0
+    """Repairs in the chain that led to it (0: not a repair)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a proposal; ``tell`` gets one for every ``ask``, whatever happened."""
+
+    candidate_id: int | None
+    """The candidate evaluated, or the known one a duplicate repeats (None when none was created)."""
+    score: float | None
+    """Dev score (partial when pruned); None when the candidate failed or was not evaluated."""
+    cost: float | None = None
+    """Cost per example, for a cost-aware optimizer."""
+    pruned: bool = False
+    duplicate: bool = False
+    """The proposal repeats a known candidate: ``score`` is that one's (None if it has none yet)."""
+    error: str | None = None
+    """Why the candidate failed: a design's smoke test error, or that the quota was reached first."""
 
 
 class BaseOptimizer(abc.ABC):
     """Proposes candidate specs and learns from their dev scores.
 
-    ``tell`` is called once for each proposal ``ask`` returned: with its dev score (and its cost per
-    example, for a cost-aware optimizer), with None when the candidate failed, or with
-    ``pruned=True`` and the partial score when ``should_prune`` stopped it. An optimizer's state must
-    live in storage, not in memory: a proposal asked before a crash is told after the restart, by a
-    new instance, through ``Proposal.trial_number``.
+    ``tell`` is called once for each proposal ``ask`` returned, with its ``Outcome``: scored,
+    pruned (with the partial score), failed (with the error), a duplicate of a known candidate, or
+    dropped. A proposal asked before a crash, or by a worker that died, is told later by another
+    instance, possibly in another process, through ``Proposal.trial_number``: an optimizer's state
+    must live in storage or be rebuilt from the run's view, never only in memory. Instances are used
+    from one thread.
 
     Pruning is optional: ``report`` receives per-example dev scores keyed by the example's position
     in dev as they arrive, and ``should_prune`` is asked between minibatches.
@@ -39,8 +75,13 @@ class BaseOptimizer(abc.ABC):
     def ask(self) -> Proposal: ...
 
     @abc.abstractmethod
-    def tell(self, proposal: Proposal, score: float | None, *, cost: float | None = None,
-             pruned: bool = False) -> None: ...
+    def tell(self, proposal: Proposal, outcome: Outcome) -> None: ...
+
+    @property
+    def owes_proposal(self) -> bool:
+        """Whether the next ``ask`` is one the quota does not count (a failed design's repair), owed
+        even when the quota is reached."""
+        return False
 
     def report(self, proposal: Proposal, scores: dict[int, float]) -> None:
         """Per-example dev scores of a proposal being evaluated."""
@@ -52,3 +93,61 @@ class BaseOptimizer(abc.ABC):
         """Where in dev (modulo its size) the proposal's minibatches start: 0 scores every candidate's
         first minibatch on the same examples, which a paired test across candidates needs."""
         return 0
+
+
+class RunView(abc.ABC):
+    """What an optimizer may know of the run it proposes for: read-only, plus ``charge`` for its own
+    LM calls. Finished evaluations never change, so the view keeps what it has read and asks the
+    store only for what is new (other workers' candidates, evaluations that ended)."""
+
+    task: Task
+    space: SearchSpace | None
+    seed_candidate_id: int
+    worker: int
+    """This worker's ordinal in the run (0 for the first, and for a single process)."""
+    storage_url: str
+    run_name: str
+    train: list[LabelledExample]
+    limits: AgentLimits
+    """A design's sandbox limits (the meta agent tells the proposer about them)."""
+
+    @abc.abstractmethod
+    def candidates(self, *, levels: tuple[str, ...] | None = None) -> list[CandidateRecord]:
+        """The run's candidates (of ``levels``), by number, as of now."""
+
+    @abc.abstractmethod
+    def dev_scores(self, candidate_id: int) -> dict[int, float] | None:
+        """Per-example scores of the candidate's complete dev evaluation, by dev position; None if it has none."""
+
+    @abc.abstractmethod
+    def dev_evaluation(self, candidate_id: int) -> EvaluationRecord | None:
+        """The candidate's finished (complete or pruned) dev evaluation, or None."""
+
+    def dev_score(self, candidate_id: int) -> float | None:
+        evaluation = self.dev_evaluation(candidate_id)
+        return None if evaluation is None or evaluation.status != "complete" else evaluation.score
+
+    @abc.abstractmethod
+    def wrong_answers(self, candidate_id: int) -> list[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any],
+                                                              str | None]]:
+        """Dev examples the candidate got wrong: (inputs, prediction, gold, error), in dev order."""
+
+    @abc.abstractmethod
+    def program_calls(self, candidate_id: int) -> float:
+        """LM calls the candidate's program made per dev example."""
+
+    @abc.abstractmethod
+    def charge(self, usage: Usage) -> None:
+        """Book the optimizer's own LM calls to the run (the budget sees them)."""
+
+    @abc.abstractmethod
+    def proposer(self) -> dspy.BaseLM:
+        """The proposer LM, behind the run's budget and stop signal."""
+
+    @abc.abstractmethod
+    def once(self, name: str) -> bool:
+        """True for the one worker that should do the one-time step ``name`` now (others get False)."""
+
+    @abc.abstractmethod
+    def wait_for(self, condition: Any, what: str) -> None:
+        """Return once ``condition()`` holds (polling the store), or raise if the run stops meanwhile."""

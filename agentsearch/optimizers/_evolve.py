@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import dspy
 
 from agentsearch.lm import Usage
-from agentsearch.optimizers._base import BaseOptimizer, Proposal
+from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal
 from agentsearch.optimizers._proposer import (
     MIN_PROPOSAL_TOKENS,
     ask_proposer,
@@ -205,8 +205,8 @@ class EvolveOptimizer(BaseOptimizer):
         """A slice of dev that depends on the child alone, so a resumed run scores the same examples first."""
         return int(proposal.spec.hash[:8], 16)
 
-    def tell(self, proposal: Proposal, score: float | None, *, cost: float | None = None, pruned: bool = False) -> None:
-        """Nothing to keep in memory: the population is read from the store."""
+    def tell(self, proposal: Proposal, outcome: Outcome) -> None:
+        """Nothing to keep in memory: the population is read from the run."""
 
 
 def _complementary(a: ScoredCandidate, b: ScoredCandidate) -> bool:

@@ -21,7 +21,7 @@ import dspy
 from agentsearch.evaluators import AgentLimits
 from agentsearch.evaluators._sandbox_child import AGENT_MODULES
 from agentsearch.lm import Usage
-from agentsearch.optimizers._base import BaseOptimizer, Proposal
+from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal
 from agentsearch.optimizers._proposer import ask_proposer
 from agentsearch.optimizers._templates import render, template_names
 from agentsearch.search_space import DesignSpec
@@ -106,22 +106,33 @@ class MetaAgentOptimizer(BaseOptimizer):
     spend: Callable[[Usage], None]
     seed_candidate_id: int
     show_code: int = 3
+    repairs: int = 3
+    """Rounds a design that will not run gets to be fixed: a failed design's repair is the next ``ask``."""
     """Designs whose code the prompt shows (the best ones); the rest by name, rationale and score."""
     name: str = "meta_agent"
     seeds: list[DesignSpec] = field(init=False)
     _last_known: int | None = field(init=False, repr=False)
     _repeats: int = field(init=False, repr=False)
+    _to_repair: list[tuple[Proposal, str, int]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.seeds = seed_designs(self.task)
         self._last_known: int | None = None
         self._repeats = 0
+        self._to_repair = []
+
+    @property
+    def owes_proposal(self) -> bool:
+        return bool(self._to_repair)
 
     def ask(self) -> Proposal:
+        if self._to_repair:
+            failed, error, candidate_id = self._to_repair.pop(0)
+            return self.repair(failed, error, candidate_id)
         known = self.known()
         for seed in self.seeds:
             if seed.hash not in known:
-                return Proposal(seed, (self.seed_candidate_id,))
+                return Proposal(seed, (self.seed_candidate_id,), origin="archive")
         entries = sorted(self.archive(), key=lambda entry: -entry.score)
         number = len(known)
         # asked again with nothing new stored (the last design repeated a known one): a new sample
@@ -147,13 +158,15 @@ class MetaAgentOptimizer(BaseOptimizer):
         prompt = render("repair_design.j2", code=spec.code, error=error, name=spec.name, **self.task.context())
         reply = self._complete(prompt, rollout=len(self.known()))
         fixed = parse_design(reply or "", self.task.signature, default_name=spec.name)
-        return Proposal(fixed, (failed_candidate_id,))
+        return Proposal(fixed, (failed_candidate_id,), origin="repair", counts=False, repairs=proposal.repairs + 1)
 
     def _complete(self, prompt: str, *, rollout: int) -> str | None:
         reply, usage = ask_proposer(self.proposer, prompt, rollout=rollout, min_tokens=MIN_DESIGN_TOKENS)
         self.spend(usage)
         return reply
 
-    def tell(self, proposal: Proposal, score: float | None, *, cost: float | None = None,
-             pruned: bool = False) -> None:
-        """Nothing to learn in memory: the next ``ask`` reads the archive from the store."""
+    def tell(self, proposal: Proposal, outcome: Outcome) -> None:
+        """A design that would not run goes back to the proposer with its error (the next ``ask``)
+        until its chain has had ``repairs`` fixes; scores need no memory: ``ask`` reads the archive."""
+        if outcome.error is not None and outcome.candidate_id is not None and proposal.repairs < self.repairs:
+            self._to_repair.append((proposal, outcome.error, outcome.candidate_id))

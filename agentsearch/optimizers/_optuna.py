@@ -22,8 +22,15 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from agentsearch.optimizers._base import BaseOptimizer, Proposal
-from agentsearch.search_space import PROMPT_LEVEL, SearchSpace, module_lifts
+from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal, RunView
+from agentsearch.search_space import (
+    PROMPT_LEVEL,
+    SearchSpace,
+    module_lifts,
+    node_signature,
+    seed_trial,
+)
+from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The pruner and multivariate TPE are marked experimental; that is Optuna's note to itself, not the user's.
@@ -145,13 +152,77 @@ class OptunaOptimizer(BaseOptimizer):
             return False
         return self._trial(proposal).should_prune()
 
-    def tell(self, proposal: Proposal, score: float | None, *, cost: float | None = None, pruned: bool = False) -> None:
+    def tell(self, proposal: Proposal, outcome: Outcome) -> None:
+        """A duplicate's trial gets its twin's values (the sampler learns the point again, at no cost)."""
         if proposal.trial_number is None:
             return
-        if pruned:
+        if outcome.pruned:
             self.study.tell(proposal.trial_number, state=TrialState.PRUNED, skip_if_finished=True)
-        elif score is None:
+        elif outcome.score is None:
             self.study.tell(proposal.trial_number, state=TrialState.FAIL, skip_if_finished=True)
         else:
-            values = [score, cost if cost is not None else 0.0] if self.multi_objective else score
+            cost = outcome.cost if outcome.cost is not None else 0.0
+            values = [outcome.score, cost] if self.multi_objective else outcome.score
             self.study.tell(proposal.trial_number, values, skip_if_finished=True)
+
+    @classmethod
+    def create(cls, view: RunView, name: str) -> OptunaOptimizer:
+        """The run's study (created by the first worker, loaded by the rest), with the seed program as
+        trial 0 when the space can express it.
+
+        Each worker's sampler for trial ``n`` is seeded by the task seed and ``n`` (and, past the
+        first worker, its ordinal), so a single worker, or a resumed one, proposes what an
+        uninterrupted run would, and racing workers do not propose the same point."""
+        from agentsearch.lm import cost_measure
+
+        task, space = view.task, view.space
+        assert space is not None, "an Optuna study searches the run's space"
+        search = task.search
+        cost_aware = "cost" in search.objectives
+        study = optuna.create_study(
+            storage=optuna_storage(view.storage_url), study_name=f"agentsearch:{view.run_name}",
+            directions=["maximize", "minimize"] if cost_aware else ["maximize"],
+            sampler=make_sampler(name, seed=task.seed, max_candidates=search.max_candidates),
+            pruner=make_pruner(search.pruner), load_if_exists=True,
+        )
+        seed_offset = 0 if view.worker == 0 else 7_919 * view.worker * 1_000_003
+
+        def sampler_for(trials: int) -> optuna.samplers.BaseSampler:
+            return make_sampler(name, seed=task.seed + trials + seed_offset, max_candidates=search.max_candidates)
+
+        def candidate_of(trial_number: int) -> int | None:
+            found = next((c.id for c in view.candidates() if c.trial_number == trial_number), None)
+            # Trial 0 with no candidate of its own is the seed's, which record_known added.
+            return view.seed_candidate_id if found is None and trial_number == 0 else found
+
+        optimizer = cls(space, study=study, name=name, seed_candidate_id=view.seed_candidate_id,
+                        sampler_for=sampler_for, prompt_trials=prompt_trials(task, space), candidate_of=candidate_of)
+        seed = CandidateSpec(predictors=(PredictorSpec(
+            name="answer", signature=node_signature(task.program.signature, "answer"),
+            instructions=task.program.instructions, format="chat"),))
+        known = seed_trial(space, seed)
+        scores = view.dev_scores(view.seed_candidate_id)
+        if known is not None and scores is not None and not study.trials:
+            if view.once("optuna:seed-trial"):
+                score = view.dev_score(view.seed_candidate_id)
+                cost = _cost(view, view.seed_candidate_id, cost_measure(task.lm.model))
+                optimizer.record_known(*known, values=[score, cost] if cost_aware else [score], example_scores=scores)
+            else:  # another worker is adding it: trial 0 must be the seed's for every worker
+                view.wait_for(lambda: bool(study.get_trials(deepcopy=False)), "the seed's Optuna trial")
+        return optimizer
+
+
+def _cost(view: RunView, candidate_id: int, measure: str) -> float:
+    from agentsearch._report import cost_per_example
+
+    evaluation = view.dev_evaluation(candidate_id)
+    return 0.0 if evaluation is None else cost_per_example(evaluation, measure)
+
+
+def prompt_trials(task: Any, space: SearchSpace) -> int:
+    """How many trials (the seed's included) a staged search holds to the prompt level; 0 when not staged."""
+    from agentsearch.search_space import stages_prompt_first
+
+    if not stages_prompt_first(space):
+        return 0
+    return round(task.search.space_candidates * task.search.prompt_share)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from agentsearch.store._base import (
     BaseStorage,
     CandidateRecord,
+    CandidateStatus,
     EvaluationRecord,
+    EvaluationStatus,
     ExampleRecord,
     ExampleResultRecord,
+    Level,
     RunRecord,
     RunStatus,
     RunUsage,
+    Split,
 )
 from agentsearch.store._rdb.storage import RDBStorage
 
@@ -23,12 +27,16 @@ def get_storage(storage: str | BaseStorage, *, upgrade: bool = False) -> BaseSto
 __all__ = [
     "BaseStorage",
     "CandidateRecord",
+    "CandidateStatus",
     "EvaluationRecord",
+    "EvaluationStatus",
     "ExampleRecord",
     "ExampleResultRecord",
+    "Level",
     "RDBStorage",
     "RunRecord",
     "RunStatus",
     "RunUsage",
+    "Split",
     "get_storage",
 ]

@@ -1,8 +1,29 @@
 """The experiment store's contract and the frozen records it returns.
 
-Implementations must be safe to call from several threads. Finished evaluations are immutable:
-once ``complete_evaluation`` has run (complete or pruned), its per-example results and aggregate never change, which is
-what lets a resumed run trust them instead of paying for them again.
+The contract every implementation keeps, and the run loop relies on:
+
+- **Threads and processes.** Every method is safe to call from several threads of one process and,
+  on a database that serves several processes (PostgreSQL), from several processes on several
+  machines at once. Each method is one transaction: it happens entirely or not at all. SQLite
+  serves one process (the run loop refuses a second process on a SQLite run, see ``run``).
+- **Immutable results.** Once ``complete_evaluation`` has run (complete or pruned), an evaluation's
+  per-example results and aggregate never change, which is what lets a resumed run or another
+  worker trust them instead of paying for them again; ``add_example_results`` refuses to add to it,
+  and refuses an example already stored (no example result is ever stored twice).
+- **Set once.** A run's space (``set_run_space``), its seed (candidate number 0) and candidate
+  numbers are decided by the store, atomically: the first writer wins and every later caller gets
+  what the first wrote. Numbers are dense from 0 in creation order.
+- **Counters.** Quotas (``create_candidate(limit=...)``), the LM-call budget (``reserve_lm_calls``)
+  and worker ordinals (``join_run``) are counters the store increments atomically, never a
+  snapshot a process read earlier.
+- **Leases.** A lease (``acquire_lease``) is held by one worker until it expires, is released, or its
+  holder is known dead; the heartbeat renews a worker's leases. A pending candidate is claimed by
+  taking its lease (``claim_candidate``), so two workers never evaluate the same candidate at once.
+  Leases compare times from the workers' clocks: machines sharing a run keep them in sync (NTP).
+- **Missing ids.** A read of a missing id returns None (``get_run``, ``get_candidate``) or an
+  empty list; a write to a missing id raises StorageError, never passes silently.
+- **Ordering.** Lists come in creation order: runs and evaluations by id, candidates by number,
+  example results in the order they were stored; ``best_candidates`` best first.
 """
 
 from __future__ import annotations
@@ -20,7 +41,7 @@ if TYPE_CHECKING:
     from agentsearch.evaluators import ExampleOutcome
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     STOPPED = "stopped"
@@ -29,6 +50,48 @@ class RunStatus(str, enum.Enum):
     """Ctrl-C or SIGTERM; resumable."""
     FAILED = "failed"
     """An LM outage, a metric that raised, a storage error: see stop_reason; resumable once fixed."""
+
+
+class CandidateStatus(enum.StrEnum):
+    PENDING = "pending"
+    """Created; its dev evaluation has not ended (a worker holding its lease is on it, or nobody is)."""
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    """Its dev evaluation was stopped early: it could not beat the best."""
+    FAILED = "failed"
+    """It would not run (a design that failed its smoke test); see its note."""
+
+    @property
+    def ended(self) -> bool:
+        return self is not CandidateStatus.PENDING
+
+
+class EvaluationStatus(enum.StrEnum):
+    RUNNING = "running"
+    """Open: a budget, a crash or a worker's death may leave it so; the next one to evaluate continues it."""
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+
+    @property
+    def finished(self) -> bool:
+        return self is not EvaluationStatus.RUNNING
+
+
+class Level(enum.StrEnum):
+    """The level of the design a candidate changes."""
+
+    PROMPT = "prompt"
+    """One Predict node: instructions, demos, format."""
+    MODULE = "module"
+    """Reasoning modules and how they are wired."""
+    AGENT = "agent"
+    """A whole agent program written by the meta agent."""
+
+
+class Split(enum.StrEnum):
+    TRAIN = "train"
+    DEV = "dev"
+    TEST = "test"
 
 
 DEFAULT_STORAGE = "sqlite:///agentsearch.db"
@@ -46,6 +109,11 @@ HEARTBEAT_S = 10.0
 """How often a running search writes ``heartbeat_at``."""
 STALE_AFTER_S = 60.0
 """A ``running`` run whose heartbeat is older than this has lost its process."""
+CANDIDATE_LEASE = "candidate:"
+"""Lease names: ``candidate:<id>`` is a claim on a pending candidate, ``worker:<holder>`` a worker's presence."""
+WORKER_LEASE = "worker:"
+LEASE_S = 60.0
+"""How long a lease lasts without renewal; the heartbeat renews it every HEARTBEAT_S."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +121,7 @@ class RunRecord:
     id: int
     name: str
     task_name: str
-    status: str
-    """A RunStatus value."""
+    status: RunStatus
     stop_reason: str | None
     task: dict[str, Any]
     """The task as started, with secrets masked (passwords in URLs)."""
@@ -70,6 +137,10 @@ class RunRecord:
     heartbeat_at: dt.datetime | None = None
     owner: str | None = None
     """``host:pid`` of the process that last drove the run."""
+    reserved_lm_calls: int = 0
+    """LM calls the run's workers reserved from ``budget.max_lm_calls`` (spent, or in flight)."""
+    counted_candidates: int = 0
+    """Candidates counted against ``search.max_candidates`` (a design's repairs are not)."""
 
     def seconds_since_heartbeat(self, now: dt.datetime | None = None) -> float | None:
         if self.heartbeat_at is None:
@@ -84,16 +155,18 @@ class RunRecord:
         if self.status != RunStatus.RUNNING:
             return False
         age = self.seconds_since_heartbeat()
-        return age is None or age > STALE_AFTER_S or not _owner_alive(self.owner)
+        return age is None or age > STALE_AFTER_S or not holder_alive(self.owner)
 
 
 def current_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_alive(owner: str | None) -> bool:
-    """False only when the owner ran on this host and its pid is gone; another host's is taken as alive."""
-    host, _, pid = (owner or "").rpartition(":")
+def holder_alive(holder: str | None) -> bool:
+    """False only when ``holder`` (``host:pid`` or ``host:pid:tag``) ran on this host and its pid is gone;
+    another host's is taken as alive until its lease or heartbeat runs out."""
+    host, _, pid = (holder or "").partition(":")
+    pid = pid.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return True
     try:
@@ -112,11 +185,11 @@ class CandidateRecord:
     number: int
     spec: dict[str, Any]
     spec_hash: str
-    level: str
+    level: Level
     optimizer: str
     parents: tuple[int, ...]
     trial_number: int | None
-    status: str  # pending | complete | pruned | failed (would not run; see note)
+    status: CandidateStatus
     note: str | None
     created_at: dt.datetime
     finished_at: dt.datetime | None
@@ -126,8 +199,8 @@ class CandidateRecord:
 class EvaluationRecord:
     id: int
     candidate_id: int
-    split: str
-    status: str  # running | complete | pruned (stopped early: it could not beat the best; see note)
+    split: Split
+    status: EvaluationStatus
     score: float | None
     """Mean over the ``n`` examples scored (all of the split unless pruned)."""
     n: int
@@ -205,7 +278,8 @@ class BaseStorage(abc.ABC):
     def list_runs(self) -> list[RunRecord]: ...
 
     @abc.abstractmethod
-    def set_run_space(self, run_id: int, space: dict[str, Any]) -> None: ...
+    def set_run_space(self, run_id: int, space: dict[str, Any]) -> dict[str, Any]:
+        """Keep the run's search space, unless one is kept already: returns the space kept (set once)."""
 
     @abc.abstractmethod
     def set_run_status(self, run_id: int, status: str, stop_reason: str | None = None) -> None: ...
@@ -218,8 +292,9 @@ class BaseStorage(abc.ABC):
         """Count attempts spent on examples left unscored by an LM outage (the budget sees them)."""
 
     @abc.abstractmethod
-    def heartbeat(self, run_id: int) -> None:
-        """Record that the run's process is alive now."""
+    def heartbeat(self, run_id: int, holder: str | None = None, lease_s: float = LEASE_S) -> None:
+        """Record that a worker of the run is alive now (it becomes the run's ``owner``), and renew the
+        leases ``holder`` holds."""
 
     @abc.abstractmethod
     def run_usage(self, run_id: int) -> RunUsage: ...
@@ -232,12 +307,77 @@ class BaseStorage(abc.ABC):
     @abc.abstractmethod
     def list_examples(self, run_id: int, split: str | None = None) -> list[ExampleRecord]: ...
 
+    # workers
+    @abc.abstractmethod
+    def join_run(self, run_id: int, holder: str) -> int:
+        """Join the run as a worker; returns the worker's ordinal (0 for the first).
+
+        When the run is not ``running``, or is running but lost (no live worker), the caller (re)starts
+        it: status ``running``, ordinals start again at 0, and the LM calls reserved are set back to
+        those actually spent (reservations of dead workers are returned)."""
+
+    @abc.abstractmethod
+    def live_workers(self, run_id: int) -> list[str]:
+        """Holders of the run's live ``worker:`` leases (workers that joined and have not left)."""
+
+    # leases
+    @abc.abstractmethod
+    def live_leases(self, run_id: int, prefix: str = "") -> dict[str, str]:
+        """The run's live leases whose name starts with ``prefix``: name -> holder."""
+
+    @abc.abstractmethod
+    def release_leases(self, holder: str) -> None:
+        """Give up every lease ``holder`` holds (a worker leaving)."""
+
+    @abc.abstractmethod
+    def acquire_lease(self, run_id: int, name: str, holder: str, lease_s: float) -> bool:
+        """Take the lease ``name`` of the run for ``lease_s`` seconds: True when it is free, expired, held
+        by a holder known dead, or already ``holder``'s (then renewed). Atomic across processes."""
+
+    @abc.abstractmethod
+    def lease_holder(self, run_id: int, name: str) -> str | None:
+        """Who holds a live lease ``name`` now, or None."""
+
+    @abc.abstractmethod
+    def renew_leases(self, holder: str, lease_s: float) -> int:
+        """Extend every lease ``holder`` holds (any run) to ``lease_s`` from now; returns how many."""
+
+    @abc.abstractmethod
+    def release_lease(self, run_id: int, name: str, holder: str) -> None:
+        """Give up a lease; one held by someone else is left alone."""
+
+    # budget
+    @abc.abstractmethod
+    def reserve_lm_calls(self, run_id: int, wanted: int, limit: int) -> int:
+        """Reserve up to ``wanted`` LM calls of a budget of ``limit``: how many were granted (0 when used up).
+
+        Atomic: the run's reserved total never exceeds ``limit`` however many workers reserve at once."""
+
+    @abc.abstractmethod
+    def release_lm_calls(self, run_id: int, count: int) -> None:
+        """Return reserved calls that were not made."""
+
     # candidates
     @abc.abstractmethod
     def create_candidate(
         self, run_id: int, spec: dict[str, Any], spec_hash: str, *, level: str, optimizer: str,
-        parents: tuple[int, ...] = (), trial_number: int | None = None,
-    ) -> CandidateRecord: ...
+        parents: tuple[int, ...] = (), trial_number: int | None = None, limit: int | None = None,
+        counted: bool = True, holder: str | None = None, lease_s: float = LEASE_S,
+    ) -> CandidateRecord | None:
+        """A new pending candidate with the run's next number.
+
+        ``counted`` candidates count against ``limit``: None (no candidate created) when the run
+        already counts ``limit``. With ``holder``, the candidate is created claimed by it (its lease
+        ``candidate:<id>``)."""
+
+    @abc.abstractmethod
+    def seed_candidate(self, run_id: int, spec: dict[str, Any], spec_hash: str) -> CandidateRecord:
+        """Candidate number 0, created by the first caller; every caller gets the same record."""
+
+    @abc.abstractmethod
+    def claim_candidate(self, run_id: int, holder: str, lease_s: float, *,
+                        levels: Sequence[str] | None = None) -> CandidateRecord | None:
+        """Claim the oldest pending candidate (of ``levels``) nobody holds a live lease on, or None."""
 
     @abc.abstractmethod
     def set_candidate_status(self, candidate_id: int, status: str, *, note: str | None = None) -> None: ...
@@ -246,7 +386,10 @@ class BaseStorage(abc.ABC):
     def get_candidate(self, candidate_id: int) -> CandidateRecord | None: ...
 
     @abc.abstractmethod
-    def list_candidates(self, run_id: int) -> list[CandidateRecord]: ...
+    def list_candidates(self, run_id: int, *, after_number: int = -1,
+                        ids: Sequence[int] | None = None) -> list[CandidateRecord]:
+        """The run's candidates numbered above ``after_number`` (or those of ``ids``), by number: a loop
+        reads what is new since it last looked, not the whole run again."""
 
     @abc.abstractmethod
     def best_candidates(self, run_id: int, limit: int) -> list[CandidateRecord]:
@@ -259,11 +402,14 @@ class BaseStorage(abc.ABC):
     def get_or_create_evaluation(self, candidate_id: int, split: str) -> EvaluationRecord: ...
 
     @abc.abstractmethod
-    def list_evaluations(self, *, run_id: int | None = None, candidate_id: int | None = None) -> list[EvaluationRecord]: ...
+    def list_evaluations(self, *, run_id: int | None = None, candidate_id: int | None = None,
+                         candidate_ids: Sequence[int] | None = None) -> list[EvaluationRecord]: ...
 
     @abc.abstractmethod
     def add_example_results(self, evaluation_id: int, outcomes: Sequence[ExampleOutcome]) -> None:
-        """Store the outcomes all at once (one transaction): a run hands over those that finished together."""
+        """Store the outcomes all at once (one transaction): a run hands over those that finished together.
+
+        An example already stored for the evaluation raises StorageError and stores nothing."""
 
     @abc.abstractmethod
     def list_example_results(self, evaluation_id: int) -> list[ExampleResultRecord]: ...

@@ -42,6 +42,10 @@ class RunModel(Base):
     unscored_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     owner: Mapped[str | None] = mapped_column(String(255))
+    next_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    counted_candidates: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reserved_lm_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    workers_joined: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
@@ -112,3 +116,11 @@ class ExampleResultModel(Base):
     cost_usd: Mapped[float] = mapped_column(Float)
     latency_s: Mapped[float] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LeaseModel(Base):
+    __tablename__ = "leases"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)

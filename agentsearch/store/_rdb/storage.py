@@ -7,6 +7,7 @@ rolls back, and turns database errors into StorageError; callers get frozen reco
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 import time
 from collections import Counter
@@ -14,7 +15,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import and_, create_engine, event, func, insert, select
+from sqlalchemy import (
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,21 +32,30 @@ from sqlalchemy.orm import Session, sessionmaker
 from agentsearch.exceptions import StorageError
 from agentsearch.lm._secrets import redact_secrets
 from agentsearch.store._base import (
+    CANDIDATE_LEASE,
+    LEASE_S,
+    WORKER_LEASE,
     BaseStorage,
     CandidateRecord,
+    CandidateStatus,
     EvaluationRecord,
+    EvaluationStatus,
     ExampleRecord,
     ExampleResultRecord,
+    Level,
     RunRecord,
     RunStatus,
     RunUsage,
+    Split,
     current_owner,
+    holder_alive,
 )
 from agentsearch.store._rdb.models import (
     CandidateModel,
     EvaluationModel,
     ExampleModel,
     ExampleResultModel,
+    LeaseModel,
     RunModel,
     utcnow,
 )
@@ -170,26 +189,28 @@ class RDBStorage(BaseStorage):
     @staticmethod
     def _run(row: RunModel) -> RunRecord:
         return RunRecord(
-            id=row.id, name=row.name, task_name=row.task_name, status=row.status, stop_reason=row.stop_reason,
+            id=row.id, name=row.name, task_name=row.task_name, status=RunStatus(row.status), stop_reason=row.stop_reason,
             task=row.task, space=row.space, proposer_lm_calls=row.proposer_lm_calls,
             proposer_tokens=row.proposer_tokens, proposer_cost_usd=row.proposer_cost_usd,
             created_at=row.created_at, finished_at=row.finished_at, unscored_lm_calls=row.unscored_lm_calls or 0,
             unscored_tokens=row.unscored_tokens or 0, heartbeat_at=row.heartbeat_at, owner=row.owner,
+            reserved_lm_calls=row.reserved_lm_calls or 0, counted_candidates=row.counted_candidates or 0,
         )
 
     @staticmethod
     def _candidate(row: CandidateModel) -> CandidateRecord:
         return CandidateRecord(
             id=row.id, run_id=row.run_id, number=row.number, spec=row.spec, spec_hash=row.spec_hash,
-            level=row.level, optimizer=row.optimizer, parents=tuple(row.parents or ()),
-            trial_number=row.trial_number, status=row.status, note=row.note, created_at=row.created_at,
+            level=Level(row.level), optimizer=row.optimizer, parents=tuple(row.parents or ()),
+            trial_number=row.trial_number, status=CandidateStatus(row.status), note=row.note, created_at=row.created_at,
             finished_at=row.finished_at,
         )
 
     @staticmethod
     def _evaluation(row: EvaluationModel) -> EvaluationRecord:
         return EvaluationRecord(
-            id=row.id, candidate_id=row.candidate_id, split=row.split, status=row.status, score=row.score,
+            id=row.id, candidate_id=row.candidate_id, split=Split(row.split), status=EvaluationStatus(row.status),
+            score=row.score,
             n=row.n, n_errors=row.n_errors, lm_calls=row.lm_calls, tokens=row.tokens, cost_usd=row.cost_usd,
             wall_s=row.wall_s, note=row.note, created_at=row.created_at, finished_at=row.finished_at,
             top_error=row.top_error, top_error_count=row.top_error_count or 0,
@@ -210,7 +231,8 @@ class RDBStorage(BaseStorage):
                 candidate = name if suffix == 1 else f"{name}~{suffix}"
                 row = RunModel(name=candidate, task_name=task_name, status=RunStatus.RUNNING.value, task=task,
                                space=None, proposer_lm_calls=0, proposer_tokens=0, proposer_cost_usd=0.0,
-                               unscored_lm_calls=0, unscored_tokens=0, heartbeat_at=utcnow(), owner=current_owner())
+                               unscored_lm_calls=0, unscored_tokens=0, heartbeat_at=utcnow(), owner=current_owner(),
+                               next_number=0, counted_candidates=0, reserved_lm_calls=0, workers_joined=0)
                 try:
                     with session.begin_nested():  # a savepoint: PostgreSQL's transaction survives the conflict
                         session.add(row)
@@ -247,8 +269,12 @@ class RDBStorage(BaseStorage):
             for key, value in values.items():
                 setattr(row, key, value)
 
-    def set_run_space(self, run_id: int, space: dict[str, Any]) -> None:
-        self._update_run(run_id, space=space)
+    def set_run_space(self, run_id: int, space: dict[str, Any]) -> dict[str, Any]:
+        with self._write_lock, self._session() as session:
+            row = self._lock_run(session, run_id)  # read and write under the row's lock: the first writer wins
+            if row.space is None:
+                row.space = space
+            return row.space
 
     def set_run_status(self, run_id: int, status: str, stop_reason: str | None = None) -> None:
         running = status == RunStatus.RUNNING
@@ -256,8 +282,121 @@ class RDBStorage(BaseStorage):
         self._update_run(run_id, status=RunStatus(status).value, stop_reason=stop_reason,
                          finished_at=None if running else utcnow(), heartbeat_at=utcnow(), **owner)
 
-    def heartbeat(self, run_id: int) -> None:
-        self._update_run(run_id, heartbeat_at=utcnow())
+    def heartbeat(self, run_id: int, holder: str | None = None, lease_s: float = LEASE_S) -> None:
+        self._update_run(run_id, heartbeat_at=utcnow(), owner=current_owner())
+        if holder is not None:
+            self.renew_leases(holder, lease_s)
+
+    @staticmethod
+    def _lock_run(session: Session, run_id: int) -> RunModel:
+        """The run's row, locked for this transaction: a write first (SQLite takes its write lock,
+        PostgreSQL the row's), then the read, so no other writer slips in between."""
+        session.execute(update(RunModel).where(RunModel.id == run_id).values(next_number=RunModel.next_number))
+        row = session.get(RunModel, run_id, populate_existing=True)
+        if row is None:
+            raise StorageError(f"run {run_id} does not exist")
+        return row
+
+    # workers ---------------------------------------------------------------------------------
+    def join_run(self, run_id: int, holder: str) -> int:
+        with self._write_lock, self._session() as session:
+            row = self._lock_run(session, run_id)
+            if not self._live_holders(session, run_id, WORKER_LEASE):  # the first worker (re)starts the run
+                spent = self._spent_calls(session, row)
+                row.status, row.stop_reason, row.finished_at = RunStatus.RUNNING.value, None, None
+                row.workers_joined, row.reserved_lm_calls = 0, spent
+                session.execute(delete(LeaseModel).where(LeaseModel.run_id == run_id,
+                                                         LeaseModel.name.like(f"{WORKER_LEASE}%")))
+            ordinal = row.workers_joined
+            row.workers_joined = ordinal + 1
+            row.heartbeat_at, row.owner = utcnow(), current_owner()
+            session.flush()
+            self._take(session, run_id, f"{WORKER_LEASE}{holder}", holder, LEASE_S)
+            return ordinal
+
+    def live_workers(self, run_id: int) -> list[str]:
+        with self._session() as session:
+            return self._live_holders(session, run_id, WORKER_LEASE)
+
+    def live_leases(self, run_id: int, prefix: str = "") -> dict[str, str]:
+        with self._session() as session:
+            return self._live(session, run_id, prefix)
+
+    @staticmethod
+    def _live(session: Session, run_id: int, prefix: str) -> dict[str, str]:
+        rows = session.execute(select(LeaseModel.name, LeaseModel.holder, LeaseModel.expires_at).where(
+            LeaseModel.run_id == run_id, LeaseModel.name.like(f"{prefix}%"))).all()
+        now = utcnow()
+        return {name: holder for name, holder, expires in rows if expires > now and holder_alive(holder)}
+
+    def _live_holders(self, session: Session, run_id: int, prefix: str) -> list[str]:
+        return sorted(set(self._live(session, run_id, prefix).values()))
+
+    def release_leases(self, holder: str) -> None:
+        with self._session() as session:
+            session.execute(delete(LeaseModel).where(LeaseModel.holder == holder))
+
+    # leases ----------------------------------------------------------------------------------
+    @staticmethod
+    def _take(session: Session, run_id: int, name: str, holder: str, lease_s: float) -> bool:
+        """Take or renew the lease inside the session's transaction: an update where it is free to take,
+        else an insert that a unique key lets only one writer make."""
+        now = utcnow()
+        expires = now + dt.timedelta(seconds=lease_s)
+        current = session.execute(select(LeaseModel.holder, LeaseModel.expires_at).where(
+            LeaseModel.run_id == run_id, LeaseModel.name == name)).first()
+        if current is not None:
+            taken_from, was_expiring = current
+            if taken_from != holder and was_expiring > now and holder_alive(taken_from):
+                return False
+            # compare-and-set on what was read: a holder that renewed meanwhile keeps its lease
+            changed = session.execute(update(LeaseModel).where(
+                LeaseModel.run_id == run_id, LeaseModel.name == name, LeaseModel.holder == taken_from,
+                LeaseModel.expires_at == was_expiring).values(holder=holder, expires_at=expires)).rowcount
+            return bool(changed)
+        try:
+            with session.begin_nested():
+                session.execute(insert(LeaseModel).values(run_id=run_id, name=name, holder=holder, expires_at=expires))
+        except IntegrityError:
+            return False
+        return True
+
+    def acquire_lease(self, run_id: int, name: str, holder: str, lease_s: float) -> bool:
+        with self._session() as session:
+            return self._take(session, run_id, name, holder, lease_s)
+
+    def lease_holder(self, run_id: int, name: str) -> str | None:
+        with self._session() as session:
+            row = session.execute(select(LeaseModel.holder, LeaseModel.expires_at).where(
+                LeaseModel.run_id == run_id, LeaseModel.name == name)).first()
+        if row is None or row[1] <= utcnow() or not holder_alive(row[0]):
+            return None
+        return row[0]
+
+    def renew_leases(self, holder: str, lease_s: float) -> int:
+        with self._session() as session:
+            return session.execute(update(LeaseModel).where(LeaseModel.holder == holder).values(
+                expires_at=utcnow() + dt.timedelta(seconds=lease_s))).rowcount
+
+    def release_lease(self, run_id: int, name: str, holder: str) -> None:
+        with self._session() as session:
+            session.execute(delete(LeaseModel).where(LeaseModel.run_id == run_id, LeaseModel.name == name,
+                                                     LeaseModel.holder == holder))
+
+    # budget ----------------------------------------------------------------------------------
+    def reserve_lm_calls(self, run_id: int, wanted: int, limit: int) -> int:
+        with self._session() as session:
+            row = self._lock_run(session, run_id)
+            granted = max(0, min(wanted, limit - (row.reserved_lm_calls or 0)))
+            row.reserved_lm_calls = (row.reserved_lm_calls or 0) + granted
+            return granted
+
+    def release_lm_calls(self, run_id: int, count: int) -> None:
+        if count <= 0:
+            return
+        with self._session() as session:
+            session.execute(update(RunModel).where(RunModel.id == run_id).values(
+                reserved_lm_calls=RunModel.reserved_lm_calls - count))
 
     def add_unscored_usage(self, run_id: int, lm_calls: int, tokens: int) -> None:
         with self._session() as session:
@@ -273,7 +412,15 @@ class RDBStorage(BaseStorage):
             rows = [dict(run_id=run_id, split=split, example_id=example_id, inputs=inputs, gold=gold)
                     for example_id, inputs, gold in examples if example_id not in kept]
             if rows:
-                session.execute(insert(ExampleModel), rows)
+                try:
+                    with session.begin_nested():
+                        session.execute(insert(ExampleModel), rows)
+                except IntegrityError:  # another worker kept them at the same moment: keep the rest
+                    kept = set(session.scalars(select(ExampleModel.example_id).where(
+                        ExampleModel.run_id == run_id, ExampleModel.split == split)))
+                    rows = [row for row in rows if row["example_id"] not in kept]
+                    if rows:
+                        session.execute(insert(ExampleModel), rows)
 
     def list_examples(self, run_id: int, split: str | None = None) -> list[ExampleRecord]:
         query = select(ExampleModel).where(ExampleModel.run_id == run_id).order_by(ExampleModel.id)
@@ -289,6 +436,15 @@ class RDBStorage(BaseStorage):
             row.proposer_lm_calls += lm_calls
             row.proposer_tokens += tokens
             row.proposer_cost_usd += cost_usd
+
+    @staticmethod
+    def _spent_calls(session: Session, run: RunModel) -> int:
+        calls = session.scalar(
+            select(func.coalesce(func.sum(ExampleResultModel.lm_calls), 0))
+            .join(EvaluationModel, EvaluationModel.id == ExampleResultModel.evaluation_id)
+            .join(CandidateModel, CandidateModel.id == EvaluationModel.candidate_id)
+            .where(CandidateModel.run_id == run.id))
+        return int(calls or 0) + run.proposer_lm_calls + (run.unscored_lm_calls or 0)
 
     def run_usage(self, run_id: int) -> RunUsage:
         with self._session() as session:
@@ -311,37 +467,91 @@ class RDBStorage(BaseStorage):
 
     # candidates ------------------------------------------------------------------------------
     def create_candidate(self, run_id: int, spec: dict[str, Any], spec_hash: str, *, level: str, optimizer: str,
-                         parents: tuple[int, ...] = (), trial_number: int | None = None) -> CandidateRecord:
+                         parents: tuple[int, ...] = (), trial_number: int | None = None, limit: int | None = None,
+                         counted: bool = True, holder: str | None = None,
+                         lease_s: float = LEASE_S) -> CandidateRecord | None:
         with self._write_lock, self._session() as session:
-            number = session.scalar(
-                select(func.coalesce(func.max(CandidateModel.number) + 1, 0)).where(CandidateModel.run_id == run_id)
-            )
-            row = CandidateModel(run_id=run_id, number=number, spec=spec, spec_hash=spec_hash, level=level,
-                                 optimizer=optimizer, parents=list(parents), trial_number=trial_number, status="pending")
+            run = self._lock_run(session, run_id)
+            if counted and limit is not None and run.counted_candidates >= limit:
+                return None
+            row = CandidateModel(run_id=run_id, number=run.next_number, spec=spec, spec_hash=spec_hash,
+                                 level=Level(level).value, optimizer=optimizer, parents=list(parents),
+                                 trial_number=trial_number, status=CandidateStatus.PENDING.value)
+            run.next_number += 1
+            run.counted_candidates += int(counted)
             session.add(row)
             session.flush()
+            if holder is not None:
+                self._take(session, run_id, f"{CANDIDATE_LEASE}{row.id}", holder, lease_s)
             return self._candidate(row)
 
+    def seed_candidate(self, run_id: int, spec: dict[str, Any], spec_hash: str) -> CandidateRecord:
+        with self._write_lock, self._session() as session:
+            run = self._lock_run(session, run_id)
+            row = session.scalar(select(CandidateModel).where(CandidateModel.run_id == run_id,
+                                                              CandidateModel.number == 0))
+            if row is None:
+                row = CandidateModel(run_id=run_id, number=0, spec=spec, spec_hash=spec_hash,
+                                     level=Level.PROMPT.value, optimizer="seed", parents=[], trial_number=None,
+                                     status=CandidateStatus.PENDING.value)
+                run.next_number = max(run.next_number, 1)
+                run.counted_candidates += 1
+                session.add(row)
+                session.flush()
+            return self._candidate(row)
+
+    def claim_candidate(self, run_id: int, holder: str, lease_s: float, *,
+                        levels: Sequence[str] | None = None) -> CandidateRecord | None:
+        query = (select(CandidateModel).where(CandidateModel.run_id == run_id,
+                                              CandidateModel.status == CandidateStatus.PENDING.value)
+                 .order_by(CandidateModel.number))
+        if levels is not None:
+            query = query.where(CandidateModel.level.in_([Level(level).value for level in levels]))
+        with self._session() as session:
+            pending = [self._candidate(row) for row in session.scalars(query)]
+            leases = {name: (who, expires) for name, who, expires in session.execute(
+                select(LeaseModel.name, LeaseModel.holder, LeaseModel.expires_at).where(
+                    LeaseModel.run_id == run_id, LeaseModel.name.like(f"{CANDIDATE_LEASE}%")))}
+        now = utcnow()
+        for candidate in pending:
+            lease = leases.get(f"{CANDIDATE_LEASE}{candidate.id}")
+            if lease is not None and lease[0] != holder and lease[1] > now and holder_alive(lease[0]):
+                continue
+            if self.acquire_lease(run_id, f"{CANDIDATE_LEASE}{candidate.id}", holder, lease_s):
+                return candidate
+        return None
+
     def set_candidate_status(self, candidate_id: int, status: str, *, note: str | None = None) -> None:
+        status = CandidateStatus(status)
         with self._session() as session:
             row = self._existing(session, CandidateModel, candidate_id)
-            row.status = status
+            row.status = status.value
             row.note = note
-            row.finished_at = utcnow() if status != "pending" else None
+            row.finished_at = utcnow() if status.ended else None
+            if status.ended:  # nothing left to hold
+                session.execute(delete(LeaseModel).where(LeaseModel.run_id == row.run_id,
+                                                         LeaseModel.name == f"{CANDIDATE_LEASE}{candidate_id}"))
 
     def get_candidate(self, candidate_id: int) -> CandidateRecord | None:
         with self._session() as session:
             row = session.get(CandidateModel, candidate_id)
             return None if row is None else self._candidate(row)
 
-    def list_candidates(self, run_id: int) -> list[CandidateRecord]:
+    def list_candidates(self, run_id: int, *, after_number: int = -1,
+                        ids: Sequence[int] | None = None) -> list[CandidateRecord]:
+        query = select(CandidateModel).where(CandidateModel.run_id == run_id).order_by(CandidateModel.number)
+        if ids is not None:
+            if not ids:
+                return []
+            query = query.where(CandidateModel.id.in_(list(ids)))
+        elif after_number >= 0:
+            query = query.where(CandidateModel.number > after_number)
         with self._session() as session:
-            rows = session.scalars(select(CandidateModel).where(CandidateModel.run_id == run_id).order_by(CandidateModel.number))
-            return [self._candidate(row) for row in rows]
+            return [self._candidate(row) for row in session.scalars(query)]
 
     def best_candidates(self, run_id: int, limit: int) -> list[CandidateRecord]:
-        complete_dev = and_(EvaluationModel.candidate_id == CandidateModel.id, EvaluationModel.split == "dev",
-                            EvaluationModel.status == "complete")
+        complete_dev = and_(EvaluationModel.candidate_id == CandidateModel.id, EvaluationModel.split == Split.DEV.value,
+                            EvaluationModel.status == EvaluationStatus.COMPLETE.value)
         query = (select(CandidateModel).outerjoin(EvaluationModel, complete_dev).where(CandidateModel.run_id == run_id)
                  .order_by(EvaluationModel.score.is_(None), EvaluationModel.score.desc(), CandidateModel.number)
                  .limit(limit))
@@ -355,16 +565,22 @@ class RDBStorage(BaseStorage):
                 select(EvaluationModel).where(EvaluationModel.candidate_id == candidate_id, EvaluationModel.split == split)
             )
             if row is None:
-                row = EvaluationModel(candidate_id=candidate_id, split=split, status="running", n=0, n_errors=0,
+                row = EvaluationModel(candidate_id=candidate_id, split=Split(split).value,
+                                      status=EvaluationStatus.RUNNING.value, n=0, n_errors=0,
                                       lm_calls=0, tokens=0, cost_usd=0.0, wall_s=0.0)
                 session.add(row)
                 session.flush()
             return self._evaluation(row)
 
-    def list_evaluations(self, *, run_id: int | None = None, candidate_id: int | None = None) -> list[EvaluationRecord]:
+    def list_evaluations(self, *, run_id: int | None = None, candidate_id: int | None = None,
+                         candidate_ids: Sequence[int] | None = None) -> list[EvaluationRecord]:
         query = select(EvaluationModel).order_by(EvaluationModel.id)
         if candidate_id is not None:
             query = query.where(EvaluationModel.candidate_id == candidate_id)
+        if candidate_ids is not None:
+            if not candidate_ids:
+                return []
+            query = query.where(EvaluationModel.candidate_id.in_(list(candidate_ids)))
         if run_id is not None:
             query = query.join(CandidateModel).where(CandidateModel.run_id == run_id)
         with self._session() as session:
@@ -373,10 +589,16 @@ class RDBStorage(BaseStorage):
     def add_example_results(self, evaluation_id: int, outcomes: Sequence[ExampleOutcome]) -> None:
         with self._session() as session:
             evaluation = session.get(EvaluationModel, evaluation_id)
-            if evaluation is None or evaluation.status in ("complete", "pruned"):
+            if evaluation is None or EvaluationStatus(evaluation.status).finished:
                 raise StorageError(f"evaluation {evaluation_id} is complete or missing; finished results are immutable")
             if not outcomes:
                 return
+            stored = set(session.scalars(select(ExampleResultModel.example_id).where(
+                ExampleResultModel.evaluation_id == evaluation_id,
+                ExampleResultModel.example_id.in_([outcome.example_id for outcome in outcomes]))))
+            if stored:
+                raise StorageError(f"evaluation {evaluation_id} already has a result for example "
+                                   f"{sorted(stored)[0]!r}; an example is scored once")
             # one executemany of plain rows: ORM objects cost more CPU than the write, on the thread
             # that also feeds the evaluation workers
             session.execute(insert(ExampleResultModel), [dict(
@@ -414,7 +636,7 @@ class RDBStorage(BaseStorage):
                 ExampleResultModel.evaluation_id == evaluation_id, ExampleResultModel.error.is_not(None))))
             top = min(errors.items(), key=lambda item: (-item[1], item[0]), default=None)
             row.top_error, row.top_error_count = top if top else (None, 0)
-            row.status = "complete" if pruned_because is None else "pruned"
+            row.status = (EvaluationStatus.COMPLETE if pruned_because is None else EvaluationStatus.PRUNED).value
             row.note = pruned_because
             row.finished_at = utcnow()
             session.flush()

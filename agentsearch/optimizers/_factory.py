@@ -1,0 +1,138 @@
+"""Optimizers by name: the one place a name in a task file becomes an optimizer.
+
+Each entry builds its optimizer from the run's read-only view (``RunView``); the run loop knows
+nothing of any optimizer's construction. Adding an optimizer is its module, one ``@register``
+entry here (or in the module itself) and its test.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import dspy
+
+from agentsearch.optimizers._base import BaseOptimizer, RunView
+
+Builder = Callable[[RunView], BaseOptimizer]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(*names: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        for name in names:
+            if name in _BUILDERS:
+                raise ValueError(f"optimizer {name!r} is registered twice")
+            _BUILDERS[name] = builder
+        return builder
+    return add
+
+
+def optimizer_names() -> tuple[str, ...]:
+    return tuple(_BUILDERS)
+
+
+def make_optimizer(name: str, view: RunView) -> BaseOptimizer:
+    try:
+        builder = _BUILDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(sorted(_BUILDERS))}") from None
+    optimizer = builder(view)
+    optimizer.name = name
+    return optimizer
+
+
+def _optuna(name: str) -> Builder:
+    def build(view: RunView) -> BaseOptimizer:
+        from agentsearch.optimizers._optuna import OptunaOptimizer
+
+        return OptunaOptimizer.create(view, name)
+    return build
+
+
+register("tpe")(_optuna("tpe"))
+register("random")(_optuna("random"))
+
+
+@register("evolve")
+def _evolve(view: RunView) -> BaseOptimizer:
+    from agentsearch.optimizers._evolve import EvolveOptimizer, Failure, ScoredCandidate
+    from agentsearch.search_space import parse_spec
+
+    assert view.space is not None, "evolve mutates candidates of the run's space"
+
+    def population() -> list[ScoredCandidate]:
+        scored = []
+        for candidate in view.candidates(levels=("prompt", "module")):
+            scores = view.dev_scores(candidate.id)
+            if scores is not None:
+                spec = parse_spec(candidate.spec)
+                scored.append(ScoredCandidate(candidate.id, spec, scores))  # type: ignore[arg-type]
+        return scored
+
+    def failures(candidate_id: int, rng: random.Random, count: int = 4) -> list[Failure]:
+        wrong = view.wrong_answers(candidate_id)
+        chosen = []
+        for inputs, prediction, gold, error in rng.sample(wrong, min(count, len(wrong))):
+            expected = {k: str(v) for k, v in gold.items()}
+            feedback = error or "wrong answer: expected " + "; ".join(f"{k} {v!r}" for k, v in expected.items())
+            chosen.append(Failure({k: str(v) for k, v in inputs.items()},
+                                  "; ".join(f"{k}: {v}" for k, v in (prediction or {}).items()) or "(none)",
+                                  expected, feedback, unparsed=prediction is None))
+        return chosen
+
+    return EvolveOptimizer(
+        view.space, view.proposer(), population=population, failures=failures,
+        asked=lambda: sum(c.optimizer == "evolve" for c in view.candidates()),
+        spend=view.charge, seed=view.task.seed, minibatch=view.task.search.minibatch,
+    )
+
+
+@register("meta_agent")
+def _meta_agent(view: RunView) -> BaseOptimizer:
+    from agentsearch.optimizers._demo_sets import make_demo_sets
+    from agentsearch.optimizers._meta_agent import (
+        ArchiveEntry,
+        DesignTask,
+        MetaAgentOptimizer,
+    )
+    from agentsearch.optimizers._proposer import summarize_data
+    from agentsearch.search_space import DesignSpec, node_signature, parse_spec
+
+    task, settings = view.task, view.task.search.agent
+    train = view.train
+    signature = node_signature(task.program.signature, "answer")
+    outputs = list(dspy.Signature(signature).output_fields)
+    label_of = {item.id: "\x1f".join(str(item.example[name]) for name in outputs) for item in train}
+    shown = make_demo_sets([], [item.id for item in train], num_sets=1, size=settings.examples,
+                           rng=random.Random(task.seed), label_of=label_of)
+    by_id = {item.id: item for item in train}
+    examples = tuple(dict(by_id[example_id].example.items()) for example_id in (shown[0] if shown else ()))
+    design_task = DesignTask(signature=signature, instructions=task.program.instructions,
+                             summary=summarize_data(train, outputs), examples=examples,
+                             limits=view.limits)
+
+    def describe(inputs: dict, prediction: dict | None, gold: dict, error: str | None) -> str:
+        shown_inputs = ", ".join(f"{k}={v!r}" for k, v in inputs.items())
+        expected = ", ".join(f"{k}={v!r}" for k, v in gold.items())
+        got = f"error {error}" if error else f"answered {prediction}"
+        return f"{shown_inputs}: {got}; expected {expected}"[:400]
+
+    def archive() -> list[ArchiveEntry]:
+        entries = []
+        for candidate in view.candidates(levels=("agent",)):
+            score = view.dev_score(candidate.id)
+            if score is None:
+                continue
+            failures = tuple(describe(*wrong) for wrong in view.wrong_answers(candidate.id)[:3])
+            spec = parse_spec(candidate.spec)
+            assert isinstance(spec, DesignSpec)
+            entries.append(ArchiveEntry(candidate.id, spec, score, view.program_calls(candidate.id), failures))
+        return entries
+
+    return MetaAgentOptimizer(
+        task=design_task, proposer=view.proposer(), archive=archive,
+        known=lambda: {c.spec_hash for c in view.candidates(levels=("agent",))},
+        spend=view.charge, seed_candidate_id=view.seed_candidate_id, show_code=settings.show_code,
+        repairs=settings.repairs,
+    )

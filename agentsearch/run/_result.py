@@ -1,0 +1,124 @@
+"""The end of a run: one worker evaluates the best and the seed program on test, once; every
+worker returns the same result, read from the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentsearch._report import (
+    CandidateResult,
+    PruningSummary,
+    best_candidate,
+    pruning_summary,
+    score_intervals,
+)
+from agentsearch._stats import Estimate
+from agentsearch.exceptions import AgentSearchError
+from agentsearch.lm import redact_tree
+from agentsearch.run._context import RunContext
+from agentsearch.run._evaluation import Scoring
+from agentsearch.run._view import WAIT_POLL_S
+from agentsearch.search_space import Program, build_program, parse_spec, save_program
+from agentsearch.store import (
+    CandidateRecord,
+    EvaluationRecord,
+    RunRecord,
+    RunStatus,
+    RunUsage,
+    Split,
+)
+from agentsearch.task import Task
+
+FINISH_LEASE = "finish"
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    run: RunRecord
+    seed: CandidateResult
+    best: CandidateResult
+    best_program: Program
+    usage: RunUsage
+    wall_s: float
+    task: Task
+    intervals: dict[str, Estimate]
+    """Bootstrap 95% intervals: ``best_dev``, ``best_test``, and ``best_minus_seed_dev``/``_test`` (paired)."""
+    pruning: PruningSummary
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.run.stop_reason
+
+    def save(self, path: str | Path) -> Path:
+        """Write the best program as a self-contained JSON file (``agentsearch.load_program`` reads it);
+        credentials in the LM's URL are masked, as everywhere agentsearch writes."""
+        return save_program(self.best_program, path, lm=redact_tree(self.task.lm.model_dump(mode="json")),
+                            metadata=program_metadata(self.run, self.best))
+
+
+def program_metadata(run: RunRecord, result: CandidateResult) -> dict[str, Any]:
+    return {"run": run.name, "task": run.task_name, "candidate_id": result.candidate.id,
+            "candidate_number": result.candidate.number, "dev_score": result.dev_score, "test_score": result.test_score}
+
+
+def _best(ctx: RunContext) -> tuple[CandidateRecord, EvaluationRecord]:
+    found = best_candidate(ctx.storage, ctx.run.id)
+    if found is None:
+        raise AgentSearchError(f"run {ctx.run.name} has no candidate with a dev score")
+    return found
+
+
+def _test(ctx: RunContext, scoring: Scoring, candidate: CandidateRecord) -> EvaluationRecord | None:
+    if (ctx.task.data_path(Split.TEST) is None and Split.TEST not in ctx.splits) or ctx.budget.exhausted():
+        return None
+    return scoring.evaluate(candidate, Split.TEST, ctx.split(Split.TEST))
+
+
+def finish(ctx: RunContext, scoring: Scoring, seed: CandidateRecord, status: RunStatus, reason: str) -> None:
+    """Test the best and the seed, and set the run's final status: done by the one worker holding the
+    ``finish`` lease; the others wait until it has (or take over if it dies)."""
+    storage, run_id = ctx.storage, ctx.run.id
+    while True:
+        if storage.acquire_lease(run_id, FINISH_LEASE, ctx.holder, ctx.lease_s):
+            run = storage.get_run(run_id)
+            if run is not None and run.status != RunStatus.RUNNING:
+                return  # another worker finished it while this one took the lease
+            best, _ = _best(ctx)
+            ctx.callback.on_phase("evaluating the best and the seed program on test")
+            _test(ctx, scoring, best)
+            if seed.id != best.id:
+                _test(ctx, scoring, seed)
+            if ctx.budget.exhausted() and status == RunStatus.FINISHED:
+                status, reason = RunStatus.STOPPED, ctx.budget.exhausted() or reason
+            storage.set_run_status(run_id, status, reason)
+            return
+        ctx.callback.on_phase("waiting for another worker to evaluate the best program on test")
+        while True:
+            run = storage.get_run(run_id)
+            if run is None or run.status != RunStatus.RUNNING:
+                return
+            if storage.lease_holder(run_id, FINISH_LEASE) is None:
+                break
+            if ctx.cancelled.wait(WAIT_POLL_S):
+                raise AgentSearchError("stopped while waiting for the test evaluation")
+
+
+def result(ctx: RunContext, seed: CandidateRecord, *, wall_s: float) -> OptimizeResult:
+    """What the store says of the run: the best by dev score, both programs' test scores, intervals."""
+    storage, run_id = ctx.storage, ctx.run.id
+    best, best_dev = _best(ctx)
+    evaluations = {(e.candidate_id, e.split): e for e in storage.list_evaluations(run_id=run_id)}
+    seed = storage.get_candidate(seed.id) or seed
+    best_result = CandidateResult(best, best_dev, evaluations.get((best.id, Split.TEST)))
+    seed_result = CandidateResult(seed, evaluations.get((seed.id, Split.DEV)), evaluations.get((seed.id, Split.TEST)))
+    run = storage.get_run(run_id)
+    assert run is not None
+    return OptimizeResult(
+        run=run, seed=seed_result, best=best_result,
+        best_program=build_program(parse_spec(best.spec), ctx.demos, ctx.lm, base_dir=ctx.task.base_dir,
+                                   limits=ctx.limits),
+        usage=storage.run_usage(run_id), wall_s=wall_s, task=ctx.task,
+        intervals=score_intervals(storage, best_result, seed_result), pruning=pruning_summary(storage, run_id),
+    )
