@@ -14,12 +14,13 @@ prompt level, then module-level *lifts* of the best prompts are enqueued (see
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal, RunView
@@ -58,7 +59,8 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+    sqlite = url.startswith("sqlite")
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if sqlite else {"pool_size": 1, "max_overflow": 2}
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
@@ -138,9 +140,10 @@ class OptunaOptimizer(BaseOptimizer):
             return
         trial = self._trial(proposal)
         known = self.study._storage.get_trial(trial._trial_id).intermediate_values
-        for step, score in scores.items():
-            if step not in known:
-                trial.report(score, step)
+        with contextlib.suppress(UpdateFinishedTrialError):  # told already, by another worker
+            for step, score in scores.items():
+                if step not in known:
+                    trial.report(score, step)
 
     def should_prune(self, proposal: Proposal) -> bool:
         if not self.prunes or proposal.trial_number is None:
@@ -156,14 +159,17 @@ class OptunaOptimizer(BaseOptimizer):
         """A duplicate's trial gets its twin's values (the sampler learns the point again, at no cost)."""
         if proposal.trial_number is None:
             return
-        if outcome.pruned:
-            self.study.tell(proposal.trial_number, state=TrialState.PRUNED, skip_if_finished=True)
-        elif outcome.score is None:
-            self.study.tell(proposal.trial_number, state=TrialState.FAIL, skip_if_finished=True)
-        else:
-            cost = outcome.cost if outcome.cost is not None else 0.0
-            values = [outcome.score, cost] if self.multi_objective else outcome.score
-            self.study.tell(proposal.trial_number, values, skip_if_finished=True)
+        # Another worker may tell the same trial at the same moment (one that took over a candidate
+        # from a worker presumed dead): the first answer stands.
+        with contextlib.suppress(UpdateFinishedTrialError):
+            if outcome.pruned:
+                self.study.tell(proposal.trial_number, state=TrialState.PRUNED, skip_if_finished=True)
+            elif outcome.score is None:
+                self.study.tell(proposal.trial_number, state=TrialState.FAIL, skip_if_finished=True)
+            else:
+                cost = outcome.cost if outcome.cost is not None else 0.0
+                values = [outcome.score, cost] if self.multi_objective else outcome.score
+                self.study.tell(proposal.trial_number, values, skip_if_finished=True)
 
     @classmethod
     def create(cls, view: RunView, name: str) -> OptunaOptimizer:
@@ -185,10 +191,9 @@ class OptunaOptimizer(BaseOptimizer):
             sampler=make_sampler(name, seed=task.seed, max_candidates=search.max_candidates),
             pruner=make_pruner(search.pruner), load_if_exists=True,
         )
-        seed_offset = 0 if view.worker == 0 else 7_919 * view.worker * 1_000_003
-
         def sampler_for(trials: int) -> optuna.samplers.BaseSampler:
-            return make_sampler(name, seed=task.seed + trials + seed_offset, max_candidates=search.max_candidates)
+            seed = (task.seed + trials + 1_000_003 * view.worker) % 2**32
+            return make_sampler(name, seed=seed, max_candidates=search.max_candidates)
 
         def candidate_of(trial_number: int) -> int | None:
             found = next((c.id for c in view.candidates() if c.trial_number == trial_number), None)

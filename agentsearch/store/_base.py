@@ -377,7 +377,8 @@ class BaseStorage(abc.ABC):
     @abc.abstractmethod
     def claim_candidate(self, run_id: int, holder: str, lease_s: float, *,
                         levels: Sequence[str] | None = None) -> CandidateRecord | None:
-        """Claim the oldest pending candidate (of ``levels``) nobody holds a live lease on, or None."""
+        """Claim the oldest pending candidate (of ``levels``) nobody holds a live lease on (``holder``
+        included: a worker is never handed back what it holds), or None."""
 
     @abc.abstractmethod
     def set_candidate_status(self, candidate_id: int, status: str, *, note: str | None = None) -> None: ...

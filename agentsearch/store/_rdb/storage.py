@@ -120,6 +120,14 @@ def _enable_sqlite_wal(engine: Engine) -> None:
         cursor.close()
         if mode.lower() not in ("wal", "memory") or int(timeout) != SQLITE_BUSY_TIMEOUT_MS:
             raise StorageError(f"SQLite refused WAL mode or the busy timeout (journal_mode={mode}, busy_timeout={timeout})")
+        # pysqlite starts transactions itself, late and not around SAVEPOINT; SQLAlchemy's documented
+        # fix: the driver starts none, and each transaction begins here, taking SQLite's write lock
+        # at once (IMMEDIATE), so two connections never both read and then wait on each other to write.
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class RDBStorage(BaseStorage):
@@ -128,7 +136,10 @@ class RDBStorage(BaseStorage):
     def __init__(self, url: str, *, upgrade: bool = False) -> None:
         self.url = url
         try:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            # A worker uses one connection at a time, and its heartbeat another now and then: a small pool
+            # lets a PostgreSQL server's connection limit serve many workers (about two each).
+            pool = {} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 4}
+            self.engine = create_engine(url, pool_pre_ping=True, **pool)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(f"cannot open storage {self.display_url!r}: {redact_secrets(str(exc))}") from None
         if self.engine.dialect.name == "sqlite":
@@ -515,10 +526,17 @@ class RDBStorage(BaseStorage):
         now = utcnow()
         for candidate in pending:
             lease = leases.get(f"{CANDIDATE_LEASE}{candidate.id}")
-            if lease is not None and lease[0] != holder and lease[1] > now and holder_alive(lease[0]):
+            if lease is not None and lease[1] > now and holder_alive(lease[0]):
+                continue  # held, by another worker or by this one
+            name = f"{CANDIDATE_LEASE}{candidate.id}"
+            if not self.acquire_lease(run_id, name, holder, lease_s):
                 continue
-            if self.acquire_lease(run_id, f"{CANDIDATE_LEASE}{candidate.id}", holder, lease_s):
-                return candidate
+            # Its worker may have finished it (and dropped its lease) since the list was read: a claim
+            # holds only while the candidate is still pending.
+            current = self.get_candidate(candidate.id)
+            if current is not None and current.status == CandidateStatus.PENDING:
+                return current
+            self.release_lease(run_id, name, holder)
         return None
 
     def set_candidate_status(self, candidate_id: int, status: str, *, note: str | None = None) -> None:
