@@ -36,11 +36,11 @@ from agentsearch.optimizers._proposer import (
 )
 from agentsearch.optimizers._templates import render
 from agentsearch.search_space import (
-    DEMO_KINDS,
     CandidateSpec,
     PredictorSpec,
     SearchSpace,
 )
+from agentsearch.search_space.kinds import node_kind
 
 TASK_NODES = ("answer", "respond", "member_", "agent_")
 """Name prefixes of the nodes that answer the task (their instructions are the task's, so they evolve)."""
@@ -133,8 +133,7 @@ class EvolveOptimizer(BaseOptimizer):
         index = rng.choice(nodes)
         node = parent.spec.predictors[index]
         other_formats = [f for f in self.space.formats if f != node.format]
-        takes_demos = bool(self.space.demo_sets and self.space.max_demos and node.module in DEMO_KINDS
-                           and node.module != "retrieve_demos")
+        takes_demos = bool(self.space.demo_sets and self.space.max_demos and node_kind(node.module).fixed_demos)
         kinds = ["reflect", *(["format"] if other_formats else []), *(["demos"] if takes_demos else [])]
         failures = self.failures(parent.candidate_id, rng)
         if other_formats and sum(f.unparsed for f in failures) * 2 > len(failures):

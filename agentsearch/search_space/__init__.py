@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
     "agentsearch.search_space._program": ("Program", "SpecProgram", "build_program", "load_program", "node_signature",
                                           "save_program"),
     "agentsearch.search_space._space": ("ModuleSpaceConfig", "SearchSpace", "seed_trial"),
-    "agentsearch.search_space._spec": ("DEMO_KINDS", "MODULE_KINDS", "TOPOLOGIES", "AnySpec", "CandidateSpec", "DesignSpec",
-                                       "PredictorSpec", "parse_spec"),
+    "agentsearch.search_space._spec": ("TOPOLOGIES", "AnySpec", "CandidateSpec", "DesignSpec", "PredictorSpec",
+                                       "parse_spec"),
+    "agentsearch.search_space.kinds": ("NodeKind", "kind_names", "node_kind"),
 })

@@ -18,6 +18,7 @@ from typing import Any
 
 from agentsearch.search_space._space import SearchSpace
 from agentsearch.search_space._spec import CandidateSpec
+from agentsearch.search_space.kinds import kind_names, node_kind
 
 Params = dict[str, Any]
 
@@ -87,33 +88,27 @@ class Lift:
 
 
 def _lift_rules(space: SearchSpace) -> list[tuple[str, int, Callable[[Sequence[Params]], Params]]]:
-    """(the kind or topology a lift needs, how many of the best prompts it takes, how it is built), in trial order."""
+    """(the kind or topology a lift needs, how many of the best prompts it takes, how it is built), in trial order.
+
+    Topologies' lifts are here; each node kind declares its own (``NodeKind.lift`` and ``lift_rank``)."""
     top = space.modules
     single = {"topology": "single"}
-
-    def retrieve_k(prompt: Params) -> int:
-        return max(1, min(prompt.get("answer.n_demos") or space.max_demos, space.max_demos))
-
-    return [
-        ("ensemble", top.max_members, lambda ps: {"topology": "ensemble", "ensemble.members": len(ps),
-                                                  "ensemble.aggregator": "vote", **_nodes(ps, "member")}),
-        ("chain_of_thought", 1, lambda ps: {**single, **_node(ps[0], "answer", "chain_of_thought")}),
-        ("self_consistency", 1, lambda ps: {**single, **_node(ps[0], "answer", "self_consistency",
-                                                              samples=top.max_samples)}),
-        ("retrieve_demos", 1, lambda ps: {**single, **_node(ps[0], "answer", "retrieve_demos",
-                                                            retrieve_k=retrieve_k(ps[0]))}),
-        # A task-declared reward, when there is one, knows the task; an LM verdict guesses.
-        ("best_of_n", 1, lambda ps: {**single, **_node(ps[0], "answer", "best_of_n", samples=top.max_samples,
-                                                       judge=space.judges[-1])}),
-        ("pipeline", 1, lambda ps: {"topology": "pipeline", **_wiring("analyze", ps[0]),
-                                    **_node(ps[0], "respond", "predict")}),
-        ("reflect", 1, lambda ps: {"topology": "reflect", "reflect.rounds": 1, **_node(ps[0], "answer", "predict"),
-                                   **_wiring("critique", ps[0]), **_wiring("revise", ps[0])}),
-        ("debate", 2, lambda ps: {"topology": "debate", "debate.agents": 2, "debate.rounds": 1,
-                                  **_nodes(ps, "agent"), **_wiring("judge", ps[0])}),
-        ("program_of_thought", 1, lambda ps: {**single, **_node(ps[0], "answer", "program_of_thought")}),
-        ("react", 1, lambda ps: {**single, **_node(ps[0], "answer", "react", max_iters=top.max_iters)}),
+    ranked: list[tuple[float, str, int, Callable[[Sequence[Params]], Params]]] = [
+        (0, "ensemble", top.max_members, lambda ps: {"topology": "ensemble", "ensemble.members": len(ps),
+                                                     "ensemble.aggregator": "vote", **_nodes(ps, "member")}),
+        (5, "pipeline", 1, lambda ps: {"topology": "pipeline", **_wiring("analyze", ps[0]),
+                                       **_node(ps[0], "respond", "predict")}),
+        (6, "reflect", 1, lambda ps: {"topology": "reflect", "reflect.rounds": 1, **_node(ps[0], "answer", "predict"),
+                                      **_wiring("critique", ps[0]), **_wiring("revise", ps[0])}),
+        (7, "debate", 2, lambda ps: {"topology": "debate", "debate.agents": 2, "debate.rounds": 1,
+                                     **_nodes(ps, "agent"), **_wiring("judge", ps[0])}),
     ]
+    for name in kind_names():
+        kind = node_kind(name)
+        if kind.lift_rank is not None:
+            ranked.append((kind.lift_rank, name, 1, lambda ps, kind=kind: {
+                **single, **_node(ps[0], "answer", kind.name, **kind.lift(space, ps[0]))}))
+    return [(needs, count, build) for _, needs, count, build in sorted(ranked, key=lambda rule: rule[0])]
 
 
 def module_lifts(space: SearchSpace, ranked: Sequence[Params]) -> list[Lift]:

@@ -23,6 +23,7 @@ from agentsearch.evaluators import run_python
 from agentsearch.evaluators._sandbox_child import AGENT_MODULES
 from agentsearch.search_space._adapters import make_adapter
 from agentsearch.search_space._spec import PredictorSpec
+from agentsearch.search_space.kinds import node_kind
 
 Demos = Mapping[str, Mapping[str, Any]]
 SAMPLING_TEMPERATURE = 0.7
@@ -173,26 +174,6 @@ class RetrieveDemos(dspy.Module):
         return self.predict(**inputs, demos=self.nearest(inputs))
 
 
-def _module(spec: PredictorSpec, signature: dspy.Signature, demos: Demos, base_dir: Path | None) -> dspy.Module:
-    kind = spec.module
-    if kind == "predict":
-        return dspy.Predict(signature)
-    if kind == "chain_of_thought":
-        return dspy.ChainOfThought(signature)
-    if kind == "self_consistency":
-        return SelfConsistency(signature, spec.samples)
-    if kind == "best_of_n":
-        return BestOfN(signature, spec.samples, spec.judge or "lm", base_dir=base_dir)
-    if kind == "program_of_thought":
-        return ProgramOfThought(signature)
-    if kind == "react":
-        tools = [resolve_callable(ref, base_dir=base_dir, what="tool") for ref in spec.tools]
-        return dspy.ReAct(signature, tools=tools, max_iters=spec.max_iters)
-    if kind == "retrieve_demos":
-        return RetrieveDemos(signature, [demos[demo_id] for demo_id in spec.demo_ids], spec.retrieve_k)
-    raise ValueError(f"unknown module kind {kind!r}")
-
-
 class Node(dspy.Module):
     """A module over one signature, its demos set, called with the inputs it names, under its own adapter."""
 
@@ -202,8 +183,9 @@ class Node(dspy.Module):
         signature = dspy.Signature(spec.signature, spec.instructions)
         self.inputs, self.outputs = list(signature.input_fields), list(signature.output_fields)
         self.adapter = make_adapter(spec.format)
-        self.module = _module(spec, signature, demos, base_dir)
-        if spec.module != "retrieve_demos":
+        kind = node_kind(spec.module)
+        self.module = kind.build(spec, signature, demos, base_dir)
+        if kind.fixed_demos:
             examples = [dspy.Example(dict(demos[demo_id])) for demo_id in spec.demo_ids]
             for _, predictor in self.module.named_predictors():
                 if set(predictor.signature.output_fields) & set(self.outputs):

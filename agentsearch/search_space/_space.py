@@ -15,19 +15,16 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentsearch.search_space._program import ROLE_INSTRUCTIONS, node_signature
 from agentsearch.search_space._spec import (
-    DEMO_KINDS,
-    MODULE_KINDS,
-    SAMPLING_KINDS,
     TOPOLOGIES,
     CandidateSpec,
-    ModuleKind,
     PredictorSpec,
     Topology,
 )
+from agentsearch.search_space.kinds import kind_names, node_kind
 
 AUX_KINDS = ("predict", "chain_of_thought")
 """Kinds a wiring node (analyze, aggregate, judge, critique, revise) may take."""
@@ -38,7 +35,8 @@ class ModuleSpaceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kinds: list[ModuleKind] = Field(default=[k for k in MODULE_KINDS if k != "react"], min_length=1)
+    kinds: list[str] = Field(default_factory=lambda: [k for k in kind_names() if node_kind(k).default], min_length=1,
+                             description="node kinds (search_space/kinds)")
     topologies: list[Topology] = Field(default=list(TOPOLOGIES), min_length=1)
     max_samples: int = Field(default=5, ge=2, le=32, description="samples of self_consistency and best_of_n")
     max_members: int = Field(default=3, ge=2, le=8, description="ensemble members and debate agents")
@@ -47,10 +45,17 @@ class ModuleSpaceConfig(BaseModel):
     max_iters: int = Field(default=3, ge=1, le=20, description="tool-use steps of a react node")
     reward: str | None = Field(default=None, description="'package.module:function' best_of_n may judge with")
 
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str]) -> list[str]:
+        for kind in kinds:
+            node_kind(kind)
+        return kinds
+
     @model_validator(mode="after")
     def _consistent(self) -> ModuleSpaceConfig:
-        if "react" in self.kinds and not self.tools:
-            raise ValueError("kinds: react needs at least one tool in search.modules.tools")
+        for kind in self.kinds:
+            node_kind(kind).check_config(self)
         if self.tools and "react" not in self.kinds:
             raise ValueError("tools: listed, but react is not among search.modules.kinds")
         return self
@@ -106,7 +111,7 @@ class SearchSpace:
     @property
     def kinds(self) -> tuple[str, ...]:
         kinds = tuple(self.modules.kinds) if "module" in self.levels else ("predict",)
-        return tuple(k for k in kinds if k != "retrieve_demos" or (self.retrieval_pool and self.max_demos))
+        return tuple(k for k in kinds if node_kind(k).available(self))
 
     @property
     def aux_kinds(self) -> tuple[str, ...]:
@@ -117,7 +122,7 @@ class SearchSpace:
         return ("lm",) + ((self.modules.reward,) if self.modules.reward else ())
 
     def _searches_demos(self, kind: str) -> bool:
-        return "prompt" in self.levels and kind in DEMO_KINDS and kind != "retrieve_demos" and bool(self.demo_sets)
+        return "prompt" in self.levels and node_kind(kind).fixed_demos and bool(self.demo_sets)
 
     # define-by-run ------------------------------------------------------------------------------
     @staticmethod
@@ -136,16 +141,7 @@ class SearchSpace:
             if count:
                 demo_set = self._choose(trial, f"{name}.demo_set", tuple(range(len(self.demo_sets))))
                 options["demo_ids"] = self.demo_sets[demo_set][:count]
-        if kind in SAMPLING_KINDS:
-            options["samples"] = trial.suggest_int(f"{name}.samples", 2, self.modules.max_samples)
-        if kind == "best_of_n":
-            options["judge"] = self._choose(trial, f"{name}.judge", self.judges)
-        if kind == "react":
-            options["tools"] = tuple(self.modules.tools)
-            options["max_iters"] = trial.suggest_int(f"{name}.max_iters", 1, self.modules.max_iters)
-        if kind == "retrieve_demos":
-            options["demo_ids"] = self.retrieval_pool
-            options["retrieve_k"] = trial.suggest_int(f"{name}.retrieve_k", 1, self.max_demos)
+        options.update(node_kind(kind).suggest(self, trial, name))
         return PredictorSpec(
             name=name, signature=node_signature(self.signature, role), module=kind,
             format=self._choose(trial, f"{name}.format", self.formats), **options,
@@ -191,15 +187,7 @@ class SearchSpace:
             choices = len(self.formats) * (len(self.instructions) if "prompt" in self.levels else 1)
             if self._searches_demos(kind) and self.max_demos:
                 choices *= 1 + self.max_demos * len(self.demo_sets)
-            if kind in SAMPLING_KINDS:
-                choices *= self.modules.max_samples - 1
-            if kind == "best_of_n":
-                choices *= len(self.judges)
-            if kind == "react":
-                choices *= self.modules.max_iters
-            if kind == "retrieve_demos":
-                choices *= self.max_demos
-            count += choices
+            count += choices * node_kind(kind).configurations(self)
         return count
 
     def size(self) -> int:

@@ -12,19 +12,14 @@ import hashlib
 import json
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ModuleKind = Literal[
-    "predict", "chain_of_thought", "self_consistency", "best_of_n", "program_of_thought", "react", "retrieve_demos"
-]
-MODULE_KINDS: tuple[str, ...] = ModuleKind.__args__
+from agentsearch.search_space.kinds import node_kind
+from agentsearch.search_space.kinds._base import all_options, owners
+
 Topology = Literal["single", "pipeline", "ensemble", "debate", "reflect"]
 TOPOLOGIES: tuple[str, ...] = Topology.__args__
 PromptFormat = Literal["chat", "json", "xml", "completion"]
-
-SAMPLING_KINDS = ("self_consistency", "best_of_n")
-DEMO_KINDS = ("predict", "chain_of_thought", "self_consistency", "best_of_n", "retrieve_demos")
-"""Kinds whose demos are task examples; ReAct and ProgramOfThought prompts have fields no demo fills."""
 
 
 class PredictorSpec(BaseModel):
@@ -35,7 +30,8 @@ class PredictorSpec(BaseModel):
     name: str = "predict"
     signature: str
     instructions: str = ""
-    module: ModuleKind = "predict"
+    module: str = "predict"
+    """Its node kind (``search_space.kinds``)."""
     demo_ids: tuple[str, ...] = ()
     """Fixed demos; for ``retrieve_demos``, the pool the nearest ``retrieve_k`` are drawn from per input."""
     format: PromptFormat = "chat"
@@ -52,16 +48,20 @@ class PredictorSpec(BaseModel):
     retrieve_k: int = Field(default=1, ge=1, le=64)
     """Demos a ``retrieve_demos`` node puts in each prompt."""
 
+    @field_validator("module")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        node_kind(value)
+        return value
+
     @model_validator(mode="after")
     def _options_match_module(self) -> PredictorSpec:
         defaults = type(self).model_fields
-        owned = {"samples": SAMPLING_KINDS, "judge": ("best_of_n",), "tools": ("react",), "max_iters": ("react",),
-                 "retrieve_k": ("retrieve_demos",)}
-        for option, kinds in owned.items():
-            if self.module not in kinds and getattr(self, option) != defaults[option].default:
-                raise ValueError(f"{option} applies only to module {' or '.join(kinds)}, not {self.module}")
-        if self.module == "best_of_n" and not (self.judge == "lm" or ":" in (self.judge or "")):
-            raise ValueError("a best_of_n node needs a judge: lm or a 'package.module:function' reward")
+        kind = node_kind(self.module)
+        for option in all_options():
+            if option not in kind.options and getattr(self, option) != defaults[option].default:
+                raise ValueError(f"{option} applies only to module {' or '.join(owners(option))}, not {self.module}")
+        kind.check(self)
         return self
 
 
