@@ -207,11 +207,13 @@ class OptunaOptimizer(BaseOptimizer):
             instructions=task.program.instructions, format="chat"),))
         known = seed_trial(space, seed)
         scores = view.dev_scores(view.seed_candidate_id)
-        if known is not None and scores is not None and not study.trials:
+        score = view.dev_score(view.seed_candidate_id)
+        if known is not None and scores is not None and score is not None and not study.trials:
             if view.once("optuna:seed-trial"):
-                score = view.dev_score(view.seed_candidate_id)
                 cost = _cost(view, view.seed_candidate_id, cost_measure(task.lm.model))
-                optimizer.record_known(*known, values=[score, cost] if cost_aware else [score], example_scores=scores)
+                params, distributions = known
+                optimizer.record_known(params, distributions, values=[score, cost] if cost_aware else [score],
+                                       example_scores=scores)
             else:  # another worker is adding it: trial 0 must be the seed's for every worker
                 view.wait_for(lambda: bool(study.get_trials(deepcopy=False)), "the seed's Optuna trial")
         return optimizer

@@ -18,7 +18,7 @@ from typing import Any
 
 from agentsearch.search_space._space import SearchSpace
 from agentsearch.search_space._spec import CandidateSpec
-from agentsearch.search_space.kinds import kind_names, node_kind
+from agentsearch.search_space.kinds import NodeKind, kind_names, node_kind
 
 Params = dict[str, Any]
 
@@ -103,11 +103,13 @@ def _lift_rules(space: SearchSpace) -> list[tuple[str, int, Callable[[Sequence[P
         (7, "debate", 2, lambda ps: {"topology": "debate", "debate.agents": 2, "debate.rounds": 1,
                                      **_nodes(ps, "agent"), **_wiring("judge", ps[0])}),
     ]
+    def lift_into(kind: NodeKind) -> Callable[[Sequence[Params]], Params]:
+        return lambda ps: {**single, **_node(ps[0], "answer", kind.name, **kind.lift(space, ps[0]))}
+
     for name in kind_names():
         kind = node_kind(name)
         if kind.lift_rank is not None:
-            ranked.append((kind.lift_rank, name, 1, lambda ps, kind=kind: {
-                **single, **_node(ps[0], "answer", kind.name, **kind.lift(space, ps[0]))}))
+            ranked.append((kind.lift_rank, name, 1, lift_into(kind)))
     return [(needs, count, build) for _, needs, count, build in sorted(ranked, key=lambda rule: rule[0])]
 
 

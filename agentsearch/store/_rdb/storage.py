@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import (
     and_,
@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -363,8 +363,8 @@ class RDBStorage(BaseStorage):
             # compare-and-set on what was read: a holder that renewed meanwhile keeps its lease
             changed = session.execute(update(LeaseModel).where(
                 LeaseModel.run_id == run_id, LeaseModel.name == name, LeaseModel.holder == taken_from,
-                LeaseModel.expires_at == was_expiring).values(holder=holder, expires_at=expires)).rowcount
-            return bool(changed)
+                LeaseModel.expires_at == was_expiring).values(holder=holder, expires_at=expires))
+            return bool(cast(CursorResult, changed).rowcount)
         try:
             with session.begin_nested():
                 session.execute(insert(LeaseModel).values(run_id=run_id, name=name, holder=holder, expires_at=expires))
@@ -386,8 +386,9 @@ class RDBStorage(BaseStorage):
 
     def renew_leases(self, holder: str, lease_s: float) -> int:
         with self._session() as session:
-            return session.execute(update(LeaseModel).where(LeaseModel.holder == holder).values(
-                expires_at=utcnow() + dt.timedelta(seconds=lease_s))).rowcount
+            renewed = session.execute(update(LeaseModel).where(LeaseModel.holder == holder).values(
+                expires_at=utcnow() + dt.timedelta(seconds=lease_s)))
+            return cast(CursorResult, renewed).rowcount
 
     def release_lease(self, run_id: int, name: str, holder: str) -> None:
         with self._session() as session:
