@@ -174,8 +174,9 @@ class SearchConfig(_Strict):
         description="with levels [prompt, module]: the share of max_candidates searched at the prompt level first, "
                     "before module choices open around the best prompts (0: both levels from the start)",
     )
-    optimizer: Literal["tpe", "random", "evolve"] = Field(
-        default="tpe", description="tpe | random (Optuna samplers) | evolve (reflective evolution, GEPA-style)")
+    optimizer: str = Field(
+        default="tpe", description="tpe | random (Optuna samplers) | evolve (reflective evolution, GEPA-style), "
+                                   "or another registered for the prompt and module levels")
     max_candidates: int = Field(default=20, gt=0, description="candidates evaluated on dev, the seed included")
     num_instructions: int = Field(default=5, gt=0, description="instruction variants, the seed's included")
     max_demos: int = Field(default=8, ge=0)
@@ -208,8 +209,15 @@ class SearchConfig(_Strict):
             raise ValueError("levels: each level at most once")
         if self.objectives not in (["score"], ["score", "cost"]):
             raise ValueError("objectives: use [score] or [score, cost]")
-        if self.optimizer == "evolve" and "cost" in self.objectives:
-            raise ValueError("objectives: [score, cost] needs optimizer tpe or random; evolve maximises the score")
+        from agentsearch.optimizers._factory import optimizer_entry, optimizer_names
+
+        if self.optimizer not in optimizer_names("prompt"):
+            raise ValueError(f"optimizer: {self.optimizer!r} is no prompt/module-level optimizer; use one of "
+                             f"{', '.join(optimizer_names('prompt'))}")
+        if "cost" in self.objectives and not optimizer_entry(self.optimizer).cost_aware:
+            cost_aware = [name for name in optimizer_names("prompt") if optimizer_entry(name).cost_aware]
+            raise ValueError(f"objectives: [score, cost] needs optimizer {' or '.join(cost_aware)}; "
+                             f"{self.optimizer} maximises the score")
         return self
 
 

@@ -1,54 +1,18 @@
-"""Optimizers: propose candidates, learn from scores (ask/tell)."""
+"""Optimizers: propose candidates, learn from scores (ask/tell), built by name (``_factory``)."""
 
 from __future__ import annotations
 
-from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal, RunView
-from agentsearch.optimizers._demo_sets import make_demo_sets
-from agentsearch.optimizers._evolve import EvolveOptimizer, Failure, ScoredCandidate
-from agentsearch.optimizers._factory import make_optimizer, optimizer_names, register
-from agentsearch.optimizers._meta_agent import (
-    ArchiveEntry,
-    DesignTask,
-    MetaAgentOptimizer,
-    parse_design,
-    seed_designs,
-)
-from agentsearch.optimizers._optuna import (
-    OptunaOptimizer,
-    make_pruner,
-    make_sampler,
-    optuna_storage,
-    prompt_trials,
-)
-from agentsearch.optimizers._proposer import (
-    build_space,
-    propose_instructions,
-    summarize_data,
-)
+from agentsearch._lazy import lazy_attributes
 
-__all__ = [
-    "ArchiveEntry",
-    "BaseOptimizer",
-    "DesignTask",
-    "EvolveOptimizer",
-    "Failure",
-    "MetaAgentOptimizer",
-    "OptunaOptimizer",
-    "Outcome",
-    "Proposal",
-    "RunView",
-    "ScoredCandidate",
-    "build_space",
-    "make_demo_sets",
-    "make_optimizer",
-    "make_pruner",
-    "make_sampler",
-    "optimizer_names",
-    "optuna_storage",
-    "parse_design",
-    "prompt_trials",
-    "propose_instructions",
-    "register",
-    "seed_designs",
-    "summarize_data",
-]
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, {
+    "agentsearch.optimizers._base": ("BaseOptimizer", "Outcome", "Proposal", "RunView"),
+    "agentsearch.optimizers._demo_sets": ("make_demo_sets",),
+    "agentsearch.optimizers._evolve": ("EvolveOptimizer", "Failure", "ScoredCandidate"),
+    "agentsearch.optimizers._factory": ("OptimizerEntry", "make_optimizer", "optimizer_entry", "optimizer_names",
+                                        "register"),
+    "agentsearch.optimizers._meta_agent": ("ArchiveEntry", "DesignTask", "MetaAgentOptimizer", "parse_design",
+                                           "seed_designs"),
+    "agentsearch.optimizers._optuna": ("OptunaOptimizer", "make_pruner", "make_sampler", "optuna_storage",
+                                       "prompt_trials"),
+    "agentsearch.optimizers._proposer": ("build_space", "propose_instructions", "summarize_data"),
+})

@@ -9,35 +9,54 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dspy
+if TYPE_CHECKING:
+    from agentsearch.optimizers._base import BaseOptimizer, RunView
 
-from agentsearch.optimizers._base import BaseOptimizer, RunView
-
-Builder = Callable[[RunView], BaseOptimizer]
-_BUILDERS: dict[str, Builder] = {}
+Builder = Callable[["RunView"], "BaseOptimizer"]
 
 
-def register(*names: str) -> Callable[[Builder], Builder]:
+@dataclass(frozen=True)
+class OptimizerEntry:
+    name: str
+    build: Builder
+    levels: tuple[str, ...]
+    """The levels whose candidates it proposes: ``prompt``/``module`` (``search.optimizer``) or ``agent``
+    (``search.agent.optimizer``)."""
+    cost_aware: bool = False
+    """It can search ``objectives: [score, cost]``."""
+    proposed_instructions: bool = True
+    """The space it searches needs instructions proposed up front (evolve writes its own from failures)."""
+
+
+_ENTRIES: dict[str, OptimizerEntry] = {}
+
+
+def register(name: str, *, levels: tuple[str, ...], cost_aware: bool = False,
+             proposed_instructions: bool = True) -> Callable[[Builder], Builder]:
     def add(builder: Builder) -> Builder:
-        for name in names:
-            if name in _BUILDERS:
-                raise ValueError(f"optimizer {name!r} is registered twice")
-            _BUILDERS[name] = builder
+        if name in _ENTRIES:
+            raise ValueError(f"optimizer {name!r} is registered twice")
+        _ENTRIES[name] = OptimizerEntry(name, builder, levels, cost_aware, proposed_instructions)
         return builder
     return add
 
 
-def optimizer_names() -> tuple[str, ...]:
-    return tuple(_BUILDERS)
+def optimizer_names(level: str | None = None) -> tuple[str, ...]:
+    return tuple(name for name, entry in _ENTRIES.items() if level is None or level in entry.levels)
+
+
+def optimizer_entry(name: str) -> OptimizerEntry:
+    try:
+        return _ENTRIES[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(optimizer_names())}") from None
 
 
 def make_optimizer(name: str, view: RunView) -> BaseOptimizer:
-    try:
-        builder = _BUILDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(sorted(_BUILDERS))}") from None
-    optimizer = builder(view)
+    optimizer = optimizer_entry(name).build(view)
     optimizer.name = name
     return optimizer
 
@@ -50,11 +69,12 @@ def _optuna(name: str) -> Builder:
     return build
 
 
-register("tpe")(_optuna("tpe"))
-register("random")(_optuna("random"))
+SPACE_LEVELS = ("prompt", "module")
+register("tpe", levels=SPACE_LEVELS, cost_aware=True)(_optuna("tpe"))
+register("random", levels=SPACE_LEVELS, cost_aware=True)(_optuna("random"))
 
 
-@register("evolve")
+@register("evolve", levels=SPACE_LEVELS, proposed_instructions=False)
 def _evolve(view: RunView) -> BaseOptimizer:
     from agentsearch.optimizers._evolve import EvolveOptimizer, Failure, ScoredCandidate
     from agentsearch.search_space import parse_spec
@@ -88,8 +108,10 @@ def _evolve(view: RunView) -> BaseOptimizer:
     )
 
 
-@register("meta_agent")
+@register("meta_agent", levels=("agent",))
 def _meta_agent(view: RunView) -> BaseOptimizer:
+    import dspy
+
     from agentsearch.optimizers._demo_sets import make_demo_sets
     from agentsearch.optimizers._meta_agent import (
         ArchiveEntry,

@@ -67,6 +67,8 @@ def level_of(spec: AnySpec) -> Level:
 class Loop:
     def __init__(self, ctx: RunContext, scoring: Scoring, view: StoreView) -> None:
         self.ctx, self.scoring, self.view = ctx, scoring, view
+        self.exhausted: set[Stage] = set()
+        """Stages whose optimizer kept repeating known candidates: no more asks this worker."""
 
     def outcome(self, candidate_id: int, evaluation: EvaluationRecord | None, *, duplicate: bool = False) -> Outcome:
         if evaluation is None or not evaluation.status.finished:
@@ -89,7 +91,8 @@ class Loop:
                 view.add(candidate)
             else:
                 run = storage.get_run(ctx.run.id)
-                if (run is None or run.counted_candidates >= stage.limit) and not optimizer.owes_proposal:
+                done = run is None or run.counted_candidates >= stage.limit or stage in self.exhausted
+                if done and not optimizer.owes_proposal:
                     return True
                 proposal = optimizer.ask()
                 twin = view.known(proposal.spec.hash)
@@ -98,6 +101,7 @@ class Loop:
                     duplicates += 1
                     if duplicates >= MAX_DUPLICATE_STREAK:
                         ctx.end_note = stage.exhausted.format(count=duplicates)
+                        self.exhausted.add(stage)  # asked no more; what is pending is still finished
                         return True
                     continue
                 duplicates = 0

@@ -11,7 +11,7 @@ import random
 from typing import Any
 
 from agentsearch.exceptions import AgentSearchError
-from agentsearch.optimizers import build_space, propose_instructions
+from agentsearch.optimizers import build_space, optimizer_entry, propose_instructions
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring
 from agentsearch.run._view import wait_for
@@ -138,8 +138,9 @@ def _build_space(ctx: RunContext, scoring: Scoring, seed: CandidateRecord,
                 if result.error is None and result.score >= 1.0 and result.prediction and result.example_id in inputs
             }
     instructions: list[str] = []
-    # evolve writes its own instructions, from failures, so it needs no proposals up front
-    if search.num_instructions > 1 and "prompt" in search.space_levels and search.optimizer != "evolve":
+    # an optimizer that writes its own instructions (evolve, from failures) needs no proposals up front
+    if (search.num_instructions > 1 and "prompt" in search.space_levels
+            and optimizer_entry(search.optimizer).proposed_instructions):
         ctx.callback.on_phase(f"proposing {search.num_instructions - 1} instructions")
         instructions, usage = propose_instructions(
             ctx.proposer(), seed_spec(task), train, count=search.num_instructions - 1, rng=rng
