@@ -15,6 +15,7 @@ prompt level, then module-level *lifts* of the best prompts are enqueued (see
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -59,9 +60,27 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
-    sqlite = url.startswith("sqlite")
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if sqlite else {"pool_size": 1, "max_overflow": 2}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    from sqlalchemy.pool import NullPool
+
+    from agentsearch.store._rdb.storage import CONNECT_PATIENCE_S
+
+    if url.startswith("sqlite"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    # A study is read and written a few times per candidate: a connection per use, none held between,
+    # leaves a PostgreSQL server's connection slots to the workers' own stores.
+    deadline = time.monotonic() + CONNECT_PATIENCE_S
+    while True:
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
+            break
+        except Exception as exc:  # noqa: BLE001 - Optuna wraps the driver's error in its own
+            if "too many clients" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    from agentsearch.store._rdb.storage import patient_connections
+
+    patient_connections(storage.engine)
+    return storage
 
 
 class OptunaOptimizer(BaseOptimizer):

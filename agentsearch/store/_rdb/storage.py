@@ -130,6 +130,30 @@ def _enable_sqlite_wal(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+CONNECT_PATIENCE_S = 120.0
+"""How long a worker waits for a PostgreSQL server that refuses connections for being full."""
+
+
+def patient_connections(engine: Engine) -> None:
+    """Connect again, with backoff, while the server says it has too many clients: many workers
+    starting at once briefly want more connections than a server allows, and each wants few."""
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + CONNECT_PATIENCE_S
+        delay = 0.05
+        while True:
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                if "too many clients" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
 class RDBStorage(BaseStorage):
     """Opens (and on first use creates) the schema; an older schema asks for ``agentsearch db upgrade``."""
 
@@ -137,9 +161,10 @@ class RDBStorage(BaseStorage):
         self.url = url
         try:
             # A worker uses one connection at a time, and its heartbeat another now and then: a small pool
-            # lets a PostgreSQL server's connection limit serve many workers (about two each).
-            pool = {} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 4}
+            # lets a PostgreSQL server's connection limit serve many workers (one or two each).
+            pool = {} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 2}
             self.engine = create_engine(url, pool_pre_ping=True, **pool)
+            patient_connections(self.engine)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(f"cannot open storage {self.display_url!r}: {redact_secrets(str(exc))}") from None
         if self.engine.dialect.name == "sqlite":
