@@ -2,7 +2,8 @@
 
     python bench/throughput.py [--examples 500] [--latency 0.1] [--concurrency 1 4 16 64] [--repeats 3]
                                [--store-candidates 10000] [--store-results 100] [--postgres URL]
-                               [--only concurrency repetition store] [--save]
+                               [--workers 1 2 4 8] [--worker-concurrency 4] [--candidates-per-worker 8]
+                               [--only concurrency repetition store workers] [--save]
 
 - concurrency: one fixed candidate scored by agentsearch (evaluator + store, as a run does) on
   ``--examples`` examples, and by ``dspy.Evaluate`` with the same ``num_threads`` on the same
@@ -13,6 +14,10 @@
   candidates then resumed; LM calls as the server counted them (not as agentsearch reports them).
 - store: recording ``--store-candidates`` candidates x ``--store-results`` example results through
   the storage API, on SQLite and on PostgreSQL, then ``agentsearch candidates RUN --top 10``.
+- workers: 1, 2, 4, 8 worker processes (``--workers``) sharing one run on PostgreSQL, each at
+  ``--worker-concurrency``, ``--candidates-per-worker`` candidates each, against the server at
+  ``--latency``: examples/s while the run scores (first to last stored result), against the ideal
+  ``workers x concurrency / latency``, and the wall time of the whole run (process start included).
 
 DSPy's cache is off for the concurrency part (every call must reach the server); the repetition
 runs each get a fresh cache directory, so a call saved there was saved by the store.
@@ -294,6 +299,60 @@ def store(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return report
 
 
+# workers -----------------------------------------------------------------------------------------
+def _scored(url: str, run_name: str) -> tuple[int, float]:
+    """Results stored by the run and the seconds from its first to its last."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        count, first, last = connection.execute(text(
+            "SELECT count(*), min(r.created_at), max(r.created_at) FROM example_results r "
+            "JOIN evaluations e ON e.id = r.evaluation_id JOIN candidates c ON c.id = e.candidate_id "
+            "JOIN runs ON runs.id = c.run_id WHERE runs.name = :name"), {"name": run_name}).one()
+    engine.dispose()
+    return int(count), (last - first).total_seconds()
+
+
+def workers(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    from agentsearch.testing import running_server
+
+    postgres = args.postgres or os.environ.get("AGENTSEARCH_TEST_POSTGRES_URL")
+    if not postgres:
+        raise SystemExit("the workers part needs PostgreSQL: give --postgres URL or set AGENTSEARCH_TEST_POSTGRES_URL")
+    rows = []
+    with running_server(args.latency, ANSWERS) as server:
+        for count in args.workers:
+            url, drop = _fresh_postgres(postgres)
+            try:
+                task = _write_task(work / f"workers-{count}", server.base_url, train=40, dev=40, test=20,
+                                   levels=["prompt", "module"], optimizer="random", pruner="none",
+                                   max_candidates=args.candidates_per_worker * count, num_instructions=3,
+                                   max_demos=4, num_demo_sets=3, bootstrap_examples=8, formats=["chat", "json"],
+                                   modules={"kinds": ["predict", "chain_of_thought"], "topologies": ["single"]})
+                env = {**os.environ, "DSPY_CACHEDIR": str(work / f"cache-workers-{count}")}
+                command = [sys.executable, "-m", "agentsearch", "optimize", str(task), "--run", "bench",
+                           "--storage", url, "--concurrency", str(args.worker_concurrency), "--json"]
+                requests = server.stats().requests
+                started = time.perf_counter()
+                processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                              text=True) for _ in range(count)]
+                for process in processes:
+                    _finish(process)
+                wall_s = time.perf_counter() - started
+                scored, span_s = _scored(url, "bench")
+            finally:
+                drop()
+            ideal = count * args.worker_concurrency / args.latency
+            rows.append({"workers": count, "concurrency_each": args.worker_concurrency,
+                         "candidates": args.candidates_per_worker * count, "examples_scored": scored,
+                         "lm_calls": server.stats().requests - requests, "scoring_s": round(span_s, 1),
+                         "examples_per_s": round(scored / span_s, 1), "ideal_per_s": round(ideal, 1),
+                         "share_of_ideal": round(scored / span_s / ideal, 3), "wall_s": round(wall_s, 1)})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=500)
@@ -306,16 +365,20 @@ def main() -> None:
     parser.add_argument("--store-batch", type=int, nargs="+", default=[1, 100],
                         help="results per transaction (1: each as it finishes; 100: a whole evaluation)")
     parser.add_argument("--postgres", help="PostgreSQL URL (a fresh database is created beside it and dropped)")
-    parser.add_argument("--only", nargs="+", choices=["concurrency", "repetition", "store"])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--worker-concurrency", type=int, default=4)
+    parser.add_argument("--candidates-per-worker", type=int, default=8)
+    parser.add_argument("--only", nargs="+", choices=["concurrency", "repetition", "store", "workers"])
     parser.add_argument("--save", action="store_true", help="also write the JSON to bench/results/")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="agentsearch-throughput-"))
-    parts = args.only or ["concurrency", "repetition", "store"]
+    parts = args.only or ["concurrency", "repetition", "store", "workers"]
     settings = {k: v for k, v in vars(args).items() if k not in ("only", "save", "postgres")}
     report: dict[str, Any] = {"bench": "throughput", "settings": settings}
     for part in parts:
         started = time.perf_counter()
-        report[part] = {"concurrency": concurrency, "repetition": repetition, "store": store}[part](args, work)
+        report[part] = {"concurrency": concurrency, "repetition": repetition, "store": store,
+                        "workers": workers}[part](args, work)
         print(f"{part}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     emit(report, "throughput", save=args.save)
 
