@@ -74,7 +74,10 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
             storage = optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
             break
         except Exception as exc:  # noqa: BLE001 - Optuna wraps the driver's error in its own
-            if "too many clients" not in str(exc) or time.monotonic() > deadline:
+            # A full server, or another worker creating Optuna's tables in a new database this very
+            # moment (its table creation races): both pass.
+            transient = "too many clients" in str(exc) or "already exists" in str(exc)
+            if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
     from agentsearch.store._rdb.storage import patient_connections

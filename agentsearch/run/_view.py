@@ -26,7 +26,8 @@ from agentsearch.store import (
 
 REFRESH_S = 0.5
 """The view reads the store at most this often unless the loop says it changed something itself."""
-WAIT_POLL_S = 0.5
+WAIT_POLL_S = 0.2
+MAX_WAIT_POLL_S = 2.0
 
 
 class StoreView(RunView):
@@ -137,8 +138,10 @@ class StoreView(RunView):
 def wait_for(ctx: RunContext, condition: Callable[[], bool], what: str) -> None:
     """Poll until ``condition()`` holds; stop waiting when this worker is stopped or the run ends."""
     ctx.callback.on_phase(f"waiting for another worker: {what}")
+    delay = WAIT_POLL_S
     while not condition():
-        if ctx.cancelled.wait(WAIT_POLL_S):
+        delay = min(delay * 1.5, MAX_WAIT_POLL_S)  # many idle workers must not keep the store busy
+        if ctx.cancelled.wait(delay):
             raise AgentSearchError(f"stopped while waiting for {what}")
         run = ctx.storage.get_run(ctx.run.id)
         if run is None or run.status not in (RunStatus.RUNNING,):
