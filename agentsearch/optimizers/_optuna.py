@@ -76,7 +76,9 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
         except Exception as exc:  # noqa: BLE001 - Optuna wraps the driver's error in its own
             # A full server, or another worker creating Optuna's tables in a new database this very
             # moment (its table creation races): both pass.
-            transient = "too many clients" in str(exc) or "already exists" in str(exc)
+            # (Optuna's insert of its version row racing another's fails as StorageInternalError)
+            transient = ("too many clients" in str(exc) or "already exists" in str(exc)
+                         or isinstance(exc, optuna.exceptions.StorageInternalError))
             if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)

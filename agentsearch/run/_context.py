@@ -1,6 +1,6 @@
 """What one worker of a run holds while it works: the task, the store, its identity, the LM, the budget, the data.
 
-Built once per worker by ``run._optimize``; every part of the run (evaluation, the view optimizers
+Built once per worker by ``run._lifecycle``; every part of the run (evaluation, the view optimizers
 read, the loop, the result) takes what it needs from here rather than from each other.
 """
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentsearch._report import cost_per_example
+from agentsearch.exceptions import BudgetRefusal
 from agentsearch.optimizers import BaseOptimizer, Outcome, Proposal
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring, proposal_of
@@ -94,7 +95,11 @@ class Loop:
                 done = run is None or run.counted_candidates >= stage.limit or stage in self.exhausted
                 if done and not optimizer.owes_proposal:
                     return True
-                proposal = optimizer.ask()
+                try:
+                    proposal = optimizer.ask()
+                except BudgetRefusal:  # the proposer's call found the budget spent: a stop, not a failure
+                    ctx.stop_reason = ctx.budget.exhausted() or "budget used up"
+                    return False
                 twin = view.known(proposal.spec.hash)
                 if twin is not None:
                     optimizer.tell(proposal, self.outcome(twin.id, view.dev_evaluation(twin.id), duplicate=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from agentsearch.exceptions import AgentSearchError
+from agentsearch.exceptions import AgentSearchError, BudgetRefusal
 from agentsearch.optimizers import build_space, optimizer_entry, propose_instructions
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring
@@ -142,9 +142,15 @@ def _build_space(ctx: RunContext, scoring: Scoring, seed: CandidateRecord,
     if (search.num_instructions > 1 and "prompt" in search.space_levels
             and optimizer_entry(search.optimizer).proposed_instructions):
         ctx.callback.on_phase(f"proposing {search.num_instructions - 1} instructions")
-        instructions, usage = propose_instructions(
-            ctx.proposer(), seed_spec(task), train, count=search.num_instructions - 1, rng=rng
-        )
+        try:
+            instructions, usage = propose_instructions(
+                ctx.proposer(), seed_spec(task), train, count=search.num_instructions - 1, rng=rng
+            )
+        except BudgetRefusal as refusal:  # the budget is spent: the run stops, resumable with more
+            if refusal.usage is not None:
+                ctx.charge(refusal.usage)
+            ctx.stop_reason = ctx.budget.exhausted() or "budget used up"
+            return None
         ctx.charge(usage)
     return build_space(
         seed_spec(task), train=train, bootstrapped=bootstrapped, instructions=instructions,
