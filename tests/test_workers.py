@@ -150,7 +150,7 @@ def test_a_worker_killed_mid_candidate_leaves_only_its_unscored_examples(task_di
 
 def test_thirty_two_workers_started_at_once_all_finish(task_dir, postgres_url, env):
     with running_server(0.01, ANSWERS) as live:
-        path = task_file(task_dir, live.base_url, **{"search.max_candidates": 40, "search.levels": ["prompt"],
+        path = task_file(task_dir, live.base_url, **{"search.max_candidates": 20, "search.levels": ["prompt"],
                                                      "search.num_instructions": 1})
         workers = [start(env, "optimize", str(path), "--run", RUN, "--storage", postgres_url, "--json")
                    for _ in range(32)]
@@ -159,7 +159,7 @@ def test_thirty_two_workers_started_at_once_all_finish(task_dir, postgres_url, e
         assert code == 0 and "lock" not in err.lower(), err[-3000:]
     store = get_storage(postgres_url)
     run = store.get_run(RUN)
-    assert run.status == "finished" and len(store.list_candidates(run.id)) == 40
+    assert run.status == "finished" and len(store.list_candidates(run.id)) == 20  # the space holds 26
     assert duplicated_results(postgres_url) == []
 
 
