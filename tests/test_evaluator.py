@@ -173,3 +173,31 @@ def test_evaluate_never_returns_an_outage_or_a_metric_error_as_a_score(fake_lm):
 
     with pytest.raises(MetricError, match="metric broken raised on example 'dev:0': ValueError: metric bug"):
         Evaluator(broken).evaluate(_program(), _examples(("pure joy", "positive")))
+
+
+def _gated_program(reserve) -> SpecProgram:
+    from agentsearch.lm import CallGate
+
+    spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", demo_ids=("d1", "d2"),
+                                                   format="completion"),))
+    gate = CallGate(reserve, lambda count: None, block=1, limit=2)
+    return SpecProgram(spec, DEMOS, build_lm(LMConfig(model="fake/keyword", num_retries=0), gate=gate))
+
+
+def test_a_call_the_budget_refuses_leaves_its_example_unscored(fake_lm):
+    granted = iter([1])  # one call, then the store grants nothing
+    outcomes = _outcomes(Evaluator(BUILTIN_METRICS["exact_match"]), _gated_program(lambda n: next(granted, 0)),
+                         _examples(("pure joy", "positive"), ("a mess", "negative")))
+    assert [o.scored for o in outcomes] == [True, False]
+    assert outcomes[1].failure.kind.value == "budget used up" and outcomes[1].usage.lm_calls == 0
+
+
+def test_a_store_failing_to_reserve_a_call_stops_the_evaluation_not_scores_it(fake_lm):
+    from agentsearch.exceptions import StorageError
+
+    def reserve(count: int) -> int:
+        raise StorageError("storage 'postgresql://…': connection refused")
+
+    with pytest.raises(StorageError):
+        _outcomes(Evaluator(BUILTIN_METRICS["exact_match"]), _gated_program(reserve),
+                  _examples(("pure joy", "positive")))

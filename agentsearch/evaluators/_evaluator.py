@@ -26,7 +26,7 @@ import dspy
 
 from agentsearch.data import LabelledExample
 from agentsearch.evaluators._isolation import IsolationUnavailableError
-from agentsearch.exceptions import LMUnavailableError, MetricError
+from agentsearch.exceptions import LMUnavailableError, MetricError, StorageError
 from agentsearch.lm import Usage, UsageMeter, redact_secrets
 from agentsearch.metrics import Metric
 
@@ -89,8 +89,10 @@ class Evaluator:
                 prediction = {key: _jsonable(value) for key, value in result.items()}
             except LMUnavailableError:
                 pass  # the meter has it: not a result
-            except IsolationUnavailableError:
-                raise  # no sandbox here: nothing LM-written can run, a machine's defect and no program's
+            except (IsolationUnavailableError, StorageError):
+                # no sandbox, or the store (where the LM-call budget is reserved) failing: a machine's
+                # defect and no program's, so never a score of 0
+                raise
             except Exception as exc:
                 error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
             if prediction is not None and not meter.unavailable:

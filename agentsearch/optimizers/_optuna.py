@@ -62,7 +62,11 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     from sqlalchemy.pool import NullPool
 
-    from agentsearch.store._rdb.storage import CONNECT_PATIENCE_S
+    from agentsearch.store._rdb.storage import (
+        CONNECT_PATIENCE_S,
+        patient_connections,
+        server_full,
+    )
 
     if url.startswith("sqlite"):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
@@ -74,16 +78,13 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
             storage = optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
             break
         except Exception as exc:  # noqa: BLE001 - Optuna wraps the driver's error in its own
-            # A full server, or another worker creating Optuna's tables in a new database this very
-            # moment (its table creation races): both pass.
-            # (Optuna's insert of its version row racing another's fails as StorageInternalError)
-            transient = ("too many clients" in str(exc) or "already exists" in str(exc)
-                         or isinstance(exc, optuna.exceptions.StorageInternalError))
-            if not transient or time.monotonic() > deadline:
+            # Besides a full server: workers opening a new database at once race to create Optuna's
+            # tables and its version row (an "already exists" error, or a StorageInternalError); the
+            # loser finds them made when it tries again.
+            racing = "already exists" in str(exc) or isinstance(exc, optuna.exceptions.StorageInternalError)
+            if not (server_full(exc) or racing) or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    from agentsearch.store._rdb.storage import patient_connections
-
     patient_connections(storage.engine)
     return storage
 

@@ -42,7 +42,6 @@ class RunModel(Base):
     unscored_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     owner: Mapped[str | None] = mapped_column(String(255))
-    next_number: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     counted_candidates: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reserved_lm_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     workers_joined: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -134,6 +134,11 @@ CONNECT_PATIENCE_S = 120.0
 """How long a worker waits for a PostgreSQL server that refuses connections for being full."""
 
 
+def server_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a connection because every slot is taken (it will pass)."""
+    return "too many clients" in str(exc)
+
+
 def patient_connections(engine: Engine) -> None:
     """Connect again, with backoff, while the server says it has too many clients: many workers
     starting at once briefly want more connections than a server allows, and each wants few."""
@@ -148,7 +153,7 @@ def patient_connections(engine: Engine) -> None:
             try:
                 return dialect.loaded_dbapi.connect(*cargs, **cparams)
             except dialect.loaded_dbapi.OperationalError as exc:
-                if "too many clients" not in str(exc) or time.monotonic() + delay > deadline:
+                if not server_full(exc) or time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -268,7 +273,7 @@ class RDBStorage(BaseStorage):
                 row = RunModel(name=candidate, task_name=task_name, status=RunStatus.RUNNING.value, task=task,
                                space=None, proposer_lm_calls=0, proposer_tokens=0, proposer_cost_usd=0.0,
                                unscored_lm_calls=0, unscored_tokens=0, heartbeat_at=utcnow(), owner=current_owner(),
-                               next_number=0, counted_candidates=0, reserved_lm_calls=0, workers_joined=0)
+                               counted_candidates=0, reserved_lm_calls=0, workers_joined=0)
                 try:
                     with session.begin_nested():  # a savepoint: PostgreSQL's transaction survives the conflict
                         session.add(row)
@@ -327,7 +332,7 @@ class RDBStorage(BaseStorage):
     def _lock_run(session: Session, run_id: int) -> RunModel:
         """The run's row, locked for this transaction: a write first (SQLite takes its write lock,
         PostgreSQL the row's), then the read, so no other writer slips in between."""
-        session.execute(update(RunModel).where(RunModel.id == run_id).values(next_number=RunModel.next_number))
+        session.execute(update(RunModel).where(RunModel.id == run_id).values(workers_joined=RunModel.workers_joined))
         row = session.get(RunModel, run_id, populate_existing=True)
         if row is None:
             raise StorageError(f"run {run_id} does not exist")
@@ -511,10 +516,12 @@ class RDBStorage(BaseStorage):
             run = self._lock_run(session, run_id)
             if counted and limit is not None and run.counted_candidates >= limit:
                 return None
-            row = CandidateModel(run_id=run_id, number=run.next_number, spec=spec, spec_hash=spec_hash,
+            # the run's row is locked: no other writer can take the same number between this read and the insert
+            number = session.scalar(select(func.coalesce(func.max(CandidateModel.number) + 1, 0))
+                                    .where(CandidateModel.run_id == run_id))
+            row = CandidateModel(run_id=run_id, number=number, spec=spec, spec_hash=spec_hash,
                                  level=Level(level).value, optimizer=optimizer, parents=list(parents),
                                  trial_number=trial_number, status=CandidateStatus.PENDING.value)
-            run.next_number += 1
             run.counted_candidates += int(counted)
             session.add(row)
             session.flush()
@@ -531,7 +538,6 @@ class RDBStorage(BaseStorage):
                 row = CandidateModel(run_id=run_id, number=0, spec=spec, spec_hash=spec_hash,
                                      level=Level.PROMPT.value, optimizer="seed", parents=[], trial_number=None,
                                      status=CandidateStatus.PENDING.value)
-                run.next_number = max(run.next_number, 1)
                 run.counted_candidates += 1
                 session.add(row)
                 session.flush()

@@ -1,7 +1,5 @@
 """Many workers on one run: counters the store increments atomically, and leases.
 
-- ``runs.next_number``: the next candidate number (numbers were MAX+1 under a process-local lock,
-  which two processes race on).
 - ``runs.counted_candidates``: candidates counted against ``search.max_candidates``, so a quota is
   checked and taken in one step however many workers create candidates at once.
 - ``runs.reserved_lm_calls``: the LM calls workers reserved from ``budget.max_lm_calls`` before
@@ -26,12 +24,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("next_number", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("counted_candidates", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("reserved_lm_calls", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("workers_joined", sa.Integer, nullable=False, server_default="0"))
-    op.execute("UPDATE runs SET next_number = (SELECT COALESCE(MAX(c.number) + 1, 0) FROM candidates c "
-               "WHERE c.run_id = runs.id)")
     op.execute("UPDATE runs SET counted_candidates = (SELECT COUNT(*) FROM candidates c "
                "WHERE c.run_id = runs.id AND c.optimizer != 'repair')")
     op.create_table(
@@ -49,4 +44,3 @@ def downgrade() -> None:
         batch.drop_column("workers_joined")
         batch.drop_column("reserved_lm_calls")
         batch.drop_column("counted_candidates")
-        batch.drop_column("next_number")
