@@ -129,14 +129,13 @@ def worker(
     Workers share the run's candidates (each claimed by one worker at a time), its budget and its
     quota; run as many as the LM's rate limits allow, on as many machines, against one PostgreSQL."""
     from agentsearch.run import work
-    from agentsearch.store import get_storage
 
     url = resolve_storage_url(storage)
     stored = _open_existing(url)
     record = _run_or_fail(stored, run)
     max_candidates = int(record.task.get("search", {}).get("max_candidates") or 0)
     again = f"`agentsearch worker {run}" + (f" --storage {mask_url(url)}`" if url != DEFAULT_STORAGE else "`")
-    _drive(lambda progress: work(run, storage=get_storage(url), concurrency=concurrency, callback=progress),
+    _drive(lambda progress: work(run, storage=stored, concurrency=concurrency, callback=progress),
            max_candidates, url=url, again=again, as_json=as_json, out_file=None)
 
 

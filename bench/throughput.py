@@ -330,9 +330,10 @@ def workers(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                                    max_candidates=args.candidates_per_worker * count, num_instructions=3,
                                    max_demos=4, num_demo_sets=3, bootstrap_examples=8, formats=["chat", "json"],
                                    modules={"kinds": ["predict", "chain_of_thought"], "topologies": ["single"]})
-                env = {**os.environ, "DSPY_CACHEDIR": str(work / f"cache-workers-{count}")}
+                # the URL (and any password in it) through the environment: a command line is readable by anyone
+                env = {**os.environ, "DSPY_CACHEDIR": str(work / f"cache-workers-{count}"), "AGENTSEARCH_STORAGE": url}
                 command = [sys.executable, "-m", "agentsearch", "optimize", str(task), "--run", "bench",
-                           "--storage", url, "--concurrency", str(args.worker_concurrency), "--json"]
+                           "--concurrency", str(args.worker_concurrency), "--json"]
                 requests = server.stats().requests
                 started = time.perf_counter()
                 processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

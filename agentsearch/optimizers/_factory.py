@@ -1,8 +1,8 @@
 """Optimizers by name: the one place a name in a task file becomes an optimizer.
 
 Each entry builds its optimizer from the run's read-only view (``RunView``); the run loop knows
-nothing of any optimizer's construction. Adding an optimizer is its module, one ``@register``
-entry here (or in the module itself) and its test.
+nothing of any optimizer's construction. Adding an optimizer is its module, one ``register``
+entry here and its test; the task file accepts every name registered for its levels.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from agentsearch.store._base import Level
 
 if TYPE_CHECKING:
     from agentsearch.optimizers._base import BaseOptimizer, RunView
@@ -23,8 +25,8 @@ class OptimizerEntry:
     name: str
     build: Builder
     levels: tuple[str, ...]
-    """The levels whose candidates it proposes: ``prompt``/``module`` (``search.optimizer``) or ``agent``
-    (``search.agent.optimizer``)."""
+    """The levels whose candidates it proposes: prompt and module (``search.optimizer``), or agent (the
+    agent stage's)."""
     cost_aware: bool = False
     """It can search ``objectives: [score, cost]``."""
     proposed_instructions: bool = True
@@ -69,7 +71,7 @@ def _optuna(name: str) -> Builder:
     return build
 
 
-SPACE_LEVELS = ("prompt", "module")
+SPACE_LEVELS = (Level.PROMPT, Level.MODULE)
 register("tpe", levels=SPACE_LEVELS, cost_aware=True)(_optuna("tpe"))
 register("random", levels=SPACE_LEVELS, cost_aware=True)(_optuna("random"))
 
@@ -83,7 +85,7 @@ def _evolve(view: RunView) -> BaseOptimizer:
 
     def population() -> list[ScoredCandidate]:
         scored = []
-        for candidate in view.candidates(levels=("prompt", "module")):
+        for candidate in view.candidates(levels=SPACE_LEVELS):
             scores = view.dev_scores(candidate.id)
             if scores is not None:
                 spec = parse_spec(candidate.spec)
@@ -108,7 +110,7 @@ def _evolve(view: RunView) -> BaseOptimizer:
     )
 
 
-@register("meta_agent", levels=("agent",))
+@register("meta_agent", levels=(Level.AGENT,))
 def _meta_agent(view: RunView) -> BaseOptimizer:
     import dspy
 
@@ -142,7 +144,7 @@ def _meta_agent(view: RunView) -> BaseOptimizer:
 
     def archive() -> list[ArchiveEntry]:
         entries = []
-        for candidate in view.candidates(levels=("agent",)):
+        for candidate in view.candidates(levels=(Level.AGENT,)):
             score = view.dev_score(candidate.id)
             if score is None:
                 continue
@@ -154,7 +156,7 @@ def _meta_agent(view: RunView) -> BaseOptimizer:
 
     return MetaAgentOptimizer(
         task=design_task, proposer=view.proposer(), archive=archive,
-        known=lambda: {c.spec_hash for c in view.candidates(levels=("agent",))},
+        known=lambda: {c.spec_hash for c in view.candidates(levels=(Level.AGENT,))},
         spend=view.charge, seed_candidate_id=view.seed_candidate_id, show_code=settings.show_code,
         repairs=settings.repairs,
     )

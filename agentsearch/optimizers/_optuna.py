@@ -27,12 +27,12 @@ from optuna.trial import TrialState
 from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal, RunView
 from agentsearch.search_space import (
     PROMPT_LEVEL,
+    CandidateSpec,
     SearchSpace,
     module_lifts,
-    node_signature,
+    parse_spec,
     seed_trial,
 )
-from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The pruner and multivariate TPE are marked experimental; that is Optuna's note to itself, not the user's.
@@ -140,7 +140,8 @@ class OptunaOptimizer(BaseOptimizer):
         self.study.set_user_attr(LIFTED, True)
 
     def ask(self) -> Proposal:
-        count = len(self.study.trials)
+        # a count, not every trial with its params read back (Optuna's ``study.trials``), on each ask
+        count = self.study._storage.get_n_trials(self.study._study_id)
         sampler = self.sampler_for(count)
         lifted = bool(self.study.user_attrs.get(LIFTED))
         if self.prompt_trials and not lifted:
@@ -227,13 +228,12 @@ class OptunaOptimizer(BaseOptimizer):
 
         optimizer = cls(space, study=study, name=name, seed_candidate_id=view.seed_candidate_id,
                         sampler_for=sampler_for, prompt_trials=prompt_trials(task, space), candidate_of=candidate_of)
-        seed = CandidateSpec(predictors=(PredictorSpec(
-            name="answer", signature=node_signature(task.program.signature, "answer"),
-            instructions=task.program.instructions, format="chat"),))
-        known = seed_trial(space, seed)
+        seed = next(c for c in view.candidates() if c.id == view.seed_candidate_id)
+        spec = parse_spec(seed.spec)
+        known = seed_trial(space, spec) if isinstance(spec, CandidateSpec) else None
         scores = view.dev_scores(view.seed_candidate_id)
         score = view.dev_score(view.seed_candidate_id)
-        if known is not None and scores is not None and score is not None and not study.trials:
+        if known is not None and scores is not None and score is not None and not study.get_trials(deepcopy=False):
             if view.once("optuna:seed-trial"):
                 cost = _cost(view, view.seed_candidate_id, cost_measure(task.lm.model))
                 params, distributions = known

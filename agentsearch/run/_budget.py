@@ -2,9 +2,9 @@
 
 LM calls are reserved from the run's counter in the store before they are made (``lm.CallGate``),
 so workers together never pass ``max_lm_calls`` by more than the calls already reserved. Dollars
-can only be counted once a call is priced: the run's total is read from the store (every worker's
-results), at most every ``REFRESH_S``, plus what this worker spent since. Wall time counts this
-worker only.
+can only be counted once a call is priced: with ``max_cost_usd`` the run's total is read from the
+store (every worker's results) at most every ``REFRESH_S``, plus what this worker spent since.
+Wall time counts this worker only.
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ class Budget:
             self._since.add(usage)
 
     def _usage(self) -> RunUsage:
+        """The run's spend: the store's total as last read plus this worker's since. Only a dollar budget,
+        which other workers' results can use up, needs the store read again (a sum over every result)."""
         with self._lock:
-            if time.monotonic() - self._read_at >= REFRESH_S:
+            shared = self.config.max_cost_usd is not None
+            if shared and time.monotonic() - self._read_at >= REFRESH_S:
                 self._stored, self._read_at, self._since = self.storage.run_usage(self.run_id), time.monotonic(), Usage()
             stored, since = self._stored, self._since
         return RunUsage(lm_calls=stored.lm_calls + since.lm_calls, tokens=stored.tokens + since.tokens,

@@ -24,17 +24,10 @@ from agentsearch.store import BaseStorage, RunRecord, Split
 from agentsearch.store._base import LEASE_S
 from agentsearch.task import Task
 
-LEASE_ENV = "AGENTSEARCH_LEASE_S"
-"""Overrides LEASE_S: how long a dead worker on another machine keeps its candidate (tests shorten it)."""
-
 
 def worker_name() -> str:
     """``host:pid:tag``: unique per process and run (a pid may come back after a reboot; the tag does not)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def lease_seconds() -> float:
-    return float(os.environ.get(LEASE_ENV) or LEASE_S)
 
 
 @dataclass
@@ -53,7 +46,7 @@ class RunContext:
     end_note: str | None = None
     """Why the search ended before max_candidates without a budget (the space ran out)."""
     demos: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lease_s: float = field(default_factory=lease_seconds)
+    lease_s: float = LEASE_S
 
     def __post_init__(self) -> None:
         task = self.task

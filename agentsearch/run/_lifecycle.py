@@ -29,7 +29,7 @@ from agentsearch.run._evaluation import Scoring
 from agentsearch.run._loop import Loop, Stage, plan
 from agentsearch.run._result import OptimizeResult, finish, result
 from agentsearch.run._setup import search_space, seed_and_evaluate
-from agentsearch.run._view import MAX_WAIT_POLL_S, WAIT_POLL_S, StoreView
+from agentsearch.run._view import Backoff, StoreView
 from agentsearch.store import BaseStorage, RunRecord, RunStatus, Split, get_storage
 from agentsearch.store._base import CANDIDATE_LEASE, HEARTBEAT_S, resolve_storage_url
 from agentsearch.task import SPLITS, Task, as_task
@@ -169,7 +169,7 @@ def _leave(storage: BaseStorage, run_id: int, holder: str, status: RunStatus, re
 def _drain(ctx: RunContext, loop: Loop, stages: list[tuple[Stage, BaseOptimizer]]) -> bool:
     """Work every stage until nothing is left to claim and no other worker holds a candidate, whose
     score may yet change the best. False when a budget stopped the work."""
-    delay = WAIT_POLL_S
+    backoff = Backoff(ctx)
     while True:
         for stage, optimizer in stages:
             if not loop.run_stage(stage, optimizer):
@@ -179,8 +179,7 @@ def _drain(ctx: RunContext, loop: Loop, stages: list[tuple[Stage, BaseOptimizer]
         if not held:
             return True
         ctx.callback.on_phase(f"waiting for {len(set(held))} other workers' {len(held)} candidates")
-        delay = min(delay * 1.5, MAX_WAIT_POLL_S)
-        if ctx.cancelled.wait(delay):
+        if not backoff.pause():
             return True
 
 

@@ -126,8 +126,8 @@ class Loop:
         ctx, storage = self.ctx, self.ctx.storage
         if stage.smoke_test:
             error = self._smoke_test(candidate)
-            if ctx.budget.exhausted():
-                ctx.stop_reason = ctx.budget.exhausted()
+            ctx.stop_reason = ctx.budget.exhausted()
+            if ctx.stop_reason:
                 self._release(candidate)
                 return False
             if error is not None:

@@ -19,7 +19,7 @@ from agentsearch.exceptions import AgentSearchError
 from agentsearch.lm import redact_tree
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring
-from agentsearch.run._view import MAX_WAIT_POLL_S, WAIT_POLL_S
+from agentsearch.run._view import Backoff
 from agentsearch.search_space import Program, build_program, parse_spec, save_program
 from agentsearch.store import (
     CandidateRecord,
@@ -90,20 +90,20 @@ def finish(ctx: RunContext, scoring: Scoring, seed: CandidateRecord, status: Run
             _test(ctx, scoring, best)
             if seed.id != best.id:
                 _test(ctx, scoring, seed)
-            if ctx.budget.exhausted() and status == RunStatus.FINISHED:
-                status, reason = RunStatus.STOPPED, ctx.budget.exhausted() or reason
+            spent = ctx.budget.exhausted()
+            if spent and status == RunStatus.FINISHED:
+                status, reason = RunStatus.STOPPED, spent
             storage.set_run_status(run_id, status, reason)
             return
         ctx.callback.on_phase("waiting for another worker to evaluate the best program on test")
-        delay = WAIT_POLL_S
+        backoff = Backoff(ctx)
         while True:
             run = storage.get_run(run_id)
             if run is None or run.status != RunStatus.RUNNING:
                 return
             if storage.lease_holder(run_id, FINISH_LEASE) is None:
                 break
-            delay = min(delay * 1.5, MAX_WAIT_POLL_S)
-            if ctx.cancelled.wait(delay):
+            if not backoff.pause():
                 raise AgentSearchError("stopped while waiting for the test evaluation")
 
 

@@ -135,13 +135,25 @@ class StoreView(RunView):
         wait_for(self.ctx, condition, what)
 
 
+class Backoff:
+    """The pauses of a worker polling the store for another's work: growing from WAIT_POLL_S to
+    MAX_WAIT_POLL_S, so many idle workers do not keep the store busy."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx, self.delay = ctx, WAIT_POLL_S
+
+    def pause(self) -> bool:
+        """Wait the next pause; False when this worker is being stopped meanwhile."""
+        self.delay = min(self.delay * 1.5, MAX_WAIT_POLL_S)
+        return not self.ctx.cancelled.wait(self.delay)
+
+
 def wait_for(ctx: RunContext, condition: Callable[[], bool], what: str) -> None:
     """Poll until ``condition()`` holds; stop waiting when this worker is stopped or the run ends."""
     ctx.callback.on_phase(f"waiting for another worker: {what}")
-    delay = WAIT_POLL_S
+    backoff = Backoff(ctx)
     while not condition():
-        delay = min(delay * 1.5, MAX_WAIT_POLL_S)  # many idle workers must not keep the store busy
-        if ctx.cancelled.wait(delay):
+        if not backoff.pause():
             raise AgentSearchError(f"stopped while waiting for {what}")
         run = ctx.storage.get_run(ctx.run.id)
         if run is None or run.status not in (RunStatus.RUNNING,):

@@ -126,43 +126,44 @@ class SearchSpace:
 
     # define-by-run ------------------------------------------------------------------------------
     @staticmethod
-    def _choose(trial: Trial, name: str, choices: tuple[Any, ...]) -> Any:
+    def choose(trial: Trial, name: str, choices: tuple[Any, ...]) -> Any:
+        """The only choice, or the trial's pick (a choice of one is not asked: it would be a useless parameter)."""
         return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
 
     def _task_node(self, trial: Trial, name: str, role: str) -> PredictorSpec:
-        kind = self._choose(trial, f"{name}.module", self.kinds)
+        kind = self.choose(trial, f"{name}.module", self.kinds)
         options: dict[str, Any] = {"instructions": self.instructions[0]}
         if "prompt" in self.levels:
             options["instructions"] = self.instructions[
-                self._choose(trial, f"{name}.instruction", tuple(range(len(self.instructions))))
+                self.choose(trial, f"{name}.instruction", tuple(range(len(self.instructions))))
             ]
         if self._searches_demos(kind) and self.max_demos:
             count = trial.suggest_int(f"{name}.n_demos", 0, self.max_demos)
             if count:
-                demo_set = self._choose(trial, f"{name}.demo_set", tuple(range(len(self.demo_sets))))
+                demo_set = self.choose(trial, f"{name}.demo_set", tuple(range(len(self.demo_sets))))
                 options["demo_ids"] = self.demo_sets[demo_set][:count]
         options.update(node_kind(kind).suggest(self, trial, name))
         return PredictorSpec(
             name=name, signature=node_signature(self.signature, role), module=kind,
-            format=self._choose(trial, f"{name}.format", self.formats), **options,
+            format=self.choose(trial, f"{name}.format", self.formats), **options,
         )
 
     def _wiring_node(self, trial: Trial, role: str) -> PredictorSpec:
         return PredictorSpec(
             name=role, signature=node_signature(self.signature, role), instructions=ROLE_INSTRUCTIONS[role],
-            module=self._choose(trial, f"{role}.module", self.aux_kinds),
-            format=self._choose(trial, f"{role}.format", self.formats),
+            module=self.choose(trial, f"{role}.module", self.aux_kinds),
+            format=self.choose(trial, f"{role}.format", self.formats),
         )
 
     def suggest(self, trial: Trial) -> CandidateSpec:
-        topology = self._choose(trial, "topology", self.topologies)
+        topology = self.choose(trial, "topology", self.topologies)
         top = self.modules
         if topology == "pipeline":
             return CandidateSpec(topology=topology, predictors=(
                 self._wiring_node(trial, "analyze"), self._task_node(trial, "respond", "respond")))
         if topology == "ensemble":
             members = trial.suggest_int("ensemble.members", 2, top.max_members)
-            aggregator = self._choose(trial, "ensemble.aggregator", ("vote", "lm"))
+            aggregator = self.choose(trial, "ensemble.aggregator", ("vote", "lm"))
             nodes = [self._task_node(trial, f"member_{i}", "member") for i in range(1, members + 1)]
             if aggregator == "lm":
                 nodes.append(self._wiring_node(trial, "aggregate"))

@@ -29,7 +29,7 @@ class BestOfN(NodeKind):
 
     def suggest(self, space: Any, trial: Any, node: str) -> Params:
         samples = trial.suggest_int(f"{node}.samples", 2, space.modules.max_samples)
-        return {"samples": samples, "judge": space._choose(trial, f"{node}.judge", space.judges)}
+        return {"samples": samples, "judge": space.choose(trial, f"{node}.judge", space.judges)}
 
     def configurations(self, space: Any) -> int:
         return (space.modules.max_samples - 1) * len(space.judges)
