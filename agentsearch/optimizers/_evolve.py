@@ -41,9 +41,7 @@ from agentsearch.search_space import (
     SearchSpace,
 )
 from agentsearch.search_space.kinds import node_kind
-
-TASK_NODES = ("answer", "respond", "member_", "agent_")
-"""Name prefixes of the nodes that answer the task (their instructions are the task's, so they evolve)."""
+from agentsearch.search_space.topologies import topology
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,7 @@ class EvolveOptimizer(BaseOptimizer):
         return Proposal(self._mutate(parent, rng, rollout=number * 1_000 + self._repeats), (parent.candidate_id,))
 
     def _mutate(self, parent: ScoredCandidate, rng: random.Random, *, rollout: int) -> CandidateSpec:
-        nodes = [i for i, p in enumerate(parent.spec.predictors) if p.name.startswith(TASK_NODES)]
+        nodes = topology(parent.spec.topology).task_nodes(parent.spec)
         index = rng.choice(nodes)
         node = parent.spec.predictors[index]
         other_formats = [f for f in self.space.formats if f != node.format]

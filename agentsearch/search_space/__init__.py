@@ -11,7 +11,8 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
     "agentsearch.search_space._program": ("Program", "SpecProgram", "build_program", "load_program", "node_signature",
                                           "save_program"),
     "agentsearch.search_space._space": ("ModuleSpaceConfig", "SearchSpace", "seed_trial"),
-    "agentsearch.search_space._spec": ("TOPOLOGIES", "AnySpec", "CandidateSpec", "DesignSpec", "PredictorSpec",
+    "agentsearch.search_space._spec": ("AnySpec", "CandidateSpec", "DesignSpec", "PredictorSpec",
                                        "parse_spec"),
     "agentsearch.search_space.kinds": ("NodeKind", "kind_names", "node_kind"),
+    "agentsearch.search_space.topologies": ("Role", "Topology", "topology", "topology_names"),
 })

@@ -19,14 +19,11 @@ from typing import Any
 from agentsearch.search_space._space import SearchSpace
 from agentsearch.search_space._spec import CandidateSpec
 from agentsearch.search_space.kinds import NodeKind, kind_names, node_kind
-
-Params = dict[str, Any]
+from agentsearch.search_space.topologies import topology, topology_names
+from agentsearch.search_space.topologies._base import Params, node_params
 
 PROMPT_LEVEL: Params = {"topology": "single", "answer.module": "predict"}
 """The module choices that make a trial a prompt-level one: a single Predict node."""
-
-NODE_OPTIONS = ("instruction", "n_demos", "demo_set", "format")
-"""The prompt-level choices of a task node, copied from a prompt-level trial onto lifted nodes."""
 
 
 def stages_prompt_first(space: SearchSpace) -> bool:
@@ -64,21 +61,6 @@ def suggest_fixed(space: SearchSpace, params: Params) -> tuple[CandidateSpec, Pa
         return None
 
 
-def _node(prompt: Params, name: str, module: str, **extra: Any) -> Params:
-    """A task node called ``name`` with the prompt choices of the trial ``prompt`` (whose node is ``answer``)."""
-    copied = {f"{name}.{option}": prompt[f"answer.{option}"] for option in NODE_OPTIONS if f"answer.{option}" in prompt}
-    return {f"{name}.module": module, **copied, **{f"{name}.{key}": value for key, value in extra.items()}}
-
-
-def _nodes(prompts: Sequence[Params], prefix: str) -> Params:
-    return {key: value for i, prompt in enumerate(prompts, 1) for key, value in _node(prompt, f"{prefix}_{i}", "predict").items()}
-
-
-def _wiring(role: str, prompt: Params) -> Params:
-    """A wiring node in the best prompt's format: a weak LM may answer in that format only."""
-    return {f"{role}.module": "predict", f"{role}.format": prompt.get("answer.format", "chat")}
-
-
 @dataclass(frozen=True)
 class Lift:
     params: Params
@@ -90,21 +72,16 @@ class Lift:
 def _lift_rules(space: SearchSpace) -> list[tuple[str, int, Callable[[Sequence[Params]], Params]]]:
     """(the kind or topology a lift needs, how many of the best prompts it takes, how it is built), in trial order.
 
-    Topologies' lifts are here; each node kind declares its own (``NodeKind.lift`` and ``lift_rank``)."""
-    top = space.modules
-    single = {"topology": "single"}
-    ranked: list[tuple[float, str, int, Callable[[Sequence[Params]], Params]]] = [
-        (0, "ensemble", top.max_members, lambda ps: {"topology": "ensemble", "ensemble.members": len(ps),
-                                                     "ensemble.aggregator": "vote", **_nodes(ps, "member")}),
-        (5, "pipeline", 1, lambda ps: {"topology": "pipeline", **_wiring("analyze", ps[0]),
-                                       **_node(ps[0], "respond", "predict")}),
-        (6, "reflect", 1, lambda ps: {"topology": "reflect", "reflect.rounds": 1, **_node(ps[0], "answer", "predict"),
-                                      **_wiring("critique", ps[0]), **_wiring("revise", ps[0])}),
-        (7, "debate", 2, lambda ps: {"topology": "debate", "debate.agents": 2, "debate.rounds": 1,
-                                     **_nodes(ps, "agent"), **_wiring("judge", ps[0])}),
-    ]
+    Each topology and each node kind declares its own lift (``lift``, ``lift_rank``)."""
+    ranked: list[tuple[float, str, int, Callable[[Sequence[Params]], Params]]] = []
+    for name in topology_names():
+        wiring = topology(name)
+        if wiring.lift_rank is not None:
+            ranked.append((wiring.lift_rank, name, wiring.lift_prompts(space),
+                           lambda ps, wiring=wiring: wiring.lift(space, ps)))
+
     def lift_into(kind: NodeKind) -> Callable[[Sequence[Params]], Params]:
-        return lambda ps: {**single, **_node(ps[0], "answer", kind.name, **kind.lift(space, ps[0]))}
+        return lambda ps: {"topology": "single", **node_params(ps[0], "answer", kind.name, **kind.lift(space, ps[0]))}
 
     for name in kind_names():
         kind = node_kind(name)

@@ -39,6 +39,11 @@ def render_answer(prediction: Mapping[str, Any], fields: Sequence[str]) -> str:
     return "; ".join(f"{name}: {prediction.get(name, '')}" for name in fields)
 
 
+def numbered_answers(predictions: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
+    """Several predictions' answers, one numbered line each, for a node that reads them all."""
+    return "\n".join(f"{i}. {render_answer(p, fields)}" for i, p in enumerate(predictions, start=1))
+
+
 def majority(predictions: Sequence[dspy.Prediction], fields: Sequence[str]) -> dspy.Prediction:
     """The prediction whose output fields most predictions agree on; ties go to the earliest."""
     keys = [tuple(normalized(p.get(name, "")) for name in fields) for p in predictions]

@@ -18,40 +18,26 @@ from pydantic import ValidationError
 from agentsearch.evaluators import AgentLimits
 from agentsearch.exceptions import ProgramFileError, describe_validation_error
 from agentsearch.search_space._design import DesignProgram
-from agentsearch.search_space._nodes import Node, majority, render_answer, surviving
+from agentsearch.search_space._nodes import Node
 from agentsearch.search_space._spec import (
     AnySpec,
     CandidateSpec,
     DesignSpec,
     parse_spec,
 )
+from agentsearch.search_space.topologies import topology
+from agentsearch.search_space.topologies._base import role as topology_role
 
 PROGRAM_FILE_VERSION = 1
 
 Demos = Mapping[str, Mapping[str, Any]]
 
-ROLE_INSTRUCTIONS = {
-    "analyze": "List the facts in the input that decide the answer, briefly.",
-    "aggregate": "Several answers were proposed for this input. Give the correct answer.",
-    "judge": "Agents debated this input. Give the correct answer.",
-    "critique": "Check the proposed answer for this input and say what, if anything, is wrong with it.",
-    "revise": "Give the corrected answer for this input, using the critique of the previous answer.",
-}
-"""Fixed instructions of the nodes that wire a topology (the task's own nodes get searched instructions)."""
-
-_ROLE_FIELDS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "answer": ((), None), "member": ((), None), "analyze": ((), "analysis"), "respond": (("analysis",), None),
-    "agent": (("other_answers",), None), "aggregate": (("candidate_answers",), None), "judge": (("debate",), None),
-    "critique": (("proposed_answer",), "critique"), "revise": (("previous_answer", "critique"), None),
-}
-"""Per role: the inputs it reads besides the task's, and its own output (None: the task's outputs)."""
-
 
 def node_signature(task_signature: str, role: str) -> str:
     """The signature of a node playing ``role`` in a topology, derived from the task's signature."""
     inputs, outputs = (part.strip() for part in task_signature.split("->", 1))
-    extra, own_output = _ROLE_FIELDS[role]
-    return f"{', '.join([inputs, *extra])} -> {own_output or outputs}"
+    played = topology_role(role)
+    return f"{', '.join([inputs, *played.reads])} -> {played.writes or outputs}"
 
 
 class SpecProgram(dspy.Module):
@@ -72,51 +58,7 @@ class SpecProgram(dspy.Module):
     def forward(self, **inputs: Any) -> dspy.Prediction:
         overrides: dict[str, Any] = {} if self.lm is None else {"lm": self.lm}
         with dspy.context(**overrides):
-            return getattr(self, f"_{self.spec.topology}")(dict(inputs))
-
-    def _single(self, inputs: dict[str, Any]) -> dspy.Prediction:
-        return self.nodes[0](**inputs)
-
-    def _pipeline(self, values: dict[str, Any]) -> dspy.Prediction:
-        prediction = None
-        for node in self.nodes:
-            prediction = node(**values)
-            values.update(prediction.items())
-        return prediction
-
-    def _answers(self, predictions: list[dspy.Prediction]) -> str:
-        return "\n".join(f"{i}. {render_answer(p, self.outputs)}" for i, p in enumerate(predictions, start=1))
-
-    def _ensemble(self, inputs: dict[str, Any]) -> dspy.Prediction:
-        members = self.nodes[:-1] if self.spec.aggregator == "lm" else self.nodes
-        answers = surviving(lambda m=member: m(**inputs) for member in members)
-        if self.spec.aggregator == "vote":
-            return majority(answers, self.outputs)
-        return self.nodes[-1](**inputs, candidate_answers=self._answers(answers))
-
-    def _debate(self, inputs: dict[str, Any]) -> dspy.Prediction:
-        agents, judge = self.nodes[:-1], self.nodes[-1]
-        answers = [agent(**inputs, other_answers="(none yet)") for agent in agents]
-        transcript = [f"Round 1:\n{self._answers(answers)}"]
-        for round_number in range(2, self.spec.rounds + 1):
-            answers = [
-                agent(**inputs, other_answers=self._answers(answers[:i] + answers[i + 1:]))
-                for i, agent in enumerate(agents)
-            ]
-            transcript.append(f"Round {round_number}:\n{self._answers(answers)}")
-        return judge(**inputs, debate="\n".join(transcript))
-
-    def _reflect(self, inputs: dict[str, Any]) -> dspy.Prediction:
-        answer, critique, revise = self.nodes
-        prediction = answer(**inputs)
-        for _ in range(self.spec.rounds):
-            previous = render_answer(prediction, self.outputs)
-            feedback = critique(**inputs, proposed_answer=previous).critique
-            revised = revise(**inputs, previous_answer=previous, critique=feedback)
-            if render_answer(revised, self.outputs) == previous:
-                break  # a fixed point: more rounds would repeat it
-            prediction = revised
-        return prediction
+            return topology(self.spec.topology).run(self, dict(inputs))
 
 
 Program = SpecProgram | DesignProgram

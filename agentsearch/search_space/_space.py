@@ -17,14 +17,11 @@ from typing import Any, Protocol
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agentsearch.search_space._program import ROLE_INSTRUCTIONS, node_signature
-from agentsearch.search_space._spec import (
-    TOPOLOGIES,
-    CandidateSpec,
-    PredictorSpec,
-    Topology,
-)
+from agentsearch.search_space._program import node_signature
+from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
 from agentsearch.search_space.kinds import kind_names, node_kind
+from agentsearch.search_space.topologies import node_role, topology, topology_names
+from agentsearch.search_space.topologies._base import role
 
 AUX_KINDS = ("predict", "chain_of_thought")
 """Kinds a wiring node (analyze, aggregate, judge, critique, revise) may take."""
@@ -37,7 +34,8 @@ class ModuleSpaceConfig(BaseModel):
 
     kinds: list[str] = Field(default_factory=lambda: [k for k in kind_names() if node_kind(k).default], min_length=1,
                              description="node kinds (search_space/kinds)")
-    topologies: list[Topology] = Field(default=list(TOPOLOGIES), min_length=1)
+    topologies: list[str] = Field(default_factory=lambda: [t for t in topology_names() if topology(t).default],
+                                  min_length=1, description="topologies (search_space/topologies)")
     max_samples: int = Field(default=5, ge=2, le=32, description="samples of self_consistency and best_of_n")
     max_members: int = Field(default=3, ge=2, le=8, description="ensemble members and debate agents")
     max_rounds: int = Field(default=2, ge=1, le=10, description="debate rounds and reflect revisions")
@@ -51,6 +49,13 @@ class ModuleSpaceConfig(BaseModel):
         for kind in kinds:
             node_kind(kind)
         return kinds
+
+    @field_validator("topologies")
+    @classmethod
+    def _known_topologies(cls, names: list[str]) -> list[str]:
+        for name in names:
+            topology(name)
+        return names
 
     @model_validator(mode="after")
     def _consistent(self) -> ModuleSpaceConfig:
@@ -130,7 +135,8 @@ class SearchSpace:
         """The only choice, or the trial's pick (a choice of one is not asked: it would be a useless parameter)."""
         return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
 
-    def _task_node(self, trial: Trial, name: str, role: str) -> PredictorSpec:
+    def task_node(self, trial: Trial, name: str) -> PredictorSpec:
+        """A node whose prompt and kind the search varies, playing the role its name says (``member_2``)."""
         kind = self.choose(trial, f"{name}.module", self.kinds)
         options: dict[str, Any] = {"instructions": self.instructions[0]}
         if "prompt" in self.levels:
@@ -144,42 +150,21 @@ class SearchSpace:
                 options["demo_ids"] = self.demo_sets[demo_set][:count]
         options.update(node_kind(kind).suggest(self, trial, name))
         return PredictorSpec(
-            name=name, signature=node_signature(self.signature, role), module=kind,
+            name=name, signature=node_signature(self.signature, node_role(name)), module=kind,
             format=self.choose(trial, f"{name}.format", self.formats), **options,
         )
 
-    def _wiring_node(self, trial: Trial, role: str) -> PredictorSpec:
+    def wiring_node(self, trial: Trial, name: str) -> PredictorSpec:
+        """A node that only wires its topology: its role's fixed instructions, a plain kind and a format."""
+        played = node_role(name)
         return PredictorSpec(
-            name=role, signature=node_signature(self.signature, role), instructions=ROLE_INSTRUCTIONS[role],
-            module=self.choose(trial, f"{role}.module", self.aux_kinds),
-            format=self.choose(trial, f"{role}.format", self.formats),
+            name=name, signature=node_signature(self.signature, played), instructions=role(played).instructions or "",
+            module=self.choose(trial, f"{name}.module", self.aux_kinds),
+            format=self.choose(trial, f"{name}.format", self.formats),
         )
 
     def suggest(self, trial: Trial) -> CandidateSpec:
-        topology = self.choose(trial, "topology", self.topologies)
-        top = self.modules
-        if topology == "pipeline":
-            return CandidateSpec(topology=topology, predictors=(
-                self._wiring_node(trial, "analyze"), self._task_node(trial, "respond", "respond")))
-        if topology == "ensemble":
-            members = trial.suggest_int("ensemble.members", 2, top.max_members)
-            aggregator = self.choose(trial, "ensemble.aggregator", ("vote", "lm"))
-            nodes = [self._task_node(trial, f"member_{i}", "member") for i in range(1, members + 1)]
-            if aggregator == "lm":
-                nodes.append(self._wiring_node(trial, "aggregate"))
-            return CandidateSpec(topology=topology, predictors=tuple(nodes), aggregator=aggregator)
-        if topology == "debate":
-            agents = trial.suggest_int("debate.agents", 2, top.max_members)
-            rounds = trial.suggest_int("debate.rounds", 1, top.max_rounds)
-            nodes = [self._task_node(trial, f"agent_{i}", "agent") for i in range(1, agents + 1)]
-            return CandidateSpec(topology=topology, predictors=(*nodes, self._wiring_node(trial, "judge")),
-                                 rounds=rounds)
-        if topology == "reflect":
-            rounds = trial.suggest_int("reflect.rounds", 1, top.max_rounds)
-            return CandidateSpec(topology=topology, rounds=rounds, predictors=(
-                self._task_node(trial, "answer", "answer"), self._wiring_node(trial, "critique"),
-                self._wiring_node(trial, "revise")))
-        return CandidateSpec(predictors=(self._task_node(trial, "answer", "answer"),))
+        return topology(self.choose(trial, "topology", self.topologies)).suggest(self, trial)
 
     # size ---------------------------------------------------------------------------------------
     def _task_node_count(self) -> int:
@@ -194,15 +179,7 @@ class SearchSpace:
     def size(self) -> int:
         """How many distinct configurations ``suggest`` can return (the conditional tree's leaves)."""
         node, wiring = self._task_node_count(), len(self.aux_kinds) * len(self.formats)
-        members, rounds = range(2, self.modules.max_members + 1), self.modules.max_rounds
-        sizes = {
-            "single": node,
-            "pipeline": wiring * node,
-            "ensemble": sum(node**k * (1 + wiring) for k in members),
-            "debate": sum(node**k for k in members) * rounds * wiring,
-            "reflect": rounds * node * wiring * wiring,
-        }
-        return sum(sizes[topology] for topology in self.topologies)
+        return sum(topology(name).size(self, node, wiring) for name in self.topologies)
 
 
 class _DefaultTrial:

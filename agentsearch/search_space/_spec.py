@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agentsearch.search_space.kinds import node_kind
 from agentsearch.search_space.kinds._base import all_options, owners
+from agentsearch.search_space.topologies import topology
+from agentsearch.search_space.topologies._base import all_options as topology_options
+from agentsearch.search_space.topologies._base import owners as topology_owners
 
-Topology = Literal["single", "pipeline", "ensemble", "debate", "reflect"]
-TOPOLOGIES: tuple[str, ...] = Topology.__args__
 PromptFormat = Literal["chat", "json", "xml", "completion"]
 
 
@@ -66,42 +67,33 @@ class PredictorSpec(BaseModel):
 
 
 class CandidateSpec(BaseModel):
-    """Nodes wired by a topology; the last node (or the vote) gives the task's outputs.
-
-    - ``single``: one node over the task signature.
-    - ``pipeline``: nodes run in order, each reading the task inputs and earlier outputs.
-    - ``ensemble``: members answer independently; ``aggregator`` ``vote`` takes the majority answer,
-      ``lm`` asks a last node to combine them.
-    - ``debate``: agents answer, then for ``rounds - 1`` more rounds each answers again having read the
-      others; a judge node gives the final answer from the transcript.
-    - ``reflect``: an answer, then up to ``rounds`` of critique and revision (stopping when a revision
-      no longer changes the answer).
-    """
+    """Nodes wired by a topology (``search_space.topologies``); the last node (or the vote) gives the
+    task's outputs. ``rounds`` and ``aggregator`` belong to the topologies that declare them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    topology: Topology = "single"
+    topology: str = "single"
     predictors: tuple[PredictorSpec, ...] = Field(min_length=1)
     rounds: int = Field(default=1, ge=1, le=10)
+    """Rounds of a ``debate``, revisions of a ``reflect`` loop."""
     aggregator: Literal["vote", "lm"] = "vote"
+    """How an ``ensemble`` combines its members: the majority answer, or a last node's."""
+
+    @field_validator("topology")
+    @classmethod
+    def _known_topology(cls, value: str) -> str:
+        topology(value)
+        return value
 
     @model_validator(mode="after")
     def _wiring(self) -> CandidateSpec:
-        count = len(self.predictors)
-        if self.topology == "single" and count != 1:
-            raise ValueError(f"a single-node program has one node, not {count}")
-        if self.topology == "pipeline" and count < 2:
-            raise ValueError("a pipeline has at least two nodes")
-        if self.topology == "ensemble" and count - (self.aggregator == "lm") < 2:
-            raise ValueError("an ensemble has at least two members (and an aggregator node when aggregator is lm)")
-        if self.topology == "debate" and count < 3:
-            raise ValueError("a debate has at least two agents and a judge")
-        if self.topology == "reflect" and count != 3:
-            raise ValueError("a reflect loop has three nodes: answer, critique, revise")
-        if self.rounds != 1 and self.topology not in ("debate", "reflect"):
-            raise ValueError(f"rounds applies to debate and reflect, not {self.topology}")
-        if self.aggregator != "vote" and self.topology != "ensemble":
-            raise ValueError(f"aggregator applies to ensemble, not {self.topology}")
+        defaults = type(self).model_fields
+        wiring = topology(self.topology)
+        for option in topology_options():
+            if option not in wiring.options and getattr(self, option) != defaults[option].default:
+                owned = " or ".join(topology_owners(option))
+                raise ValueError(f"{option} applies only to topology {owned}, not {self.topology}")
+        wiring.check(self)
         return self
 
     def canonical_json(self) -> str:
