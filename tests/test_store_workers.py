@@ -159,3 +159,19 @@ def test_writes_to_missing_ids_raise(storage_url):
         with pytest.raises(StorageError, match="does not exist"):
             write()
     assert store.get_candidate(999) is None and store.list_candidates(999) == []
+
+
+def test_usage_booked_by_racing_workers_is_never_lost(storage_url):
+    """Proposal, preflight and unscored calls add to counters on the run's row: 8 workers booking at
+    once (32 workers' preflight checks did) must all count, not overwrite each other's sums."""
+    store = get_storage(storage_url)
+    run = store.create_run("r", "t", {})
+
+    def book(other, i: int) -> None:
+        for _ in range(10):
+            other.add_proposer_usage(run.id, 1, 7, 0.5)
+            other.add_unscored_usage(run.id, 2, 3)
+
+    race(storage_url, book)
+    usage = store.run_usage(run.id)
+    assert (usage.lm_calls, usage.tokens, usage.cost_usd) == (RACERS * 10 * 3, RACERS * 10 * 10, RACERS * 10 * 0.5)

@@ -138,8 +138,10 @@ def test_a_worker_killed_mid_candidate_leaves_only_its_unscored_examples(task_di
 
 def test_thirty_two_workers_started_at_once_all_finish(task_dir, postgres_url, env):
     with running_server(0.01, ANSWERS) as live:
+        # 32 interpreters on two cores can hold a reply past a 5 s attempt: the retry would be a
+        # second request for one booked call, so each attempt here may take as long as it needs
         path = task_file(task_dir, live.base_url, **{"search.max_candidates": 20, "search.levels": ["prompt"],
-                                                     "search.num_instructions": 1})
+                                                     "search.num_instructions": 1, "lm.timeout": 300.0})
         workers = [start(env, "optimize", str(path), "--run", RUN, "--storage", postgres_url, "--json")
                    for _ in range(32)]
         done = [finish(process) for process in workers]

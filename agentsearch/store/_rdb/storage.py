@@ -441,10 +441,17 @@ class RDBStorage(BaseStorage):
                 reserved_lm_calls=RunModel.reserved_lm_calls - count))
 
     def add_unscored_usage(self, run_id: int, lm_calls: int, tokens: int) -> None:
+        self._add_to_run(run_id, unscored_lm_calls=lm_calls, unscored_tokens=tokens)
+
+    def _add_to_run(self, run_id: int, **amounts: float) -> None:
+        """Add to the run's counters in the database (``SET c = c + n``): a value read here and
+        written back would lose another worker's addition made in between."""
         with self._session() as session:
-            row = self._existing(session, RunModel, run_id)
-            row.unscored_lm_calls = (row.unscored_lm_calls or 0) + lm_calls
-            row.unscored_tokens = (row.unscored_tokens or 0) + tokens
+            done = session.execute(update(RunModel).where(RunModel.id == run_id).values({
+                getattr(RunModel, name): func.coalesce(getattr(RunModel, name), 0) + amount
+                for name, amount in amounts.items()}))
+            if not done.rowcount:
+                raise StorageError(f"run {run_id} does not exist")
 
     def add_examples(self, run_id: int, split: str,
                      examples: Sequence[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
@@ -473,11 +480,7 @@ class RDBStorage(BaseStorage):
                                   gold=row.gold) for row in session.scalars(query)]
 
     def add_proposer_usage(self, run_id: int, lm_calls: int, tokens: int, cost_usd: float) -> None:
-        with self._session() as session:
-            row = self._existing(session, RunModel, run_id)
-            row.proposer_lm_calls += lm_calls
-            row.proposer_tokens += tokens
-            row.proposer_cost_usd += cost_usd
+        self._add_to_run(run_id, proposer_lm_calls=lm_calls, proposer_tokens=tokens, proposer_cost_usd=cost_usd)
 
     @staticmethod
     def _spent_calls(session: Session, run: RunModel) -> int:
