@@ -175,3 +175,24 @@ def test_usage_booked_by_racing_workers_is_never_lost(storage_url):
     race(storage_url, book)
     usage = store.run_usage(run.id)
     assert (usage.lm_calls, usage.tokens, usage.cost_usd) == (RACERS * 10 * 3, RACERS * 10 * 10, RACERS * 10 * 0.5)
+
+
+def test_a_database_error_from_optunas_storage_is_one_line_without_the_password():
+    """Optuna's study storage shares the run's database: its failures (a full server) must reach the
+    user as the store's one-line error, never as a traceback or with the URL's password."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    from agentsearch.store._rdb.storage import database_failure
+
+    driver = OperationalError("connect", {}, Exception(
+        "connection to postgresql://search:hunter2-secret@db:5432 failed: FATAL:  sorry, too many clients already\n"
+        "second line"))
+    try:
+        raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from driver
+    except optuna.exceptions.StorageInternalError as wrapped:
+        failure = database_failure(wrapped, "the run's Optuna study")
+    assert failure is not None and "\n" not in str(failure)
+    assert "too many clients" in str(failure) and "hunter2-secret" not in str(failure)
+    assert str(failure).startswith("the run's Optuna study: ")
+    assert database_failure(ValueError("not a database's"), "x") is None

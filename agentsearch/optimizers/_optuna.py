@@ -64,6 +64,7 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 
     from agentsearch.store._rdb.storage import (
         CONNECT_PATIENCE_S,
+        database_failure,
         patient_connections,
         server_full,
     )
@@ -83,7 +84,7 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
             # loser finds them made when it tries again.
             racing = "already exists" in str(exc) or isinstance(exc, optuna.exceptions.StorageInternalError)
             if not (server_full(exc) or racing) or time.monotonic() > deadline:
-                raise
+                raise database_failure(exc, "the run's Optuna study") or exc from None
             time.sleep(0.5)
     patient_connections(storage.engine)
     return storage

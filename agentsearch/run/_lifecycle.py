@@ -32,6 +32,7 @@ from agentsearch.run._setup import search_space, seed_and_evaluate
 from agentsearch.run._view import Backoff, StoreView
 from agentsearch.store import BaseStorage, RunRecord, RunStatus, Split, get_storage
 from agentsearch.store._base import CANDIDATE_LEASE, HEARTBEAT_S, resolve_storage_url
+from agentsearch.store._rdb.storage import database_failure
 from agentsearch.task import SPLITS, Task, as_task
 
 RESUMABLE_CHANGES = {"budget", "concurrency", "storage", "search.max_candidates"}
@@ -255,10 +256,13 @@ def _run_worker(task: Task, storage: BaseStorage, run: RunRecord, callback: Sear
         raise
     except BaseException as exc:
         _cancel(ctx)  # no worker thread still in flight starts another attempt
+        failure = database_failure(exc, f"storage {storage.display_url!r} (the run's Optuna study)")
         reason = str(exc) if isinstance(exc, AgentSearchError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, LMUnavailableError):
             _book_failed_proposals(storage, run.id, exc)
-        _leave(storage, run.id, holder, RunStatus.FAILED, reason)
+        _leave(storage, run.id, holder, RunStatus.FAILED, str(failure) if failure else reason)
+        if failure is not None:  # the user's database failed, not agentsearch: one line, no traceback
+            raise failure from None
         raise
     finally:
         if ctx is not None:

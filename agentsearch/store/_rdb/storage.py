@@ -159,6 +159,19 @@ def patient_connections(engine: Engine) -> None:
                 delay = min(delay * 2, 2.0)
 
 
+def database_failure(exc: BaseException, where: str) -> StorageError | None:
+    """A database error that reached us through another library on the run's database (Optuna's
+    study storage), as the store's own one-line error; None for anything else."""
+    import optuna
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and isinstance(exc.__cause__, SQLAlchemyError):
+        exc = exc.__cause__
+    if not isinstance(exc, SQLAlchemyError | optuna.exceptions.StorageInternalError):
+        return None
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    return StorageError(f"{where}: {redact_secrets(lines[0])}")
+
+
 class RDBStorage(BaseStorage):
     """Opens (and on first use creates) the schema; an older schema asks for ``agentsearch db upgrade``."""
 
@@ -167,7 +180,8 @@ class RDBStorage(BaseStorage):
         try:
             # A worker uses one connection at a time, and its heartbeat another now and then: a small pool
             # lets a PostgreSQL server's connection limit serve many workers (one or two each).
-            pool = {} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 2}
+            # Optuna's study storage takes one more, so a worker holds at most three (see README).
+            pool = {} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 1, "pool_timeout": 120}
             self.engine = create_engine(url, pool_pre_ping=True, **pool)
             patient_connections(self.engine)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
