@@ -36,6 +36,11 @@ class FrontPoint:
     dev: EvaluationRecord
     cost: float
 
+    @property
+    def score(self) -> float:
+        assert self.dev.score is not None  # only scored evaluations become points
+        return self.dev.score
+
 
 def pareto_front(candidates: Sequence[CandidateRecord], evaluations: Sequence[EvaluationRecord],
                  measure: str) -> list[FrontPoint]:
@@ -46,16 +51,16 @@ def pareto_front(candidates: Sequence[CandidateRecord], evaluations: Sequence[Ev
     by_id = {c.id: c for c in candidates}
     points = [FrontPoint(by_id[e.candidate_id], e, cost_per_example(e, measure)) for e in evaluations
               if e.split == "dev" and e.status == "complete" and e.score is not None]
-    points.sort(key=lambda p: (p.cost, -p.dev.score, p.candidate.number))
+    points.sort(key=lambda p: (p.cost, -p.score, p.candidate.number))
     # One sweep from the cheapest: a point is dominated by a cheaper one scoring as well, or by one
     # of its own cost scoring better; points equal in both stay together.
     front: list[FrontPoint] = []
     best_cheaper = float("-inf")
     for _, same_cost in itertools.groupby(points, key=lambda p: p.cost):
         group = list(same_cost)
-        top = group[0].dev.score
+        top = group[0].score
         if top > best_cheaper:
-            front.extend(p for p in group if p.dev.score == top)
+            front.extend(p for p in group if p.score == top)
             best_cheaper = top
     return front
 

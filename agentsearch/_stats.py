@@ -34,7 +34,8 @@ def bootstrap(scores: Sequence[float], *, confidence: float = 0.95, seed: int = 
     return Estimate(float(values.mean()), float(low), float(high), int(values.size))
 
 
-def paired_difference(first: Mapping[str, float], second: Mapping[str, float], **options: float) -> Estimate:
+def paired_difference(first: Mapping[str, float], second: Mapping[str, float], *, confidence: float = 0.95,
+                      seed: int = 0) -> Estimate:
     """``first - second`` over the examples both were scored on, resampled as pairs."""
     shared = sorted(set(first) & set(second))
-    return bootstrap([first[key] - second[key] for key in shared], **options)
+    return bootstrap([first[key] - second[key] for key in shared], confidence=confidence, seed=seed)

@@ -288,9 +288,11 @@ def _check_references(task: Task, source: str) -> None:
     from agentsearch.metrics import resolve_metric
 
     if task.data.file is not None:
-        rows = len(read_split(task.data_path("train"), task.program, field="data.file", source=source,
+        train_path, split = task.data_path("train"), task.data.split
+        assert train_path is not None and split is not None  # data.file sets both (checked when parsed)
+        rows = len(read_split(train_path, task.program, field="data.file", source=source,
                               max_chars=task.data.max_field_chars))
-        wanted = task.data.split.train + task.data.split.dev + task.data.split.test
+        wanted = split.train + split.dev + split.test
         if wanted > rows:
             raise TaskSpecError(f"{source}: data.split: {wanted} examples asked for, {task.data.file} has {rows}")
     splits = {split: load_split(task, split, source=source) for split in SPLITS if task.data_path(split) is not None}

@@ -19,7 +19,7 @@ from agentsearch.search_space import (
 )
 from agentsearch.search_space._spec import CandidateSpec
 from agentsearch.search_space.kinds import NodeKind, node_kind
-from agentsearch.search_space.kinds._base import _KINDS
+from agentsearch.search_space.kinds._base import KINDS
 from tests.test_space import enumerate_space, small_space
 
 
@@ -52,8 +52,8 @@ def twice():
         def configurations(self, space: Any) -> int:
             return 1
 
-    yield _KINDS["test_twice"]
-    del _KINDS["test_twice"]
+    yield node_kind("test_twice")
+    KINDS.remove("test_twice")
 
 
 def test_the_registry_holds_every_kind_in_its_fixed_order():
@@ -63,7 +63,7 @@ def test_the_registry_holds_every_kind_in_its_fixed_order():
         PredictorSpec(signature="a -> b", module="nope")
     with pytest.raises(ValueError, match="samples applies only to module self_consistency or best_of_n"):
         PredictorSpec(signature="a -> b", module="predict", samples=3)
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ValueError, match="module kind 'predict' is registered twice"):
         type("Again", (NodeKind,), {"name": "predict", "order": 0})
 
 

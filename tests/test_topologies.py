@@ -23,7 +23,7 @@ from agentsearch.search_space._nodes import render_answer
 from agentsearch.search_space.topologies import Role, Topology
 from agentsearch.search_space.topologies._base import (
     _ROLES,
-    _TOPOLOGIES,
+    forget,
     node_params,
     wiring_params,
 )
@@ -60,8 +60,9 @@ def relay():
             return {"topology": self.name, **node_params(prompts[0], "draft", "predict"),
                     **wiring_params("checker", prompts[0])}
 
-    yield _TOPOLOGIES["test_relay"]
-    del _TOPOLOGIES["test_relay"], _ROLES["draft"], _ROLES["checker"]
+    yield topology("test_relay")
+    forget("test_relay")
+    assert "draft" not in _ROLES and "answer" in _ROLES  # its own roles go with it, shared ones stay
 
 
 def _relay_spec(**options: Any) -> CandidateSpec:

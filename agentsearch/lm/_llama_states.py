@@ -58,7 +58,8 @@ class PrefixStateLlama(Llama):
     def stored_state_bytes(self) -> int:
         return sum(_state_bytes(state) for state in self._states)
 
-    def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:
+    def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
+        # passes every argument through unchanged: only the state swap before it is added
         if kwargs.get("reset", True):
             self._swap_state(np.asarray(tokens, dtype=np.intc))
         return super().generate(tokens, *args, **kwargs)

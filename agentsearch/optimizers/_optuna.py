@@ -157,6 +157,8 @@ class OptunaOptimizer(BaseOptimizer):
         return Proposal(self.space.suggest(trial), parents, trial.number)
 
     def _trial(self, proposal: Proposal) -> optuna.Trial:
+        if proposal.trial_number is None:
+            raise ValueError("a proposal without an Optuna trial has nothing to report to")
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(
             self.study._study_id, proposal.trial_number
         )

@@ -131,9 +131,8 @@ def build_space(
     preferred = [item.id for item in train if item.id in bootstrapped]
     others = [item.id for item in train if item.id not in bootstrapped]
     outputs = list(dspy.Signature(seed.predictors[0].signature).output_fields)
-    label_of = {item.id: "\x1f".join(str(item.example[name]) for name in outputs) for item in train}
-    if len(set(label_of.values())) > MAX_CLASSES:
-        label_of = None  # free-form answers: nothing to balance
+    labels = {item.id: "\x1f".join(str(item.example[name]) for name in outputs) for item in train}
+    label_of = None if len(set(labels.values())) > MAX_CLASSES else labels  # free-form answers: nothing to balance
     demo_sets = make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng, label_of=label_of)
     pool = tuple(item.id for item in train) if modules.retrieves(levels, max_demos) else ()
     used = {demo for demo_set in demo_sets for demo in demo_set} | set(pool)

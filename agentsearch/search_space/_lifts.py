@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from agentsearch.search_space._space import SearchSpace
@@ -77,8 +78,7 @@ def _lift_rules(space: SearchSpace) -> list[tuple[str, int, Callable[[Sequence[P
     for name in topology_names():
         wiring = topology(name)
         if wiring.lift_rank is not None:
-            ranked.append((wiring.lift_rank, name, wiring.lift_prompts(space),
-                           lambda ps, wiring=wiring: wiring.lift(space, ps)))
+            ranked.append((wiring.lift_rank, name, wiring.lift_prompts(space), partial(wiring.lift, space)))
 
     def lift_into(kind: NodeKind) -> Callable[[Sequence[Params]], Params]:
         return lambda ps: {"topology": "single", **node_params(ps[0], "answer", kind.name, **kind.lift(space, ps[0]))}

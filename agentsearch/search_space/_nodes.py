@@ -13,6 +13,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def surviving(calls: Iterable[Callable[[], dspy.Prediction]]) -> list[dspy.Predi
 def _samples(module: dspy.Module, inputs: dict[str, Any], count: int) -> list[dspy.Prediction]:
     """``count`` sampled predictions, each its own cache entry (rollout_id)."""
     config = [{"rollout_id": index, "temperature": SAMPLING_TEMPERATURE} for index in range(count)]
-    return surviving(lambda c=c: module(**inputs, config=c) for c in config)
+    return surviving(partial(module, **inputs, config=c) for c in config)
 
 
 class SelfConsistency(dspy.Module):
@@ -105,6 +106,7 @@ class BestOfN(dspy.Module):
         outputs = {name: prediction.get(name) for name in self.outputs}
         if self.reward is not None:
             return float(self.reward(inputs, outputs))
+        assert self.verdict is not None  # judge "lm" when there is no reward
         try:
             return float(bool(self.verdict(**inputs, proposed_answer=render_answer(outputs, self.outputs)).correct))
         except Exception:  # an unreadable verdict counts as a rejection
@@ -157,7 +159,7 @@ class RetrieveDemos(dspy.Module):
         self.inputs = list(signature.input_fields)
         self.pool = [dspy.Example(dict(demo)) for demo in pool]
         self.k = k
-        self._index = None
+        self._index: Any = None
         self._lock = threading.Lock()
 
     def _tokens(self, values: Mapping[str, Any]) -> list[str]:

@@ -15,10 +15,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentsearch.search_space.kinds import node_kind
-from agentsearch.search_space.kinds._base import all_options, owners
+from agentsearch.search_space.kinds._base import KINDS
 from agentsearch.search_space.topologies import topology
-from agentsearch.search_space.topologies._base import all_options as topology_options
-from agentsearch.search_space.topologies._base import owners as topology_owners
+from agentsearch.search_space.topologies._base import TOPOLOGIES
 
 PromptFormat = Literal["chat", "json", "xml", "completion"]
 
@@ -59,9 +58,9 @@ class PredictorSpec(BaseModel):
     def _options_match_module(self) -> PredictorSpec:
         defaults = type(self).model_fields
         kind = node_kind(self.module)
-        for option in all_options():
+        for option in KINDS.all_options():
             if option not in kind.options and getattr(self, option) != defaults[option].default:
-                raise ValueError(f"{option} applies only to module {' or '.join(owners(option))}, not {self.module}")
+                raise ValueError(f"{option} applies only to module {' or '.join(KINDS.owners(option))}, not {self.module}")
         kind.check(self)
         return self
 
@@ -89,9 +88,9 @@ class CandidateSpec(BaseModel):
     def _wiring(self) -> CandidateSpec:
         defaults = type(self).model_fields
         wiring = topology(self.topology)
-        for option in topology_options():
+        for option in TOPOLOGIES.all_options():
             if option not in wiring.options and getattr(self, option) != defaults[option].default:
-                owned = " or ".join(topology_owners(option))
+                owned = " or ".join(TOPOLOGIES.owners(option))
                 raise ValueError(f"{option} applies only to topology {owned}, not {self.topology}")
         wiring.check(self)
         return self

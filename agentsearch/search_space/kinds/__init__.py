@@ -8,9 +8,7 @@ into a node of its kind. Adding a kind is adding its module (and its test); noth
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from agentsearch._registry import import_parts
 from agentsearch.search_space.kinds._base import (
     NodeKind,
     demo_kinds,
@@ -18,8 +16,6 @@ from agentsearch.search_space.kinds._base import (
     node_kind,
 )
 
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_parts(__name__, __path__)
 
 __all__ = ["NodeKind", "demo_kinds", "kind_names", "node_kind"]

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from agentsearch._registry import Registry
+
 if TYPE_CHECKING:
     import dspy
 
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 Demos = Mapping[str, Mapping[str, Any]]
 Params = dict[str, Any]
 
-_KINDS: dict[str, NodeKind] = {}
+KINDS: Registry[NodeKind] = Registry("module kind")
 
 
 class NodeKind:
@@ -39,9 +41,7 @@ class NodeKind:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name in _KINDS:
-            raise ValueError(f"node kind {cls.name!r} is registered twice")
-        _KINDS[cls.name] = cls()
+        KINDS.add(cls())
 
     def check(self, spec: PredictorSpec) -> None:
         """Raise ValueError when a node of this kind is inconsistent (beyond its options' types)."""
@@ -69,24 +69,9 @@ class NodeKind:
         return {}
 
 
-def node_kind(name: str) -> NodeKind:
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown module kind {name!r}; known: {', '.join(kind_names())}") from None
-
-
-def kind_names() -> tuple[str, ...]:
-    return tuple(sorted(_KINDS, key=lambda name: _KINDS[name].order))
+node_kind = KINDS.get
+kind_names = KINDS.names
 
 
 def demo_kinds() -> tuple[str, ...]:
-    return tuple(name for name in kind_names() if _KINDS[name].fixed_demos)
-
-
-def owners(option: str) -> tuple[str, ...]:
-    return tuple(name for name in kind_names() if option in _KINDS[name].options)
-
-
-def all_options() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(option for name in kind_names() for option in _KINDS[name].options))
+    return tuple(name for name in kind_names() if node_kind(name).fixed_demos)

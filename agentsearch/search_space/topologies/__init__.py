@@ -9,9 +9,7 @@ best prompts into it. Adding a topology is adding its module (and its test); not
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from agentsearch._registry import import_parts
 from agentsearch.search_space.topologies._base import (
     Role,
     Topology,
@@ -20,8 +18,6 @@ from agentsearch.search_space.topologies._base import (
     topology_names,
 )
 
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_parts(__name__, __path__)
 
 __all__ = ["Role", "Topology", "node_role", "topology", "topology_names"]

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from agentsearch._registry import Registry
+
 if TYPE_CHECKING:
     import dspy
 
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
 
 Params = dict[str, Any]
 
-_TOPOLOGIES: dict[str, Topology] = {}
+TOPOLOGIES: Registry[Topology] = Registry("topology")
 _ROLES: dict[str, Role] = {}
 
 
@@ -54,12 +56,13 @@ class Topology:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name in _TOPOLOGIES:
+        if cls.name in TOPOLOGIES.names():
             raise ValueError(f"topology {cls.name!r} is registered twice")
         for role, declared in cls.roles.items():
-            if _ROLES.setdefault(role, declared) != declared:
+            if _ROLES.get(role, declared) != declared:
                 raise ValueError(f"topology {cls.name!r} declares role {role!r} unlike another topology")
-        _TOPOLOGIES[cls.name] = cls()
+        _ROLES.update(cls.roles)
+        TOPOLOGIES.add(cls())
 
     def check(self, spec: CandidateSpec) -> None:
         """Raise ValueError when the spec's nodes cannot be wired this way (their count, say)."""
@@ -102,23 +105,18 @@ def role(name: str) -> Role:
         raise ValueError(f"unknown role {name!r}; known: {', '.join(sorted(_ROLES))}") from None
 
 
-def topology(name: str) -> Topology:
-    try:
-        return _TOPOLOGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown topology {name!r}; known: {', '.join(topology_names())}") from None
+topology = TOPOLOGIES.get
+topology_names = TOPOLOGIES.names
 
 
-def topology_names() -> tuple[str, ...]:
-    return tuple(sorted(_TOPOLOGIES, key=lambda name: _TOPOLOGIES[name].order))
-
-
-def owners(option: str) -> tuple[str, ...]:
-    return tuple(name for name in topology_names() if option in _TOPOLOGIES[name].options)
-
-
-def all_options() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(option for name in topology_names() for option in _TOPOLOGIES[name].options))
+def forget(name: str) -> None:
+    """Unregister a topology and the roles only it plays (a test's own, when the test ends)."""
+    roles = set(TOPOLOGIES.get(name).roles)
+    TOPOLOGIES.remove(name)
+    for other in topology_names():
+        roles -= set(TOPOLOGIES.get(other).roles)
+    for role_name in roles:
+        del _ROLES[role_name]
 
 
 # trial params of a lift ---------------------------------------------------------------------------

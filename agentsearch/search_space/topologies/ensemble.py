@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from agentsearch.search_space.topologies._base import (
@@ -37,7 +38,7 @@ class Ensemble(Topology):
         )
 
         members = program.nodes[:-1] if program.spec.aggregator == "lm" else program.nodes
-        answers = surviving(lambda m=member: m(**inputs) for member in members)
+        answers = surviving(partial(member, **inputs) for member in members)
         if program.spec.aggregator == "vote":
             return majority(answers, program.outputs)
         return program.nodes[-1](**inputs, candidate_answers=numbered_answers(answers, program.outputs))

@@ -90,7 +90,10 @@ def _alembic_config(connection: Any) -> Any:
 def _head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+    head = ScriptDirectory(str(_MIGRATIONS)).get_current_head()
+    if head is None:  # pragma: no cover - the package ships its migrations
+        raise StorageError(f"no migrations found in {_MIGRATIONS}")
+    return head
 
 
 def _current_revision(engine: Engine) -> str | None:
@@ -464,7 +467,7 @@ class RDBStorage(BaseStorage):
             done = session.execute(update(RunModel).where(RunModel.id == run_id).values({
                 getattr(RunModel, name): func.coalesce(getattr(RunModel, name), 0) + amount
                 for name, amount in amounts.items()}))
-            if not done.rowcount:
+            if not cast(CursorResult, done).rowcount:
                 raise StorageError(f"run {run_id} does not exist")
 
     def add_examples(self, run_id: int, split: str,
