@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from agentsearch.search_space._program import node_signature
 from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
@@ -43,18 +50,12 @@ class ModuleSpaceConfig(BaseModel):
     max_iters: int = Field(default=3, ge=1, le=20, description="tool-use steps of a react node")
     reward: str | None = Field(default=None, description="'package.module:function' best_of_n may judge with")
 
-    @field_validator("kinds")
+    @field_validator("kinds", "topologies")
     @classmethod
-    def _known_kinds(cls, kinds: list[str]) -> list[str]:
-        for kind in kinds:
-            node_kind(kind)
-        return kinds
-
-    @field_validator("topologies")
-    @classmethod
-    def _known_topologies(cls, names: list[str]) -> list[str]:
+    def _registered(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        resolve = node_kind if info.field_name == "kinds" else topology
         for name in names:
-            topology(name)
+            resolve(name)
         return names
 
     @model_validator(mode="after")
