@@ -1,7 +1,11 @@
-"""An agent design exported as a standalone Python file, beside its JSON program file.
+"""Programs exported for use without agentsearch.
 
-The JSON file is what ``agentsearch.load_program`` reads (the design then runs in the sandbox
-again); the Python file is for reading the design and running it anywhere with litellm alone.
+An agent design gets a standalone Python file beside its JSON program file: the JSON file is what
+``agentsearch.load_program`` reads (the design then runs in the sandbox again); the Python file is
+for reading the design and running it anywhere with litellm alone. A single Predict or
+ChainOfThought node can also be written as DSPy's own state file, which a fresh
+``dspy.Predict(signature)`` (or ``dspy.ChainOfThought``) loads with plain DSPy; other programs have
+no plain-DSPy module to load into, so they are refused with the reason.
 """
 
 from __future__ import annotations
@@ -29,6 +33,40 @@ def write_standalone_design(spec: DesignSpec, path: str | Path, *, model: str, l
         inputs=list(dspy.Signature(spec.signature).input_fields),
     ), encoding="utf-8")
     return path
+
+
+DSPY_MODULES = {"predict": "dspy.Predict", "chain_of_thought": "dspy.ChainOfThought"}
+DSPY_ADAPTERS = {"chat": None, "json": "dspy.JSONAdapter()", "xml": "dspy.XMLAdapter()"}
+"""Formats plain DSPy has an adapter for (None: its default, ChatAdapter)."""
+
+
+def write_dspy_state(program: Any, path: str | Path) -> str:
+    """Write a single-node program as DSPy's state file; returns the plain-DSPy lines that load it.
+
+    Raises ExportError when plain DSPy has no module for the program (a topology, a kind of ours,
+    our completion format)."""
+    from agentsearch.exceptions import ExportError
+    from agentsearch.search_space import SpecProgram
+
+    if not isinstance(program, SpecProgram):
+        raise ExportError("an agent design is Python code run in a sandbox: plain DSPy has no module to load it "
+                          "into; use the .py file or agentsearch.load_program")
+    spec = program.spec
+    node = spec.predictors[0]
+    if spec.topology != "single":
+        raise ExportError(f"a {spec.structure()} program wires several nodes: plain DSPy has no module to load it "
+                          "into; use agentsearch.load_program")
+    if node.module not in DSPY_MODULES:
+        raise ExportError(f"module {node.module} is agentsearch's own node: plain DSPy has no module to load it into; "
+                          "use agentsearch.load_program")
+    if node.format not in DSPY_ADAPTERS:
+        raise ExportError(f"format {node.format} is agentsearch's own adapter (CompletionAdapter): plain DSPy would "
+                          "prompt differently; use agentsearch.load_program")
+    program.nodes[0].module.save(str(path))
+    lines = [f'program = {DSPY_MODULES[node.module]}("{node.signature}")', f'program.load("{Path(path).name}")']
+    if DSPY_ADAPTERS[node.format]:
+        lines.append(f"dspy.configure(adapter={DSPY_ADAPTERS[node.format]})  # the format it was scored with")
+    return "\n".join(lines)
 
 
 def lm_options(lm: dict[str, Any]) -> dict[str, Any]:

@@ -401,6 +401,9 @@ def examples(
 @app.command()
 def export(run: str = typer.Argument(..., help="run name or id"),
            out_file: Path = typer.Option(..., "--out", help="where to write the program JSON"),
+           file_format: str = typer.Option("agentsearch", "--format",
+                                            help="agentsearch (load_program reads it) or dspy (a single Predict "
+                                                 "or ChainOfThought node as DSPy's own state file)"),
            storage: Optional[str] = StorageOpt) -> None:
     """Save the run's best program (by dev score) as a self-contained JSON file (and an agent design as .py too)."""
     from agentsearch._report import CandidateResult, best_candidate
@@ -412,6 +415,8 @@ def export(run: str = typer.Argument(..., help="run name or id"),
         save_program,
     )
 
+    if file_format not in ("agentsearch", "dspy"):
+        raise AgentSearchError(f"--format: expected agentsearch or dspy, got {file_format!r}")
     store = _open_existing(storage)
     record = _run_or_fail(store, run)
     if out_file.is_dir():
@@ -424,8 +429,15 @@ def export(run: str = typer.Argument(..., help="run name or id"),
     spec = parse_spec(candidate.spec)
     metadata = program_metadata(record, CandidateResult(candidate, dev, test))
     lm = redact_tree(record.task["lm"])  # stored masked; runs of older versions may not be
-    save_program(build_program(spec, (record.space or {}).get("demos", {})), out_file, lm=lm,
-                 metadata=metadata)
+    program = build_program(spec, (record.space or {}).get("demos", {}))
+    if file_format == "dspy":
+        from agentsearch._export import write_dspy_state
+
+        loader = write_dspy_state(program, out_file)  # refuses, writing nothing, what DSPy cannot load
+        out.print(f"wrote {out_file}: candidate {candidate.id} (#{candidate.number}), dev {_score(dev.score)}, as "
+                  f"DSPy state; load it with plain DSPy:\n{loader}")
+        return
+    save_program(program, out_file, lm=lm, metadata=metadata)
     out.print(f"wrote {out_file}: candidate {candidate.id} (#{candidate.number}), dev {_score(dev.score)}")
     if isinstance(spec, DesignSpec):
         from agentsearch._export import lm_options, write_standalone_design

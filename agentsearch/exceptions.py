@@ -72,3 +72,7 @@ class MetricError(AgentSearchError):
 
 class ProgramFileError(AgentSearchError):
     """A saved program file cannot be read."""
+
+
+class ExportError(AgentSearchError):
+    """A program cannot be written in the format asked for (plain DSPy has no module for it)."""

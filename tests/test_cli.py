@@ -3,8 +3,10 @@ from __future__ import annotations
 import json
 import sys
 
+import dspy
 import pytest
 
+import agentsearch
 from agentsearch.cli import main
 
 
@@ -213,3 +215,60 @@ def test_version_and_how_storage_is_chosen(write_task, tmp_path, fake_lm, monkey
     assert f"agentsearch export s --out best.json --storage sqlite:///{env_db}" in " ".join(out.split())
     code, out, _ = run_cli(monkeypatch, capsys, "runs", "--json")  # the same rule for every command
     assert code == 0 and [row["name"] for row in json.loads(out)] == ["s"]
+
+
+def test_export_as_dspy_state_loads_into_plain_dspy_and_prompts_the_same(write_task, sqlite_url, tmp_path, fake_lm,
+                                                                         monkeypatch, capsys):
+    """`export --format dspy` writes DSPy's own state: a fresh dspy.Predict loads it with plain DSPy
+    and sends the LM exactly the prompts agentsearch's loaded program sends (so: the same answers).
+    The loaded agentsearch program follows dspy.context(lm=...) (it used to keep its file's LM)."""
+    from dspy.utils.dummies import DummyLM
+
+    task = write_task(**{"search.formats": ["chat"]})
+    code, _, _ = run_cli(monkeypatch, capsys, "optimize", str(task), "--storage", sqlite_url, "--run", "plain")
+    assert code == 0
+    plain, ours = tmp_path / "plain.json", tmp_path / "ours.json"
+    code, out, _ = run_cli(monkeypatch, capsys, "export", "plain", "--out", str(plain), "--format", "dspy",
+                           "--storage", sqlite_url)
+    assert code == 0 and 'dspy.Predict("sentence -> label")' in out and 'program.load("plain.json")' in out
+    code, _, _ = run_cli(monkeypatch, capsys, "export", "plain", "--out", str(ours), "--storage", sqlite_url)
+    assert code == 0
+    ours_program = agentsearch.load_program(ours)
+    plain_program = dspy.Predict("sentence -> label")
+    plain_program.load(str(plain))  # plain DSPy: no KeyError 'dependency_versions'
+    assert plain_program.signature.instructions == ours_program.spec.predictors[0].instructions
+    answers = [{"label": "positive"}, {"label": "negative"}, {"label": "positive"}]
+    first, second = DummyLM(answers), DummyLM(answers)
+    sentences = ["a fine film", "dull and long", "it was ok"]
+    with dspy.context(lm=first):
+        got_ours = [ours_program(sentence=s).label for s in sentences]
+    with dspy.context(lm=second):
+        got_plain = [plain_program(sentence=s).label for s in sentences]
+    assert got_ours == got_plain == ["positive", "negative", "positive"]
+    assert len(first.history) == 3 and [h["messages"] for h in first.history] == [h["messages"] for h in second.history]
+
+
+def test_export_as_dspy_refuses_what_plain_dspy_cannot_load_and_writes_nothing(tmp_path):
+    from agentsearch._export import write_dspy_state
+    from agentsearch.exceptions import ExportError
+    from agentsearch.search_space import CandidateSpec, PredictorSpec, SpecProgram
+
+    def node(name="answer", **options):
+        return PredictorSpec(name=name, signature="sentence -> label", instructions="Classify.", **options)
+
+    path = tmp_path / "x.json"
+    refused = {
+        "ensemble": CandidateSpec(topology="ensemble", predictors=(node("member_1"), node("member_2"))),
+        "self_consistency": CandidateSpec(predictors=(node(module="self_consistency", samples=3),)),
+        "CompletionAdapter": CandidateSpec(predictors=(node(format="completion"),)),
+    }
+    for reason, spec in refused.items():
+        with pytest.raises(ExportError, match=reason):
+            write_dspy_state(SpecProgram(spec, {}), path)
+        assert not path.exists()
+    loader = write_dspy_state(SpecProgram(CandidateSpec(predictors=(node(module="chain_of_thought", format="json"),)),
+                                          {}), path)
+    assert 'dspy.ChainOfThought("sentence -> label")' in loader and "JSONAdapter()" in loader
+    loaded = dspy.ChainOfThought("sentence -> label")
+    loaded.load(str(path))
+    assert loaded.predict.signature.instructions == "Classify."

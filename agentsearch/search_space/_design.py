@@ -23,15 +23,17 @@ class DesignError(AgentSearchError):
 
 
 class DesignProgram(dspy.Module):
-    def __init__(self, spec: DesignSpec, lm: dspy.BaseLM | None = None, *, limits: AgentLimits = AgentLimits()) -> None:
+    def __init__(self, spec: DesignSpec, lm: dspy.BaseLM | None = None, *, limits: AgentLimits = AgentLimits(),
+                 pin_lm: bool = True) -> None:
         super().__init__()
         self.spec = spec
         self.lm = lm
+        self.pin_lm = pin_lm
         self.limits = limits
         self.signature = dspy.Signature(spec.signature)
 
     def _lm_call(self, rollouts: Counter) -> Any:
-        lm = self.lm or dspy.settings.lm
+        lm = self.lm if self.lm is not None and (self.pin_lm or dspy.settings.lm is None) else dspy.settings.lm
         raw_prompt = None
         if lm is not None:
             from agentsearch.lm._local import RAW_PROMPT_PARAM

@@ -44,7 +44,7 @@ class SpecProgram(dspy.Module):
     """The DSPy program a CandidateSpec describes: its nodes, wired by its topology."""
 
     def __init__(self, spec: CandidateSpec, demos: Demos, lm: dspy.BaseLM | None = None, *,
-                 base_dir: Path | None = None) -> None:
+                 base_dir: Path | None = None, pin_lm: bool = True) -> None:
         super().__init__()
         missing = spec.demo_ids() - set(demos)
         if missing:
@@ -52,24 +52,31 @@ class SpecProgram(dspy.Module):
         self.spec = spec
         self.demo_texts = {demo_id: dict(demos[demo_id]) for demo_id in sorted(spec.demo_ids())}
         self.lm = lm
+        self.pin_lm = pin_lm
+        """False: ``lm`` is a default, used only when no LM is configured (``dspy.configure``/``dspy.context``)."""
         self.nodes = [Node(predictor, demos, base_dir=base_dir) for predictor in spec.predictors]
         self.outputs = self.nodes[-1].outputs
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
-        overrides: dict[str, Any] = {} if self.lm is None else {"lm": self.lm}
-        with dspy.context(**overrides):
+        with dspy.context(**lm_override(self.lm, self.pin_lm)):
             return topology(self.spec.topology).run(self, dict(inputs))
 
 
 Program = SpecProgram | DesignProgram
 
 
+def lm_override(lm: dspy.BaseLM | None, pinned: bool) -> dict[str, Any]:
+    """The ``dspy.context`` a program runs under: its own LM when pinned, or when the caller configured none."""
+    return {"lm": lm} if lm is not None and (pinned or dspy.settings.lm is None) else {}
+
+
 def build_program(spec: AnySpec, demos: Demos, lm: dspy.BaseLM | None = None, *, base_dir: Path | None = None,
-                  limits: AgentLimits = AgentLimits()) -> Program:
-    """The runnable program of a spec of any level; ``limits`` bound an agent design's sandbox."""
+                  limits: AgentLimits = AgentLimits(), pin_lm: bool = True) -> Program:
+    """The runnable program of a spec of any level; ``limits`` bound an agent design's sandbox.
+    ``pin_lm``: ``lm`` is used even inside a ``dspy.context(lm=...)`` (a search's programs must use the run's)."""
     if isinstance(spec, DesignSpec):
-        return DesignProgram(spec, lm, limits=limits)
-    return SpecProgram(spec, demos, lm, base_dir=base_dir)
+        return DesignProgram(spec, lm, limits=limits, pin_lm=pin_lm)
+    return SpecProgram(spec, demos, lm, base_dir=base_dir, pin_lm=pin_lm)
 
 
 def _program_document(program: Program, *, lm: dict[str, Any] | None, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -97,8 +104,11 @@ def _validated(path: Path, key: str, parse: Any, value: Any) -> Any:
         raise ProgramFileError(f"{path}: {describe_validation_error(exc, prefix=(key,))}") from None
 
 
-def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: str | Path | None = None) -> Program:
-    """Rebuild a saved program; its LM comes from the file unless ``lm`` is given.
+def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: str | Path | None = None,
+                 pin_lm: bool = False) -> Program:
+    """Rebuild a saved program. Its LM: ``lm`` if given; else the LM configured where it runs
+    (``dspy.configure``, ``dspy.context(lm=...)``); else the file's. ``pin_lm=True`` makes the file's
+    LM win over a configured one.
 
     Only ReAct tools and best-of-n rewards are user code, imported by reference from ``base_dir``
     (or the import path); the rest of the program is in the file. An agent design's code is in
@@ -120,6 +130,7 @@ def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: s
     missing = spec.demo_ids() - set(demos)
     if missing:
         raise ProgramFileError(f"{path}: demos: missing demo {sorted(missing)[0]!r}")
+    pinned = lm is not None or pin_lm
     if lm is None and lm_config is not None:
         lm = build_lm(lm_config)
-    return build_program(spec, demos, lm, base_dir=None if base_dir is None else Path(base_dir))
+    return build_program(spec, demos, lm, base_dir=None if base_dir is None else Path(base_dir), pin_lm=pinned)
