@@ -18,4 +18,5 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
     "agentsearch._callbacks": ("SearchCallback",),
     "agentsearch.task": ("Task", "load_task"),
     "agentsearch.store": ("get_storage",),
+    "agentsearch._teleprompter": ("AgentSearch",),
 })

@@ -73,8 +73,12 @@ class LMConfig(_Strict):
 
 
 class ProgramConfig(_Strict):
-    signature: str = Field(min_length=1, description='DSPy string signature, e.g. "sentence -> label"')
+    signature: str = Field(min_length=1, description='DSPy string signature, e.g. "sentence -> label": the task\'s '
+                                                     'inputs and outputs')
     instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS_CHARS)
+    module: str | None = Field(default=None, description="'package.module:function' returning your own dspy.Module "
+                                                         "(called with no arguments); its named predictors are "
+                                                         "searched instead of a program built from the signature")
 
     @field_validator("signature")
     @classmethod
@@ -241,6 +245,13 @@ class Task(_Strict):
     seed: int = 0
     base_dir: Path = Field(default=Path("."), exclude=True, description="where relative data paths start")
 
+    @model_validator(mode="after")
+    def _program_levels(self) -> Task:
+        if self.program.module is not None and self.search.levels != ["prompt"]:
+            raise ValueError("program.module: a program you wrote is searched at the prompt level (its predictors' "
+                             "instructions and demos); set search.levels: [prompt]")
+        return self
+
     @property
     def effective_proposer_lm(self) -> LMConfig:
         return self.proposer_lm or self.lm
@@ -296,6 +307,13 @@ def _check_references(task: Task, source: str) -> None:
         if wanted > rows:
             raise TaskSpecError(f"{source}: data.split: {wanted} examples asked for, {task.data.file} has {rows}")
     splits = {split: load_split(task, split, source=source) for split in SPLITS if task.data_path(split) is not None}
+    if task.program.module is not None:
+        from agentsearch.search_space._user import load_user_program
+
+        try:
+            load_user_program(task.program.module, base_dir=task.base_dir)
+        except TaskSpecError as exc:
+            raise TaskSpecError(f"{source}: program.module: {exc}") from None
     modules = task.search.modules
     for field, references in (("tools", modules.tools), ("reward", [modules.reward] if modules.reward else [])):
         for reference in references:

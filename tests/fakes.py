@@ -38,12 +38,14 @@ class KeywordLLM(CustomLLM):
         self.designs_written = 0
         self.meta_prompts = 0
         self.repairs_work = True
+        self.chat_demos_help = False
+        """On: a chat prompt with two or more demos (assistant turns) is answered by keyword too."""
         self._lock = threading.Lock()
 
-    def _value(self, field: str, text: str, sentence: str, completion: bool) -> str:
+    def _value(self, field: str, text: str, sentence: str, completion: bool, knows: bool = False) -> str:
         demos = text.count("Label:") - 1
         if field == "label":
-            if completion and demos >= 2:
+            if knows or (completion and demos >= 2):
                 return "positive" if any(w in sentence for w in POSITIVE_WORDS) else "negative"
             return "positive"
         if field == "next_tool_name":
@@ -93,7 +95,8 @@ class KeywordLLM(CustomLLM):
         if messages[0].get("role") == "system":
             block = messages[0]["content"].split("Your output fields are:", 1)[1].split("All interactions", 1)[0]
             fields = re.findall(r"`(\w+)`", block)
-            return "\n\n".join(f"[[ ## {f} ## ]]\n{self._value(f, text, sentence, False)}" for f in fields) + \
+            knows = self.chat_demos_help and sum(m.get("role") == "assistant" for m in messages) >= 2
+            return "\n\n".join(f"[[ ## {f} ## ]]\n{self._value(f, text, sentence, False, knows)}" for f in fields) + \
                 "\n\n[[ ## completed ## ]]"
         lines = text.rstrip().split("\n")
         opened = lines[-1].rstrip(":")

@@ -62,6 +62,8 @@ def plan(task: Task) -> list[Stage]:
 def level_of(spec: AnySpec) -> Level:
     if isinstance(spec, DesignSpec):
         return Level.AGENT
+    if spec.topology == "program":  # the user's own program: its predictors' prompts are what varies
+        return Level.PROMPT
     return Level.PROMPT if spec.topology == "single" and spec.modules() == {"predict"} else Level.MODULE
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import dspy
+
+from agentsearch.data import LabelledExample
 from agentsearch.exceptions import AgentSearchError, BudgetRefusal
 from agentsearch.optimizers import build_space, optimizer_entry, propose_instructions
+from agentsearch.optimizers._demo_sets import make_demo_sets
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring
 from agentsearch.run._view import wait_for
@@ -19,7 +23,14 @@ from agentsearch.search_space import (
     CandidateSpec,
     PredictorSpec,
     SearchSpace,
+    build_program,
     node_signature,
+)
+from agentsearch.search_space._user import (
+    UserProgram,
+    load_user_program,
+    predictor_signature,
+    program_traces,
 )
 from agentsearch.store import CandidateRecord, CandidateStatus, EvaluationRecord, Split
 from agentsearch.store._base import CANDIDATE_LEASE
@@ -29,7 +40,14 @@ SPACE_LEASE = "space"
 
 
 def seed_spec(task: Task) -> CandidateSpec:
-    """The program as the user wrote it: one Predict with the task's instructions, DSPy's chat format."""
+    """The program as the user wrote it: one Predict with the task's instructions, DSPy's chat format;
+    or the user's own program (``program.module``) with its predictors as they are."""
+    if task.program.module is not None:
+        program = load_user_program(task.program.module, base_dir=task.base_dir)
+        return CandidateSpec(topology="program", program=task.program.module, predictors=tuple(
+            PredictorSpec(name=name, signature=predictor_signature(predictor),
+                          instructions=predictor.signature.instructions, format="chat")
+            for name, predictor in program.named_predictors()))
     return CandidateSpec(predictors=(PredictorSpec(name="answer", signature=node_signature(task.program.signature, "answer"),
                                                    instructions=task.program.instructions, format="chat"),))
 
@@ -41,6 +59,18 @@ def planned_space(task: Task, *, train_size: int) -> SearchSpace:
     """
     search = task.search
     prompt = "prompt" in search.space_levels
+    if task.program.module is not None:
+        seed = seed_spec(task)
+        nodes = [{"name": node.name, "signature": node.signature,
+                  "instructions": [node.instructions, *(f"instruction {i}" for i in range(1, search.num_instructions))]}
+                 for node in seed.predictors]
+        return SearchSpace(
+            signature=task.program.signature, instructions=(task.program.instructions,),
+            demo_sets=tuple((f"demo{i}",) * min(search.max_demos, train_size) for i in range(search.num_demo_sets))
+            if search.max_demos and train_size else (),
+            retrieval_pool=(), demos={}, formats=PROGRAM_FORMATS, max_demos=min(search.max_demos, train_size),
+            levels=tuple(search.space_levels), modules=search.modules,
+            program={"reference": task.program.module, "nodes": nodes})
     demo_sets = tuple((f"demo{i}",) * min(search.max_demos, train_size) for i in range(search.num_demo_sets))
     return SearchSpace(
         signature=node_signature(task.program.signature, "answer"),
@@ -113,8 +143,58 @@ def _read_space(ctx: RunContext, stored: dict[str, Any]) -> SearchSpace:
     return SearchSpace.from_dict(stored)
 
 
+PROGRAM_FORMATS = ("chat",)
+"""The user's program runs under the adapter DSPy is configured with (chat by default): a format per
+predictor is not searched yet."""
+
+
+def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace | None:
+    """The space of the user's own program: demo sets from its passing traces on train (every
+    predictor's demos from the same traces), instruction variants proposed per predictor from what
+    it read and wrote there."""
+    task, search = ctx.task, ctx.task.search
+    rng = random.Random(task.seed)
+    spec = seed_spec(task)
+    traces: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        if search.bootstrap_examples and search.max_demos:
+            ctx.callback.on_phase("bootstrapping demos: your program's traces on train")
+            train = ctx.split(Split.TRAIN)
+            subset = rng.sample(train, min(search.bootstrap_examples, len(train)))
+            program = build_program(spec, {}, ctx.lm, base_dir=task.base_dir)
+            assert isinstance(program, UserProgram)
+            traces, usage = program_traces(program, subset, ctx.evaluator.metric)
+            ctx.charge(usage)
+        nodes = []
+        for node in spec.predictors:
+            seen = [LabelledExample(example_id, dspy.Example(steps[node.name]))
+                    for example_id, steps in traces.items() if node.name in steps]
+            found: list[str] = []
+            if search.num_instructions > 1 and seen and optimizer_entry(search.optimizer).proposed_instructions:
+                ctx.callback.on_phase(f"proposing {search.num_instructions - 1} instructions for {node.name}")
+                found, usage = propose_instructions(ctx.proposer(), CandidateSpec(predictors=(node.model_copy(
+                    update={"name": "answer"}),)), seen, count=search.num_instructions - 1, rng=rng)
+                ctx.charge(usage)
+            nodes.append({"name": node.name, "signature": node.signature, "instructions": [node.instructions, *found]})
+    except BudgetRefusal as refusal:  # the budget is spent: the run stops, resumable with more
+        if refusal.usage is not None:
+            ctx.charge(refusal.usage)
+        ctx.stop_reason = ctx.budget.exhausted() or "budget used up"
+        return None
+    demo_sets = make_demo_sets(sorted(traces), [], num_sets=search.num_demo_sets, size=search.max_demos, rng=rng)
+    used = {example_id for demo_set in demo_sets for example_id in demo_set}
+    return SearchSpace(
+        signature=task.program.signature, instructions=(task.program.instructions,), demo_sets=demo_sets,
+        retrieval_pool=(), demos={f"{name}:{example_id}": fields for example_id, steps in traces.items()
+                                  if example_id in used for name, fields in steps.items()},
+        formats=PROGRAM_FORMATS, max_demos=search.max_demos if demo_sets else 0, levels=tuple(search.space_levels),
+        modules=search.modules, program={"reference": task.program.module, "nodes": nodes})
+
+
 def _build_space(ctx: RunContext, scoring: Scoring, seed: CandidateRecord,
                  seed_dev: EvaluationRecord) -> SearchSpace | None:
+    if ctx.task.program.module is not None:
+        return _build_program_space(ctx, seed)
     task, storage = ctx.task, ctx.storage
     search = task.search
     rng = random.Random(task.seed)

@@ -76,7 +76,8 @@ def build_program(spec: AnySpec, demos: Demos, lm: dspy.BaseLM | None = None, *,
     ``pin_lm``: ``lm`` is used even inside a ``dspy.context(lm=...)`` (a search's programs must use the run's)."""
     if isinstance(spec, DesignSpec):
         return DesignProgram(spec, lm, limits=limits, pin_lm=pin_lm)
-    return SpecProgram(spec, demos, lm, base_dir=base_dir, pin_lm=pin_lm)
+    built = topology(spec.topology).build(spec, demos, lm, base_dir=base_dir, pin_lm=pin_lm)
+    return built if built is not None else SpecProgram(spec, demos, lm, base_dir=base_dir, pin_lm=pin_lm)
 
 
 def _program_document(program: Program, *, lm: dict[str, Any] | None, metadata: dict[str, Any]) -> dict[str, Any]:

@@ -93,6 +93,10 @@ class SearchSpace:
     max_demos: int
     levels: tuple[str, ...]
     modules: ModuleSpaceConfig
+    program: dict[str, Any] | None = None
+    """For a task's own program (``program.module``): its reference and, per named predictor, its
+    signature and instruction variants (``{"reference": ..., "nodes": [{"name", "signature",
+    "instructions"}]}``); demo texts are keyed ``<predictor>:<train example id>``."""
 
     # persistence --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -107,11 +111,14 @@ class SearchSpace:
             demo_sets=tuple(tuple(s) for s in data["demo_sets"]), retrieval_pool=tuple(data["retrieval_pool"]),
             demos=data["demos"], formats=tuple(data["formats"]), max_demos=int(data["max_demos"]),
             levels=tuple(data["levels"]), modules=ModuleSpaceConfig.model_validate(data["modules"]),
+            program=data.get("program"),
         )
 
     # choices ------------------------------------------------------------------------------------
     @property
     def topologies(self) -> tuple[str, ...]:
+        if self.program is not None:
+            return ("program",)
         return tuple(self.modules.topologies) if "module" in self.levels else ("single",)
 
     @property

@@ -77,6 +77,8 @@ class CandidateSpec(BaseModel):
     """Rounds of a ``debate``, revisions of a ``reflect`` loop."""
     aggregator: Literal["vote", "lm"] = "vote"
     """How an ``ensemble`` combines its members: the majority answer, or a last node's."""
+    program: str | None = None
+    """The user's program a ``program`` spec configures (a ``package.module:function`` reference)."""
 
     @field_validator("topology")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from agentsearch._registry import Registry
@@ -66,6 +67,11 @@ class Topology:
 
     def check(self, spec: CandidateSpec) -> None:
         """Raise ValueError when the spec's nodes cannot be wired this way (their count, say)."""
+
+    def build(self, spec: CandidateSpec, demos: Mapping[str, Mapping[str, Any]], lm: dspy.BaseLM | None, *,
+              base_dir: Path | None, pin_lm: bool) -> dspy.Module | None:
+        """A program of this topology built its own way; None: a ``SpecProgram`` of nodes that ``run`` wires."""
+        return None
 
     def run(self, program: SpecProgram, inputs: dict[str, Any]) -> dspy.Prediction:
         """The program's answer to ``inputs``: its nodes are ``program.nodes``, in the spec's order."""

@@ -1,0 +1,123 @@
+"""AgentSearch as a DSPy optimizer: ``compile`` takes the user's program, dspy.Examples and a DSPy
+metric, searches its predictors' prompts through the same loop and store, and returns an optimized
+deep copy of the user's class that plain DSPy saves and loads."""
+
+from __future__ import annotations
+
+import dspy
+import pytest
+from dspy.utils.dummies import DummyLM
+
+import agentsearch
+from agentsearch.exceptions import TaskSpecError
+from agentsearch.store import get_storage
+from tests.conftest import sentiment_rows
+from tests.user_programs import KeyThenLabel
+
+
+def examples(offset: int, count: int) -> list[dspy.Example]:
+    return [dspy.Example(**row).with_inputs("sentence") for row in sentiment_rows(offset)[:count]]
+
+
+def exact(example, prediction, trace=None) -> float:
+    return float(example.label == prediction.label)
+
+
+@pytest.fixture
+def teleprompter(sqlite_url):
+    def make(**options):
+        return agentsearch.AgentSearch(metric=exact, lm=dspy.LM("fake/keyword", num_retries=0, cache=True),
+                                       storage=sqlite_url, max_candidates=8, num_instructions=2, max_demos=4,
+                                       num_demo_sets=3, bootstrap_examples=10, **options)
+    return make
+
+
+def test_compile_returns_an_optimized_copy_of_the_users_class(teleprompter, fake_lm, sqlite_url, tmp_path):
+    fake_lm.chat_demos_help = True  # the fake answers right in chat with two demos: demos are worth finding
+    student = KeyThenLabel()
+    optimizer = teleprompter()
+    compiled = optimizer.compile(student, trainset=examples(0, 20), valset=examples(100, 12))
+
+    assert isinstance(compiled, KeyThenLabel) and compiled is not student
+    assert all(not p.demos for _, p in student.named_predictors())  # the student is untouched
+    result = optimizer.result
+    assert result.best.dev_score > result.seed.dev_score  # demos help this fake: the search found them
+    best = {node.name: node for node in agentsearch.CandidateSpec.model_validate(result.best.candidate.spec).predictors}
+    for name, predictor in compiled.named_predictors():
+        assert predictor.signature.instructions == best[name].instructions
+        assert len(predictor.demos) == len(best[name].demo_ids) >= 2
+    # the run is in the store like any other, and its calls are all booked
+    runs = get_storage(sqlite_url).list_runs()
+    assert [r.name for r in runs] == [result.run.name] and result.run.name.startswith("compile-KeyThenLabel-")
+    assert fake_lm.calls == get_storage(sqlite_url).run_usage(result.run.id).lm_calls
+
+    # plain DSPy saves it and loads it into a fresh instance of the user's class: the same prompts
+    path = tmp_path / "compiled.json"
+    compiled.save(str(path))
+    fresh = KeyThenLabel()
+    fresh.load(str(path))
+    answers = [{"key_phrase": "acting"}, {"label": "negative"}] * 2
+    first, second = DummyLM(answers), DummyLM(answers)
+    with dspy.context(lm=first):
+        ours = [compiled(sentence=s).label for s in ("great acting", "dull")]
+    with dspy.context(lm=second):
+        theirs = [fresh(sentence=s).label for s in ("great acting", "dull")]
+    assert ours == theirs and [h["messages"] for h in first.history] == [h["messages"] for h in second.history]
+
+    # compiling again continues the same (finished) run: nothing is scored twice
+    calls = fake_lm.calls
+    again = teleprompter().compile(KeyThenLabel(), trainset=examples(0, 20), valset=examples(100, 12))
+    assert fake_lm.calls == calls and len(get_storage(sqlite_url).list_runs()) == 1
+    assert [p.demos for _, p in again.named_predictors()] == [p.demos for _, p in compiled.named_predictors()]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda t: t.compile(dspy.Predict("sentence -> label"), trainset=[]), "trainset is empty"),
+    (lambda t: t.compile(lambda **kw: None, trainset=examples(0, 4)), "not a dspy.Module"),
+    (lambda t: t.compile(KeyThenLabel(), trainset=[dspy.Example(sentence="a", label="b")]), "names no inputs"),
+    (lambda t: t.compile(KeyThenLabel(), trainset=[*examples(0, 2), {"sentence": "x"}]), "not a dspy.Example"),
+])
+def test_compile_refuses_bad_input_in_one_line(teleprompter, fake_lm, call, message, sqlite_url):
+    with pytest.raises(TaskSpecError, match=message):
+        call(teleprompter())
+
+
+def test_a_compile_killed_mid_search_resumes_with_no_finished_evaluation_repeated(tmp_path):
+    """kill -9 in the middle of the search (after 40 stored example results), then the same compile
+    again: the fake LM (DSPy's cache off in these processes, so every call reaches it) answers the
+    killed and the resumed process together exactly as many calls as one uninterrupted compile, plus
+    the resumed process's preflight check; the candidates are the uninterrupted compile's."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def child(url: str, kill_after: int, cache: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / cache), "TMPDIR": str(tmp_path / "tmp")}
+        (tmp_path / "tmp").mkdir(exist_ok=True)
+        return subprocess.run([sys.executable, "-m", "tests.compile_child", url, str(kill_after)], capture_output=True,
+                              text=True, env=env, cwd=Path(__file__).parent.parent, timeout=600)
+
+    whole = child(f"sqlite:///{tmp_path / 'whole.db'}", 0, "c1")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    killed = child(url, 40, "c2")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    store = get_storage(url)
+    (run,) = store.list_runs()
+    stored = [(e.id, r.example_id) for e in store.list_evaluations(run_id=run.id) for r in store.list_example_results(e.id)]
+    assert len(stored) == 40 and run.status == "running"
+    killed_calls = store.run_usage(run.id).lm_calls  # what the killed process made and kept
+    resumed = child(url, 0, "c3")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    first, second = json.loads(whole.stdout), json.loads(resumed.stdout)
+    assert second["run"] == run.name and second["best_dev"] == first["best_dev"] and second["demos"] == first["demos"]
+    assert killed_calls + second["calls"] == first["calls"] + 1  # + the resumed process's preflight
+    results = [(e.candidate_id, r.example_id) for e in store.list_evaluations(run_id=run.id)
+               for r in store.list_example_results(e.id)]
+    assert len(results) == len(set(results))
+    whole_store = get_storage(f"sqlite:///{tmp_path / 'whole.db'}")
+    (whole_run,) = whole_store.list_runs()
+    assert [(c.spec_hash, c.status) for c in store.list_candidates(run.id)] == \
+        [(c.spec_hash, c.status) for c in whole_store.list_candidates(whole_run.id)]
