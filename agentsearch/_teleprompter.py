@@ -106,8 +106,9 @@ class AgentSearch(Teleprompter):
         from agentsearch.run import optimize
         from agentsearch.task import validate_task
 
-        if teacher is not None or kwargs:
-            raise TaskSpecError(f"AgentSearch.compile: unsupported arguments {sorted([*kwargs, *(['teacher'] if teacher is not None else [])])}")
+        unsupported = sorted([*kwargs, *(["teacher"] if teacher is not None else [])])
+        if unsupported:
+            raise TaskSpecError(f"AgentSearch.compile: unsupported arguments {unsupported}")
         if not isinstance(student, dspy.Module):
             raise TaskSpecError(f"AgentSearch.compile: the student is {type(student).__name__}, not a dspy.Module")
         if not trainset:

@@ -7,7 +7,8 @@ Tasks come from ../shared/data beside the project root (SST-2 and three BIG-Benc
 into fixed seeded train/dev/test splits. Contenders: the seed program unoptimised; DSPy's
 BootstrapFewShotWithRandomSearch (its candidate count sized to the budget), MIPROv2 (auto light)
 and GEPA (max_metric_calls = the budget); agentsearch random, tpe (prompt level), tpe with
-[prompt, module], and evolve (each with budget.max_lm_calls = the budget).
+[prompt, module], and evolve (each with budget.max_lm_calls = the budget); and agentsearch_compile,
+``AgentSearch(...).compile`` on the DSPy contenders' student (the drop-in a DSPy user would make).
 
 Each task runs in a process of its own, each contender there with a fresh DSPy cache (nothing
 another contender asked is free for it), and every LM call a contender makes is counted by one
@@ -60,13 +61,16 @@ MODES = {  # BBH files have 250 rows: train + dev + test must fit
               "sizes": {"sst2": {"train": 20, "dev": 10, "test": 20}, "bbh": {"train": 20, "dev": 10, "test": 20}}},
 }
 DSPY_CONTENDERS = ("dspy_bootstrap_rs", "dspy_miprov2_light", "dspy_gepa")
+COMPILE_CONTENDER = "agentsearch_compile"
+"""``AgentSearch(...).compile`` as a drop-in where the DSPy contenders run: the same student and
+data, the tpe prompt-level search settings of ``agentsearch_tpe``."""
 AGENTSEARCH_CONTENDERS = {  # search settings over the task's
     "agentsearch_random": {"optimizer": "random", "levels": ["prompt"]},
     "agentsearch_tpe": {"optimizer": "tpe", "levels": ["prompt"]},
     "agentsearch_tpe_modules": {"optimizer": "tpe", "levels": ["prompt", "module"]},
     "agentsearch_evolve": {"optimizer": "evolve", "levels": ["prompt"]},
 }
-CONTENDERS = ("seed", *DSPY_CONTENDERS, *AGENTSEARCH_CONTENDERS)
+CONTENDERS = ("seed", *DSPY_CONTENDERS, *AGENTSEARCH_CONTENDERS, COMPILE_CONTENDER)
 RESULT = "@result "
 """Marks a child's result lines on its stdout, where DSPy's optimizers also print."""
 MAX_DEMOS = 4  # bootstrapped and labelled demos for DSPy's optimizers; agentsearch may use 2 x this
@@ -158,6 +162,25 @@ def _dspy_metric(task: Any) -> Any:
         return dspy.Prediction(score=value, feedback=feedback)
 
     return score
+
+
+def _run_compile(task: Any, args: argparse.Namespace) -> Any:
+    """agentsearch through DSPy's optimizer interface, on the DSPy contenders' student."""
+    import dspy
+
+    from agentsearch.data import load_split
+
+    train = [item.example for item in load_split(task, "train")]
+    dev = [item.example for item in load_split(task, "dev")]
+    student = dspy.Predict(dspy.Signature(task.program.signature, task.program.instructions))
+    search = task.search
+    optimizer = agentsearch.AgentSearch(
+        metric=_dspy_metric(task), lm=task.lm.model_dump(exclude_none=True),
+        proposer_lm=task.effective_proposer_lm.model_dump(exclude_none=True),
+        max_candidates=search.max_candidates, max_lm_calls=args.budget, concurrency=task.concurrency, seed=0,
+        storage=f"sqlite:///{Path(args.workdir) / f'{task.name}-{COMPILE_CONTENDER}.db'}",
+        optimizer="tpe", max_demos=search.max_demos, bootstrap_examples=search.bootstrap_examples)
+    return optimizer.compile(student, trainset=train, valset=dev)
 
 
 def _run_dspy(contender: str, task: Any, args: argparse.Namespace) -> Any:
@@ -257,6 +280,9 @@ def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCo
         search = counter.snapshot()
     elif contender in DSPY_CONTENDERS:
         program = _run_dspy(contender, task, args)
+        search = counter.snapshot()
+    elif contender == COMPILE_CONTENDER:
+        program = _run_compile(task, args)
         search = counter.snapshot()
     else:
         end = _SearchEnd(counter)

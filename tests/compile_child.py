@@ -12,7 +12,7 @@ import dspy
 
 import agentsearch
 from tests import fakes
-from tests.test_teleprompter import examples, exact
+from tests.test_teleprompter import exact, examples
 from tests.user_programs import KeyThenLabel
 
 

@@ -69,7 +69,7 @@ def test_a_run_scores_the_list_every_label_answer_as_wrong(write_task, sqlite_ur
     import agentsearch
     from agentsearch.store import get_storage
 
-    monkeypatch.setattr(fake_lm, "_value", lambda field, text, sentence, completion: "positive negative")
+    monkeypatch.setattr(fake_lm, "_value", lambda field, text, sentence, completion, knows=False: "positive negative")
     result = agentsearch.optimize(write_task(metric="contains", **{"search.max_candidates": 2}), storage=sqlite_url)
     store = get_storage(sqlite_url)
     results = [r for e in store.list_evaluations(run_id=result.run.id) for r in store.list_example_results(e.id)]

@@ -119,11 +119,18 @@ def test_a_worker_killed_mid_candidate_leaves_only_its_unscored_examples(task_di
                     return candidate.id
             return None
 
-        wait_until(lambda: victim_mid_candidate() is not None, what="the victim to be mid-candidate")
+        held: list[int] = []
+
+        def caught() -> bool:
+            candidate_id = victim_mid_candidate()
+            held.extend([] if candidate_id is None else [candidate_id])
+            return candidate_id is not None
+
+        wait_until(caught, what="the victim to be mid-candidate")
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(30)
-        (evaluation,) = [e for e in store.list_evaluations(run_id=run.id)
-                         if e.status == "running" and e.split == "dev"]
+        # the victim's candidate (the survivor may be mid-candidate too, on another)
+        (evaluation,) = [e for e in store.list_evaluations(candidate_id=held[-1]) if e.split == "dev"]
         before = {(r.example_id, r.score, r.latency_s) for r in store.list_example_results(evaluation.id)}
         code, out, err = finish(survivor)
     assert code == 0, err[-3000:]

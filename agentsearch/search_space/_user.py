@@ -34,8 +34,8 @@ def load_user_program(reference: str, *, base_dir: Path | None = None) -> dspy.M
         try:
             program = build()
         except Exception as exc:  # noqa: BLE001 - the user's code: say what it raised, in one line
-            raise TaskSpecError(f"{reference}() raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                                ) from None
+            first = (str(exc).splitlines() or [""])[0]
+            raise TaskSpecError(f"{reference}() raised {type(exc).__name__}: {first}") from None
         if not isinstance(program, dspy.Module):
             raise TaskSpecError(f"{reference}() returned {type(program).__name__}, not a dspy.Module")
         if not program.named_predictors():
