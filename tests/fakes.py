@@ -130,3 +130,19 @@ def register() -> KeywordLLM:
     if not any(entry.get("provider") == "fake" for entry in litellm.custom_provider_map):
         litellm.custom_provider_map = [*litellm.custom_provider_map, {"provider": "fake", "custom_handler": FAKE}]
     return FAKE
+
+
+def same_prompts(first: Any, second: Any, answers: list[dict[str, str]], sentences: list[str]) -> list[str]:
+    """Run two programs on ``sentences``, each on its own DummyLM replaying ``answers``; assert they
+    sent the LM exactly the same messages (so any LM answers them alike) and return the labels."""
+    import dspy
+    from dspy.utils.dummies import DummyLM
+
+    runs = []
+    for program in (first, second):
+        lm = DummyLM(answers)
+        with dspy.context(lm=lm):
+            labels = [program(sentence=s).label for s in sentences]
+        runs.append((labels, [h["messages"] for h in lm.history]))
+    assert runs[0][1] and runs[0] == runs[1]
+    return runs[0][0]

@@ -222,7 +222,7 @@ def test_export_as_dspy_state_loads_into_plain_dspy_and_prompts_the_same(write_t
     """`export --format dspy` writes DSPy's own state: a fresh dspy.Predict loads it with plain DSPy
     and sends the LM exactly the prompts agentsearch's loaded program sends (so: the same answers).
     The loaded agentsearch program follows dspy.context(lm=...) (it used to keep its file's LM)."""
-    from dspy.utils.dummies import DummyLM
+    from tests.fakes import same_prompts
 
     task = write_task(**{"search.formats": ["chat"]})
     code, _, _ = run_cli(monkeypatch, capsys, "optimize", str(task), "--storage", sqlite_url, "--run", "plain")
@@ -238,14 +238,8 @@ def test_export_as_dspy_state_loads_into_plain_dspy_and_prompts_the_same(write_t
     plain_program.load(str(plain))  # plain DSPy: no KeyError 'dependency_versions'
     assert plain_program.signature.instructions == ours_program.spec.predictors[0].instructions
     answers = [{"label": "positive"}, {"label": "negative"}, {"label": "positive"}]
-    first, second = DummyLM(answers), DummyLM(answers)
-    sentences = ["a fine film", "dull and long", "it was ok"]
-    with dspy.context(lm=first):
-        got_ours = [ours_program(sentence=s).label for s in sentences]
-    with dspy.context(lm=second):
-        got_plain = [plain_program(sentence=s).label for s in sentences]
-    assert got_ours == got_plain == ["positive", "negative", "positive"]
-    assert len(first.history) == 3 and [h["messages"] for h in first.history] == [h["messages"] for h in second.history]
+    labels = same_prompts(ours_program, plain_program, answers, ["a fine film", "dull and long", "it was ok"])
+    assert labels == ["positive", "negative", "positive"]  # the loaded program ran on the context's LM
 
 
 def test_export_as_dspy_refuses_what_plain_dspy_cannot_load_and_writes_nothing(tmp_path):

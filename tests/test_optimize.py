@@ -76,6 +76,11 @@ def test_budget_stops_cleanly_and_resume_with_more_budget_finishes(write_task, s
     assert stopped.run.status == "stopped" and "max_lm_calls=40" in stopped.stop_reason
     assert 40 <= stopped.usage.lm_calls <= 41
     assert stopped.best.test_score is None  # no test evaluation past the budget
+    # the budget binds the search, not the program it returns: that one answers (it used to carry
+    # the run's spent call gate, and every call of it was refused)
+    calls = fake_lm.calls
+    assert stopped.best_program(sentence="a great film").label in ("positive", "negative")
+    assert fake_lm.calls == calls + 1
     store = get_storage(sqlite_url)
     assert len(store.list_candidates(stopped.run.id)) < 6
     finished = agentsearch.optimize(path, storage=sqlite_url, run_name="r", max_lm_calls=10_000)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dspy
 import pytest
-from dspy.utils.dummies import DummyLM
 
 import agentsearch
 from agentsearch.exceptions import TaskSpecError
 from agentsearch.store import get_storage
 from tests.conftest import sentiment_rows
+from tests.fakes import same_prompts
 from tests.user_programs import KeyThenLabel
 
 
@@ -56,13 +56,7 @@ def test_compile_returns_an_optimized_copy_of_the_users_class(teleprompter, fake
     compiled.save(str(path))
     fresh = KeyThenLabel()
     fresh.load(str(path))
-    answers = [{"key_phrase": "acting"}, {"label": "negative"}] * 2
-    first, second = DummyLM(answers), DummyLM(answers)
-    with dspy.context(lm=first):
-        ours = [compiled(sentence=s).label for s in ("great acting", "dull")]
-    with dspy.context(lm=second):
-        theirs = [fresh(sentence=s).label for s in ("great acting", "dull")]
-    assert ours == theirs and [h["messages"] for h in first.history] == [h["messages"] for h in second.history]
+    same_prompts(compiled, fresh, [{"key_phrase": "acting"}, {"label": "negative"}] * 2, ["great acting", "dull"])
 
     # compiling again continues the same (finished) run: nothing is scored twice
     calls = fake_lm.calls

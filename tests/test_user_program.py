@@ -7,13 +7,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import dspy
 import pytest
-from dspy.utils.dummies import DummyLM
 
 import agentsearch
 from agentsearch.search_space import build_program, parse_spec
 from agentsearch.store import get_storage
+from tests.fakes import same_prompts
 from tests.test_cli import run_cli
 
 HERE = Path(__file__).parent
@@ -81,14 +80,8 @@ def test_the_best_program_saves_and_loads_with_plain_dspy_to_identical_predictio
     for (name, loaded), (_, original) in zip(fresh.named_predictors(), configured.named_predictors(), strict=True):
         assert loaded.signature.instructions == original.signature.instructions, name
         assert [dict(d) for d in loaded.demos] == [dict(d) for d in original.demos], name
-    answers = [{"key_phrase": "great acting"}, {"label": "positive"}] * 3
-    first, second = DummyLM(answers), DummyLM(answers)
-    sentences = ["great acting", "a dull plot", "fine"]
-    with dspy.context(lm=first):
-        ours = [configured(sentence=s).label for s in sentences]
-    with dspy.context(lm=second):
-        theirs = [fresh(sentence=s).label for s in sentences]
-    assert ours == theirs and [h["messages"] for h in first.history] == [h["messages"] for h in second.history]
+    same_prompts(configured, fresh, [{"key_phrase": "great acting"}, {"label": "positive"}] * 3,
+                 ["great acting", "a dull plot", "fine"])
 
 
 @pytest.mark.parametrize(("reference", "message"), [

@@ -16,7 +16,7 @@ from agentsearch._report import (
 )
 from agentsearch._stats import Estimate
 from agentsearch.exceptions import AgentSearchError
-from agentsearch.lm import redact_tree
+from agentsearch.lm import build_lm, redact_tree
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring
 from agentsearch.run._view import Backoff
@@ -119,8 +119,10 @@ def result(ctx: RunContext, seed: CandidateRecord, *, wall_s: float) -> Optimize
     assert run is not None
     return OptimizeResult(
         run=run, seed=seed_result, best=best_result,
-        best_program=build_program(parse_spec(best.spec), ctx.demos, ctx.lm, base_dir=ctx.task.base_dir,
-                                   limits=ctx.limits),
+        # its own LM, free of the run's call gate and stop signal: the budget bound the search, and the
+        # run is over; the task's LM is a default, as for a loaded program (a configured LM wins)
+        best_program=build_program(parse_spec(best.spec), ctx.demos, build_lm(ctx.task.lm), base_dir=ctx.task.base_dir,
+                                   limits=ctx.limits, pin_lm=False),
         usage=storage.run_usage(run_id), wall_s=wall_s, task=ctx.task,
         intervals=score_intervals(storage, best_result, seed_result), pruning=pruning_summary(storage, run_id),
     )
