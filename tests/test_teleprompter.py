@@ -115,3 +115,13 @@ def test_a_compile_killed_mid_search_resumes_with_no_finished_evaluation_repeate
     (whole_run,) = whole_store.list_runs()
     assert [(c.spec_hash, c.status) for c in store.list_candidates(run.id)] == \
         [(c.spec_hash, c.status) for c in whole_store.list_candidates(whole_run.id)]
+
+
+def test_compile_searches_a_chain_of_thought_student_and_its_demos_keep_the_reasoning(teleprompter, fake_lm):
+    fake_lm.chat_demos_help = True
+    student = dspy.ChainOfThought("sentence -> label")
+    compiled = teleprompter().compile(student, trainset=examples(0, 20), valset=examples(100, 12))
+    assert isinstance(compiled, dspy.ChainOfThought) and compiled is not student
+    (name, predictor), = compiled.named_predictors()
+    assert name == "predict" and predictor.demos
+    assert all({"sentence", "reasoning", "label"} <= set(dict(demo)) for demo in predictor.demos)
