@@ -103,3 +103,18 @@ def test_a_program_task_asking_for_other_levels_is_refused(program_task, sqlite_
     task = program_task(**{"search.levels": ["prompt", "module"]})
     code, _, err = run_cli(monkeypatch, capsys, "validate", str(task))
     assert code == 2 and "program.module" in err and "prompt level" in err
+
+
+def test_an_lm_outage_while_bootstrapping_stops_the_run_instead_of_leaving_no_demos(program_task, task_dir,
+                                                                                  sqlite_url, fake_lm):
+    """The program's traces on train are scored by the run's evaluator: an outage there is raised
+    (the run fails, resumable), never taken for examples the program got wrong."""
+    from agentsearch.exceptions import LMUnavailableError
+    from tests.conftest import sentiment_rows, write_jsonl
+
+    write_jsonl(task_dir / "data" / "train.jsonl",
+                [{**row, "sentence": f"EXPLODE {row['sentence']}"} for row in sentiment_rows(0)])
+    with pytest.raises(LMUnavailableError):
+        agentsearch.optimize(program_task(), storage=sqlite_url, run_name="outage")
+    run = get_storage(sqlite_url).get_run("outage")
+    assert run.status == "failed" and run.space is None

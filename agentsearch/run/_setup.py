@@ -13,7 +13,8 @@ from typing import Any
 import dspy
 
 from agentsearch.data import LabelledExample
-from agentsearch.exceptions import AgentSearchError, BudgetRefusal
+from agentsearch.exceptions import AgentSearchError, BudgetRefusal, LMUnavailableError
+from agentsearch.lm._failures import FailureKind
 from agentsearch.optimizers import build_space, optimizer_entry, propose_instructions
 from agentsearch.optimizers._demo_sets import make_demo_sets
 from agentsearch.run._context import RunContext
@@ -163,7 +164,7 @@ def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace 
             subset = rng.sample(train, min(search.bootstrap_examples, len(train)))
             program = build_program(spec, {}, ctx.lm, base_dir=task.base_dir)
             assert isinstance(program, UserProgram)
-            traces, usage = program_traces(program, subset, ctx.evaluator.metric)
+            traces, usage = program_traces(program, subset, ctx.evaluator)
             ctx.charge(usage)
         nodes = []
         for node in spec.predictors:
@@ -176,8 +177,10 @@ def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace 
                     update={"name": "answer"}),)), seen, count=search.num_instructions - 1, rng=rng)
                 ctx.charge(usage)
             nodes.append({"name": node.name, "signature": node.signature, "instructions": [node.instructions, *found]})
-    except BudgetRefusal as refusal:  # the budget is spent: the run stops, resumable with more
-        if refusal.usage is not None:
+    except LMUnavailableError as refusal:
+        if refusal.failure.kind is not FailureKind.BUDGET:
+            raise  # an outage: the run fails, resumable (the lifecycle books what it spent)
+        if refusal.usage is not None:  # the budget is spent: the run stops, resumable with more
             ctx.charge(refusal.usage)
         ctx.stop_reason = ctx.budget.exhausted() or "budget used up"
         return None

@@ -88,33 +88,47 @@ class UserProgram(dspy.Module):
             return self.program(**inputs)
 
 
-def program_traces(program: UserProgram, examples: Sequence[Any], metric: Any) -> tuple[dict[str, dict[str, dict[str, Any]]], Any]:
-    """Run the program on ``examples`` (LabelledExample) recording DSPy's trace; for each example the
-    metric passes (score 1), what each predictor read and wrote on it. Returns that, and the usage.
+class _Tracing(dspy.Module):
+    """Runs the program under DSPy's trace and keeps, per input, what each of its predictors read and wrote."""
 
-    An example the program fails on (an unparsable answer) gives no demos; an LM outage or a refused
-    budget stops the run (raised), as anywhere else."""
-    from agentsearch.exceptions import BudgetRefusal, LMUnavailableError
-    from agentsearch.lm import UsageMeter
+    def __init__(self, program: UserProgram) -> None:
+        super().__init__()
+        self.program = program
+        self.names = {id(predictor): name for name, predictor in program.program.named_predictors()}
+        self.steps: dict[str, dict[str, dict[str, Any]]] = {}
 
-    names = {id(predictor): name for name, predictor in program.program.named_predictors()}
-    meter = UsageMeter()
-    traces: dict[str, dict[str, dict[str, Any]]] = {}
-    for item in examples:
-        with dspy.context(trace=[], usage_tracker=meter):
-            try:
-                prediction = program(**dict(item.example.inputs().items()))
-            except (LMUnavailableError, BudgetRefusal):
-                raise
-            except Exception:  # noqa: BLE001 - the program's own failure on this example: no demo from it
-                continue
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        with dspy.context(trace=[]):
+            prediction = self.program(**inputs)
             trace = list(dspy.settings.trace or [])
-        try:
-            passed = float(metric(item.example, prediction)) >= 1.0
-        except Exception:  # noqa: BLE001 - a metric failing on a prediction is the evaluator's to report
-            passed = False
-        steps = {names[id(predictor)]: {**inputs, **dict(output.items())}
-                 for predictor, inputs, output in trace if id(predictor) in names}
-        if passed and steps:
-            traces[item.id] = steps
-    return traces, meter.usage
+        self.steps[_key(inputs)] = {self.names[id(predictor)]: {**seen, **dict(output.items())}
+                                    for predictor, seen, output in trace if id(predictor) in self.names}
+        return prediction
+
+
+def _key(inputs: Mapping[str, Any]) -> str:
+    return repr(sorted(inputs.items()))
+
+
+def program_traces(program: UserProgram, examples: Sequence[Any], evaluator: Any) -> tuple[dict[str, dict[str, dict[str, Any]]], Any]:
+    """Score the program on ``examples`` (LabelledExample) with the run's evaluator, recording DSPy's
+    trace; for each example scored 1, what each predictor read and wrote on it. Returns that, and
+    the usage of every call made (scored or not).
+
+    The evaluator judges failures as everywhere else: an example the program fails on gives no
+    demos; an LM outage (or a refused budget call) is raised, never taken for a failed example."""
+    from agentsearch.lm import Usage
+
+    tracing = _Tracing(program)
+    outcomes = [outcome for batch in evaluator.run(tracing, examples) for outcome in batch]
+    usage = Usage()
+    for outcome in outcomes:
+        usage.add(outcome.usage)
+    error = evaluator.unscored_error(outcomes)
+    if error is not None:
+        error.usage = usage  # the caller books what was spent before it stops
+        raise error
+    inputs = {item.id: _key(dict(item.example.inputs().items())) for item in examples}
+    traces = {outcome.example_id: tracing.steps[inputs[outcome.example_id]] for outcome in outcomes
+              if outcome.error is None and outcome.score >= 1.0 and tracing.steps.get(inputs[outcome.example_id])}
+    return traces, usage
