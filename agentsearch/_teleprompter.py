@@ -123,8 +123,9 @@ class AgentSearch(Teleprompter):
             cut = max(1, len(shuffled) // 2)
             train, dev = shuffled[cut:] or shuffled[:cut], shuffled[:cut]
         rows = {"train": _rows(train, inputs, outputs, "trainset"), "dev": _rows(dev, inputs, outputs, "valset")}
+        lm = _lm_config(self.lm or dspy.settings.lm)
         identity = json.dumps({"program": type(student).__qualname__, "state": student.dump_state(), "rows": rows,
-                               "lm": _lm_config(self.lm or dspy.settings.lm), "search": self.search,
+                               "lm": lm, "search": self.search,
                                "max_candidates": self.max_candidates, "seed": self.seed}, sort_keys=True, default=str)
         digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
         name = self.run or f"compile-{type(student).__name__}-{digest}"
@@ -139,7 +140,7 @@ class AgentSearch(Teleprompter):
                         "module": in_process_reference(f"{name}:program", lambda: student)},
             "data": {"train": "train.jsonl", "dev": "dev.jsonl"},
             "metric": in_process_reference(f"{name}:metric", self.metric),
-            "lm": _lm_config(self.lm or dspy.settings.lm),
+            "lm": lm,
             "search": {"levels": ["prompt"], "max_candidates": self.max_candidates, **self.search},
             "budget": {"max_lm_calls": self.max_lm_calls} if self.max_lm_calls else {},
             "concurrency": self.concurrency,

@@ -21,6 +21,7 @@ from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring, proposal_of
 from agentsearch.run._view import StoreView
 from agentsearch.search_space import AnySpec, DesignSpec
+from agentsearch.search_space.topologies import topology
 from agentsearch.store import (
     CandidateRecord,
     CandidateStatus,
@@ -62,9 +63,7 @@ def plan(task: Task) -> list[Stage]:
 def level_of(spec: AnySpec) -> Level:
     if isinstance(spec, DesignSpec):
         return Level.AGENT
-    if spec.topology == "program":  # the user's own program: its predictors' prompts are what varies
-        return Level.PROMPT
-    return Level.PROMPT if spec.topology == "single" and spec.modules() == {"predict"} else Level.MODULE
+    return Level.PROMPT if topology(spec.topology).prompt_level(spec) else Level.MODULE
 
 
 class Loop:

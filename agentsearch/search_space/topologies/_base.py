@@ -93,6 +93,11 @@ class Topology:
         """The trial params that put the prompt-level params ``prompts`` (best first) into this topology."""
         raise NotImplementedError
 
+    def prompt_level(self, spec: CandidateSpec) -> bool:
+        """Whether the spec varies only prompts (instructions, demos, format), not the modules: the
+        candidate's level in the store. Only a single Predict node, by default."""
+        return False
+
     def task_nodes(self, spec: CandidateSpec) -> list[int]:
         """Positions of the nodes whose prompts the search varies (not those that only wire)."""
         return [i for i, node in enumerate(spec.predictors)

@@ -34,6 +34,9 @@ class UserProgramTopology(Topology):
 
         return UserProgram(spec, demos, lm, base_dir=base_dir, pin_lm=pin_lm)
 
+    def prompt_level(self, spec: Any) -> bool:
+        return True  # the user's modules stay as written: only their prompts vary
+
     def task_nodes(self, spec: Any) -> list[int]:
         return list(range(len(spec.predictors)))  # every predictor answers part of the task
 

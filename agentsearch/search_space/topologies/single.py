@@ -16,6 +16,9 @@ class Single(Topology):
         if len(spec.predictors) != 1:
             raise ValueError(f"a single-node program has one node, not {len(spec.predictors)}")
 
+    def prompt_level(self, spec: Any) -> bool:
+        return bool(spec.modules() == {"predict"})
+
     def run(self, program: Any, inputs: dict[str, Any]) -> Any:
         return program.nodes[0](**inputs)
 
