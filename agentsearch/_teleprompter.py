@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import tempfile
 from collections.abc import Callable, Sequence
@@ -129,8 +130,12 @@ class AgentSearch(Teleprompter):
                                "max_candidates": self.max_candidates, "seed": self.seed}, sort_keys=True, default=str)
         digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
         name = self.run or f"compile-{type(student).__name__}-{digest}"
-        workdir = Path(tempfile.gettempdir()) / "agentsearch-compile" / name
-        workdir.mkdir(parents=True, exist_ok=True)
+        # the user's examples, readable by this user only (the temporary directory is shared)
+        root = Path(tempfile.gettempdir()) / f"agentsearch-compile-{os.getuid()}"
+        root.mkdir(mode=0o700, exist_ok=True)
+        root.chmod(0o700)
+        workdir = root / name
+        workdir.mkdir(mode=0o700, exist_ok=True)
         for split, split_rows in rows.items():
             (workdir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in split_rows),
                                                    encoding="utf-8")
