@@ -14,7 +14,7 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
     "agentsearch.exceptions": ("AgentSearchError",),
     "agentsearch._report": ("CandidateResult",),
     "agentsearch.run": ("OptimizeResult", "optimize"),
-    "agentsearch.search_space": ("CandidateSpec", "load_program", "save_program"),
+    "agentsearch.search_space": ("CandidateSpec", "load_into", "load_program", "save_program"),
     "agentsearch._callbacks": ("SearchCallback",),
     "agentsearch.task": ("Task", "load_task"),
     "agentsearch.store": ("get_storage",),

@@ -4,8 +4,9 @@ An agent design gets a standalone Python file beside its JSON program file: the 
 ``agentsearch.load_program`` reads (the design then runs in the sandbox again); the Python file is
 for reading the design and running it anywhere with litellm alone. A single Predict or
 ChainOfThought node can also be written as DSPy's own state file, which a fresh
-``dspy.Predict(signature)`` (or ``dspy.ChainOfThought``) loads with plain DSPy; other programs have
-no plain-DSPy module to load into, so they are refused with the reason.
+``dspy.Predict(signature)`` (or ``dspy.ChainOfThought``) loads with plain DSPy, and so can your own
+program (``program.module``), which a fresh instance of it loads; other programs have no
+plain-DSPy module to load into, so they are refused with the reason.
 """
 
 from __future__ import annotations
@@ -46,8 +47,16 @@ def write_dspy_state(program: Any, path: str | Path) -> str:
     Raises ExportError when plain DSPy has no module for the program (a topology, a kind of ours,
     our completion format)."""
     from agentsearch.exceptions import ExportError
-    from agentsearch.search_space import SpecProgram
+    from agentsearch.search_space import SearchedPredictor, SpecProgram
+    from agentsearch.search_space._user import UserProgram
 
+    if isinstance(program, UserProgram):  # your own program: its state, loaded into a fresh instance of it
+        program.program.save(str(path))
+        module, _, function = program.spec.program.partition(":")
+        searched = any(isinstance(p, SearchedPredictor) for _, p in program.program.named_predictors())
+        load = (f'agentsearch.load_into({function}(), "{Path(path).name}")  # its predictors\' kinds and formats too'
+                if searched else f'{function}().load("{Path(path).name}")')
+        return f"from {module} import {function}\nprogram = {load}"
     if not isinstance(program, SpecProgram):
         raise ExportError("an agent design is Python code run in a sandbox: plain DSPy has no module to load it "
                           "into; use the .py file or agentsearch.load_program")

@@ -4,7 +4,10 @@
 ``MIPROv2(...).compile``: it searches the instructions and demos of the student's named predictors
 (demos bootstrapped from the student's own passing traces on train) through the same run loop,
 store and budget as a task file, and returns an optimized deep copy of the student: your class,
-your ``forward``. The run is in the store like any other (``agentsearch runs``); compiling again
+your ``forward``. Asked to (``formats=[...]``, ``levels=["prompt", "module"]``), it also searches
+each predictor's prompt format and reasoning kind; those choices are beyond what DSPy's saved
+state holds, so such a program is reloaded with ``agentsearch.load_into`` rather than plain
+``load`` (by default the search stays within what plain DSPy reloads). The run is in the store like any other (``agentsearch runs``); compiling again
 with the same student, data and settings continues that run, so a killed compile resumes without
 repeating a finished evaluation.
 
@@ -83,20 +86,30 @@ class AgentSearch(Teleprompter):
     it is among them; ``max_lm_calls`` bounds the whole search. ``storage``: a SQLAlchemy URL
     (default ``sqlite:///agentsearch.db``). Other keyword arguments are ``search`` fields of a task
     file (``num_instructions``, ``max_demos``, ``num_demo_sets``, ``bootstrap_examples``,
-    ``optimizer``, ``pruner``, ``minibatch``). ``run`` names the run (default: from the student,
-    data and settings, so the same compile continues it).
+    ``optimizer``, ``pruner``, ``minibatch``, ``levels``, ``formats``, ``modules``). ``run`` names
+    the run (default: from the student, data and settings, so the same compile continues it).
+
+    ``levels`` (default ``["prompt"]``): add ``"module"`` to search each predictor's reasoning kind
+    (predict as written, chain of thought, self-consistency, best-of-n), where its signature allows.
+    ``reward(inputs: dict, outputs: dict) -> float`` lets best-of-n pick among samples by your
+    reward instead of an LM verdict (never the metric: it needs the gold answer). ``formats``
+    (default ``["chat"]``: the adapter DSPy is configured with): e.g. ``["chat", "json",
+    "completion"]`` to search each predictor's prompt format. A program whose kinds or formats
+    changed reloads with ``agentsearch.load_into(MyProgram(), path)``; plain ``load`` restores only
+    its instructions and demos.
     """
 
     def __init__(self, metric: Callable[..., Any], *, lm: Any = None, proposer_lm: Any = None,
                  max_candidates: int = 20, max_lm_calls: int | None = None, storage: str | None = None,
                  run: str | None = None, concurrency: int = 1, seed: int = 0, callback: Any = None,
-                 **search: Any) -> None:
+                 reward: Callable[[dict, dict], float] | None = None, **search: Any) -> None:
         super().__init__()
         self.metric = metric
         self.lm, self.proposer_lm = lm, proposer_lm
         self.max_candidates, self.max_lm_calls = max_candidates, max_lm_calls
         self.storage, self.run, self.concurrency, self.seed = storage, run, concurrency, seed
         self.search = search
+        self.reward = reward
         self.callback = callback
         """An ``agentsearch.SearchCallback`` for progress."""
         self.result: Any = None
@@ -126,7 +139,7 @@ class AgentSearch(Teleprompter):
         rows = {"train": _rows(train, inputs, outputs, "trainset"), "dev": _rows(dev, inputs, outputs, "valset")}
         lm = _lm_config(self.lm or dspy.settings.lm)
         identity = json.dumps({"program": type(student).__qualname__, "state": student.dump_state(), "rows": rows,
-                               "lm": lm, "search": self.search,
+                               "lm": lm, "search": self.search, "reward": getattr(self.reward, "__qualname__", None),
                                "max_candidates": self.max_candidates, "seed": self.seed}, sort_keys=True, default=str)
         digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
         name = self.run or f"compile-{type(student).__name__}-{digest}"
@@ -139,14 +152,19 @@ class AgentSearch(Teleprompter):
         for split, split_rows in rows.items():
             (workdir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in split_rows),
                                                    encoding="utf-8")
-        task = {
+        search: dict[str, Any] = {"levels": ["prompt"], "formats": ["chat"], "max_candidates": self.max_candidates,
+                                  **self.search}
+        if self.reward is not None:
+            search["modules"] = {**(search.get("modules") or {}),
+                                 "reward": in_process_reference(f"{name}:reward", self.reward)}
+        task: dict[str, Any] = {
             "name": name,
             "program": {"signature": f"{', '.join(inputs)} -> {', '.join(outputs)}",
                         "module": in_process_reference(f"{name}:program", lambda: student)},
             "data": {"train": "train.jsonl", "dev": "dev.jsonl"},
             "metric": in_process_reference(f"{name}:metric", self.metric),
             "lm": lm,
-            "search": {"levels": ["prompt"], "max_candidates": self.max_candidates, **self.search},
+            "search": search,
             "budget": {"max_lm_calls": self.max_lm_calls} if self.max_lm_calls else {},
             "concurrency": self.concurrency,
             "seed": self.seed,

@@ -403,7 +403,8 @@ def export(run: str = typer.Argument(..., help="run name or id"),
            out_file: Path = typer.Option(..., "--out", help="where to write the program JSON"),
            file_format: str = typer.Option("agentsearch", "--format",
                                             help="agentsearch (load_program reads it) or dspy (a single Predict "
-                                                 "or ChainOfThought node as DSPy's own state file)"),
+                                                 "or ChainOfThought node, or your own program, as DSPy's own "
+                                                 "state file)"),
            storage: Optional[str] = StorageOpt) -> None:
     """Save the run's best program (by dev score) as a self-contained JSON file (and an agent design as .py too)."""
     from agentsearch._report import CandidateResult, best_candidate
@@ -429,7 +430,8 @@ def export(run: str = typer.Argument(..., help="run name or id"),
     spec = parse_spec(candidate.spec)
     metadata = program_metadata(record, CandidateResult(candidate, dev, test))
     lm = redact_tree(record.task["lm"])  # stored masked; runs of older versions may not be
-    program = build_program(spec, (record.space or {}).get("demos", {}))
+    # your own program (program.module) is imported from where you run export, as from beside the task file
+    program = build_program(spec, (record.space or {}).get("demos", {}), base_dir=Path.cwd())
     if file_format == "dspy":
         from agentsearch._export import write_dspy_state
 

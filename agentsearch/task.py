@@ -247,9 +247,10 @@ class Task(_Strict):
 
     @model_validator(mode="after")
     def _program_levels(self) -> Task:
-        if self.program.module is not None and self.search.levels != ["prompt"]:
-            raise ValueError("program.module: a program you wrote is searched at the prompt level (its predictors' "
-                             "instructions and demos); set search.levels: [prompt]")
+        if self.program.module is not None and "agent" in self.search.levels:
+            raise ValueError("program.module: a program you wrote is searched at the prompt and module levels (its "
+                             "predictors' prompts and reasoning kinds); agent designs would replace it: drop agent "
+                             "from search.levels")
         return self
 
     @property
@@ -393,4 +394,10 @@ def as_task(task: Task | str | Path) -> Task:
     (files, data rows, metric), once."""
     if isinstance(task, Task):
         return validate_task(task.model_dump(mode="json"), source=f"task {task.name}", base_dir=task.base_dir)
+    if not isinstance(task, str | Path):
+        if type(task).__module__.split(".")[0] == "dspy" or hasattr(task, "named_predictors"):
+            raise TypeError(f"optimize() takes a task (a task file or a Task), not a {type(task).__name__}: to "
+                            "optimize a DSPy program, use agentsearch.AgentSearch(metric=...).compile(program, "
+                            "trainset=..., valset=...)")
+        raise TypeError(f"optimize() takes a task (a task file's path or a Task), not a {type(task).__name__}")
     return load_task(task)

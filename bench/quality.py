@@ -7,8 +7,9 @@ Tasks come from ../shared/data beside the project root (SST-2 and three BIG-Benc
 into fixed seeded train/dev/test splits. Contenders: the seed program unoptimised; DSPy's
 BootstrapFewShotWithRandomSearch (its candidate count sized to the budget), MIPROv2 (auto light)
 and GEPA (max_metric_calls = the budget); agentsearch random, tpe (prompt level), tpe with
-[prompt, module], and evolve (each with budget.max_lm_calls = the budget); and agentsearch_compile,
-``AgentSearch(...).compile`` on the DSPy contenders' student (the drop-in a DSPy user would make).
+[prompt, module], and evolve (each with budget.max_lm_calls = the budget); and agentsearch_compile
+(_modules), ``AgentSearch(...).compile`` on the DSPy contenders' student (the drop-in a DSPy user
+would make), searching each predictor's prompts and format (and reasoning kind).
 
 Each task runs in a process of its own, each contender there with a fresh DSPy cache (nothing
 another contender asked is free for it), and every LM call a contender makes is counted by one
@@ -61,16 +62,20 @@ MODES = {  # BBH files have 250 rows: train + dev + test must fit
               "sizes": {"sst2": {"train": 20, "dev": 10, "test": 20}, "bbh": {"train": 20, "dev": 10, "test": 20}}},
 }
 DSPY_CONTENDERS = ("dspy_bootstrap_rs", "dspy_miprov2_light", "dspy_gepa")
-COMPILE_CONTENDER = "agentsearch_compile"
+COMPILE_CONTENDERS = {
+    "agentsearch_compile": {"levels": ["prompt"]},
+    "agentsearch_compile_modules": {"levels": ["prompt", "module"]},
+}
 """``AgentSearch(...).compile`` as a drop-in where the DSPy contenders run: the same student and
-data, the tpe prompt-level search settings of ``agentsearch_tpe``."""
+data, the tpe search settings of ``agentsearch_tpe`` (its formats too, per predictor), at the prompt
+level, or with each predictor's reasoning kind as well."""
 AGENTSEARCH_CONTENDERS = {  # search settings over the task's
     "agentsearch_random": {"optimizer": "random", "levels": ["prompt"]},
     "agentsearch_tpe": {"optimizer": "tpe", "levels": ["prompt"]},
     "agentsearch_tpe_modules": {"optimizer": "tpe", "levels": ["prompt", "module"]},
     "agentsearch_evolve": {"optimizer": "evolve", "levels": ["prompt"]},
 }
-CONTENDERS = ("seed", *DSPY_CONTENDERS, *AGENTSEARCH_CONTENDERS, COMPILE_CONTENDER)
+CONTENDERS = ("seed", *DSPY_CONTENDERS, *AGENTSEARCH_CONTENDERS, *COMPILE_CONTENDERS)
 RESULT = "@result "
 """Marks a child's result lines on its stdout, where DSPy's optimizers also print."""
 MAX_DEMOS = 4  # bootstrapped and labelled demos for DSPy's optimizers; agentsearch may use 2 x this
@@ -164,7 +169,7 @@ def _dspy_metric(task: Any) -> Any:
     return score
 
 
-def _run_compile(task: Any, args: argparse.Namespace) -> Any:
+def _run_compile(contender: str, task: Any, args: argparse.Namespace) -> Any:
     """agentsearch through DSPy's optimizer interface, on the DSPy contenders' student."""
     import dspy
 
@@ -178,8 +183,9 @@ def _run_compile(task: Any, args: argparse.Namespace) -> Any:
         metric=_dspy_metric(task), lm=task.lm.model_dump(exclude_none=True),
         proposer_lm=task.effective_proposer_lm.model_dump(exclude_none=True),
         max_candidates=search.max_candidates, max_lm_calls=args.budget, concurrency=task.concurrency, seed=0,
-        storage=f"sqlite:///{Path(args.workdir) / f'{task.name}-{COMPILE_CONTENDER}.db'}",
-        optimizer="tpe", max_demos=search.max_demos, bootstrap_examples=search.bootstrap_examples)
+        storage=f"sqlite:///{Path(args.workdir) / f'{task.name}-{contender}.db'}",
+        optimizer="tpe", max_demos=search.max_demos, bootstrap_examples=search.bootstrap_examples,
+        formats=list(search.formats), **COMPILE_CONTENDERS[contender])
     return optimizer.compile(student, trainset=train, valset=dev)
 
 
@@ -281,8 +287,8 @@ def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCo
     elif contender in DSPY_CONTENDERS:
         program = _run_dspy(contender, task, args)
         search = counter.snapshot()
-    elif contender == COMPILE_CONTENDER:
-        program = _run_compile(task, args)
+    elif contender in COMPILE_CONTENDERS:
+        program = _run_compile(contender, task, args)
         search = counter.snapshot()
     else:
         end = _SearchEnd(counter)

@@ -25,7 +25,7 @@ def program_task(write_task, task_dir):
 
     def write(**overrides):
         return write_task(**{"program.module": "my_pipeline:build", "search.levels": ["prompt"],
-                             "search.max_candidates": 8, **overrides})
+                             "search.formats": ["chat"], "search.max_candidates": 8, **overrides})
     return write
 
 
@@ -99,10 +99,10 @@ def test_a_program_reference_that_cannot_give_a_program_is_one_line_exit_2(progr
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # nothing written
 
 
-def test_a_program_task_asking_for_other_levels_is_refused(program_task, sqlite_url, monkeypatch, capsys):
-    task = program_task(**{"search.levels": ["prompt", "module"]})
+def test_a_program_task_asking_for_the_agent_level_is_refused(program_task, sqlite_url, monkeypatch, capsys):
+    task = program_task(**{"search.levels": ["prompt", "agent"]})
     code, _, err = run_cli(monkeypatch, capsys, "validate", str(task))
-    assert code == 2 and "program.module" in err and "prompt level" in err
+    assert code == 2 and "program.module" in err and "drop agent from search.levels" in err
 
 
 def test_an_lm_outage_while_bootstrapping_stops_the_run_instead_of_leaving_no_demos(program_task, task_dir,

@@ -42,6 +42,7 @@ from agentsearch.search_space import (
 )
 from agentsearch.search_space.kinds import node_kind
 from agentsearch.search_space.topologies import topology
+from agentsearch.search_space.topologies.program import program_role
 
 
 @dataclass(frozen=True)
@@ -142,12 +143,12 @@ class EvolveOptimizer(BaseOptimizer):
             update: dict = {"format": rng.choice(other_formats)}
             if update["format"] == "completion" and takes_demos and not node.demo_ids:
                 # the completion format is few-shot text: without demos it gives the LM nothing to continue
-                update["demo_ids"] = tuple(rng.choice(self.space.demo_sets)[:self.space.max_demos])
+                update["demo_ids"] = self.space.node_demos(node.name, rng.choice(self.space.demo_sets)[:self.space.max_demos])
             changed = node.model_copy(update=update)
         elif kind == "demos":
             demo_set = rng.choice(self.space.demo_sets)
             count = rng.randint(0, min(self.space.max_demos, len(demo_set)))
-            changed = node.model_copy(update={"demo_ids": tuple(demo_set[:count])})
+            changed = node.model_copy(update={"demo_ids": self.space.node_demos(node.name, demo_set[:count])})
         else:
             changed = node.model_copy(update={"instructions": self._reflect(node, failures, rollout)})
         predictors = list(parent.spec.predictors)
@@ -158,7 +159,8 @@ class EvolveOptimizer(BaseOptimizer):
         """New instructions; ``rollout`` makes a repeated request a new sample, not DSPy's cached reply."""
         signature = dspy.Signature(node.signature)
         prompt = render("reflect_instruction.j2", instructions=node.instructions, failures=failures,
-                        inputs=list(signature.input_fields), outputs=list(signature.output_fields))
+                        inputs=list(signature.input_fields), outputs=list(signature.output_fields),
+                        role=program_role(self.space.program, self.space.signature, node.name) if self.space.program else None)
         reply, usage = ask_proposer(self.proposer, prompt, rollout=rollout, min_tokens=MIN_PROPOSAL_TOKENS)
         self.spend(usage)
         # a failed proposal keeps the parent's instructions (the format or demos may move next time)

@@ -77,9 +77,11 @@ def clean_instruction(text: str) -> str:
 
 
 def propose_instructions(
-    lm: dspy.BaseLM, seed: CandidateSpec, train: Sequence[LabelledExample], *, count: int, rng: random.Random
+    lm: dspy.BaseLM, seed: CandidateSpec, train: Sequence[LabelledExample], *, count: int, rng: random.Random,
+    role: str | None = None,
 ) -> tuple[list[str], Usage]:
-    """Up to ``count`` new, distinct instructions; proposals that fail or repeat are dropped."""
+    """Up to ``count`` new, distinct instructions; proposals that fail or repeat are dropped.
+    ``role``: what the predictor does within a larger program (``program_role``), shown to the proposer."""
     predictor = seed.predictors[0]
     signature = dspy.Signature(predictor.signature)
     summary = summarize_data(train, list(signature.output_fields))
@@ -97,6 +99,7 @@ def propose_instructions(
             summary=summary,
             examples=[dict(item.example.items()) for item in shown],
             tip=TIPS[attempt % len(TIPS)],
+            role=role,
         )
         try:
             reply, spent = ask_proposer(lm, prompt, rollout=attempt, min_tokens=MIN_PROPOSAL_TOKENS)

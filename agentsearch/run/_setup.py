@@ -26,6 +26,7 @@ from agentsearch.search_space import (
     SearchSpace,
     build_program,
     node_signature,
+    program_role,
 )
 from agentsearch.search_space._user import (
     UserProgram,
@@ -69,7 +70,7 @@ def planned_space(task: Task, *, train_size: int) -> SearchSpace:
             signature=task.program.signature, instructions=(task.program.instructions,),
             demo_sets=tuple((f"demo{i}",) * min(search.max_demos, train_size) for i in range(search.num_demo_sets))
             if search.max_demos and train_size else (),
-            retrieval_pool=(), demos={}, formats=PROGRAM_FORMATS, max_demos=min(search.max_demos, train_size),
+            retrieval_pool=(), demos={}, formats=tuple(search.formats), max_demos=min(search.max_demos, train_size),
             levels=tuple(search.space_levels), modules=search.modules,
             program={"reference": task.program.module, "nodes": nodes})
     demo_sets = tuple((f"demo{i}",) * min(search.max_demos, train_size) for i in range(search.num_demo_sets))
@@ -144,11 +145,6 @@ def _read_space(ctx: RunContext, stored: dict[str, Any]) -> SearchSpace:
     return SearchSpace.from_dict(stored)
 
 
-PROGRAM_FORMATS = ("chat",)
-"""The user's program runs under the adapter DSPy is configured with (chat by default): a format per
-predictor is not searched yet."""
-
-
 def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace | None:
     """The space of the user's own program: demo sets from its passing traces on train (every
     predictor's demos from the same traces), instruction variants proposed per predictor from what
@@ -157,6 +153,8 @@ def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace 
     rng = random.Random(task.seed)
     spec = seed_spec(task)
     traces: dict[str, dict[str, dict[str, Any]]] = {}
+    shape = {"reference": task.program.module,
+             "nodes": [{"name": node.name, "signature": node.signature} for node in spec.predictors]}
     try:
         if search.bootstrap_examples and search.max_demos:
             ctx.callback.on_phase("bootstrapping demos: your program's traces on train")
@@ -174,7 +172,8 @@ def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace 
             if search.num_instructions > 1 and seen and optimizer_entry(search.optimizer).proposed_instructions:
                 ctx.callback.on_phase(f"proposing {search.num_instructions - 1} instructions for {node.name}")
                 found, usage = propose_instructions(ctx.proposer(), CandidateSpec(predictors=(node.model_copy(
-                    update={"name": "answer"}),)), seen, count=search.num_instructions - 1, rng=rng)
+                    update={"name": "answer"}),)), seen, count=search.num_instructions - 1, rng=rng,
+                    role=program_role(shape, task.program.signature, node.name))
                 ctx.charge(usage)
             nodes.append({"name": node.name, "signature": node.signature, "instructions": [node.instructions, *found]})
     except LMUnavailableError as refusal:
@@ -190,7 +189,7 @@ def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace 
         signature=task.program.signature, instructions=(task.program.instructions,), demo_sets=demo_sets,
         retrieval_pool=(), demos={f"{name}:{example_id}": fields for example_id, steps in traces.items()
                                   if example_id in used for name, fields in steps.items()},
-        formats=PROGRAM_FORMATS, max_demos=search.max_demos if demo_sets else 0, levels=tuple(search.space_levels),
+        formats=tuple(search.formats), max_demos=search.max_demos if demo_sets else 0, levels=tuple(search.space_levels),
         modules=search.modules, program={"reference": task.program.module, "nodes": nodes})
 
 

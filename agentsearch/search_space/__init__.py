@@ -15,4 +15,6 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
                                        "parse_spec"),
     "agentsearch.search_space.kinds": ("NodeKind", "kind_names", "node_kind"),
     "agentsearch.search_space.topologies": ("Role", "Topology", "topology", "topology_names"),
+    "agentsearch.search_space.topologies.program": ("program_role",),
+    "agentsearch.search_space._user": ("SearchedPredictor", "load_into"),
 })

@@ -124,7 +124,13 @@ class SearchSpace:
     @property
     def kinds(self) -> tuple[str, ...]:
         kinds = tuple(self.modules.kinds) if "module" in self.levels else ("predict",)
+        if self.program is not None:  # your program's predictors: kinds that can stand in for one
+            kinds = tuple(k for k in kinds if node_kind(k).wraps_predictors)
         return tuple(k for k in kinds if node_kind(k).available(self))
+
+    def kinds_for(self, signature: str) -> tuple[str, ...]:
+        """The kinds a node over ``signature`` may be (``predict`` always: the node as written)."""
+        return tuple(k for k in dict.fromkeys(("predict", *self.kinds)) if node_kind(k).fits(signature))
 
     @property
     def aux_kinds(self) -> tuple[str, ...]:
@@ -133,6 +139,13 @@ class SearchSpace:
     @property
     def judges(self) -> tuple[str, ...]:
         return ("lm",) + ((self.modules.reward,) if self.modules.reward else ())
+
+    def node_demos(self, node: str, example_ids: Sequence[str]) -> tuple[str, ...]:
+        """The demo ids of node ``node`` for train examples ``example_ids`` (a demo set's): the
+        examples themselves, or for your own program, that predictor's step in their traces."""
+        if self.program is None:
+            return tuple(example_ids)
+        return tuple(f"{node}:{e}" for e in example_ids if f"{node}:{e}" in self.demos)
 
     def _searches_demos(self, kind: str) -> bool:
         return "prompt" in self.levels and node_kind(kind).fixed_demos and bool(self.demo_sets)

@@ -6,19 +6,36 @@ returned (an instance of your class, which DSPy's own ``save``/``load`` round-tr
 comes from a ``package.module:function`` reference called with no arguments (a task file's
 ``program.module``), or from memory (``AgentSearch.compile``); it is built once per process and
 copied for every candidate.
+
+A candidate may also run a predictor another way (the module level: chain of thought,
+self-consistency, best-of-n; the prompt level: its own prompt format). That predictor stays in
+its place, the same object your ``forward`` calls, and answers the same fields: its class becomes
+a subclass of its own (``SearchedPredictor``) that runs it so. DSPy's state format has no place
+for a reasoning kind or an adapter, so its ``dump_state`` adds an ``agentsearch`` entry that plain
+``load`` ignores; ``load_into`` (``agentsearch.load_into``) restores it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dspy
+from pydantic import ValidationError
 
 from agentsearch._references import resolve_callable
-from agentsearch.exceptions import TaskSpecError
+from agentsearch.exceptions import (
+    ProgramFileError,
+    TaskSpecError,
+    describe_validation_error,
+)
+from agentsearch.search_space._adapters import make_adapter
+from agentsearch.search_space._spec import PredictorSpec
+from agentsearch.search_space.kinds import node_kind
 
 _BUILT: dict[tuple[str, str], dspy.Module] = {}
 _LOCK = threading.Lock()
@@ -51,8 +68,115 @@ def predictor_signature(predictor: dspy.Predict) -> str:
     return f"{', '.join(signature.input_fields)} -> {', '.join(signature.output_fields)}"
 
 
-def configured(program: dspy.Module, spec: Any, demos: Mapping[str, Mapping[str, Any]]) -> dspy.Module:
-    """A deep copy of ``program`` whose predictors carry the spec's instructions and demos."""
+AS_WRITTEN = {"module": "predict", "format": "chat"}
+"""A predictor run as your program runs it: its own module, the adapter DSPy is configured with."""
+RUN_OPTIONS = ("module", "format", "samples", "judge")
+"""What of a node's spec says how its predictor runs (kept in its DSPy state as ``agentsearch``)."""
+
+
+class SearchedPredictor:
+    """Mixed into one of your predictors' class: runs it as the search chose.
+
+    ``agentsearch`` holds the node's ``module`` (a kind that wraps predictors), ``format`` (``chat``:
+    the configured adapter; else that predictor's own), and the kind's ``samples`` and ``judge``.
+    The predictor's own signature, instructions and demos are what the kind is built from at each
+    call, so a later ``load`` of other prompts applies. A call that passes more than the
+    signature's inputs (``config=``, ``demos=``...) runs the predictor as written, under its format.
+    """
+
+    agentsearch: dict[str, Any]
+    _agentsearch_base_dir: Path | None = None
+
+    def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().dump_state(*args, **kwargs)  # type: ignore[misc]
+        state["agentsearch"] = dict(self.agentsearch)
+        return state
+
+    def forward(self, **kwargs: Any) -> Any:
+        settings = self.agentsearch
+        adapter = {} if settings["format"] == "chat" else {"adapter": make_adapter(settings["format"])}
+        signature = self.signature  # type: ignore[attr-defined]
+        with dspy.context(**adapter):
+            if settings["module"] == "predict" or set(kwargs) - set(signature.input_fields):
+                return super().forward(**kwargs)  # type: ignore[misc]
+            return self._as_kind(signature)(**kwargs)
+
+    async def aforward(self, **kwargs: Any) -> Any:
+        # the kinds' modules are synchronous; a thread keeps the caller's DSPy context (contextvars are copied)
+        return await asyncio.to_thread(self.forward, **kwargs)
+
+    def _as_kind(self, signature: Any) -> dspy.Module:
+        settings = self.agentsearch
+        if "reasoning" in signature.output_fields:  # your ChainOfThought: the kind adds the reasoning back
+            signature = signature.delete("reasoning")
+        spec = PredictorSpec(signature=f"{', '.join(signature.input_fields)} -> {', '.join(signature.output_fields)}",
+                             **{key: settings[key] for key in RUN_OPTIONS if key in settings and key != "format"})
+        module = node_kind(spec.module).build(spec, signature, {}, self._agentsearch_base_dir)
+        for _, predictor in module.named_predictors():
+            if set(predictor.signature.output_fields) & set(signature.output_fields):
+                predictor.demos = list(self.demos)  # type: ignore[attr-defined]
+        return module
+
+
+class SearchedPredict(SearchedPredictor, dspy.Predict):
+    """A ``dspy.Predict`` of your program run as the search chose."""
+
+
+_SEARCHED: dict[type, type] = {dspy.Predict: SearchedPredict}
+
+
+def run_as(predictor: dspy.Predict, settings: Mapping[str, Any], base_dir: Path | None = None) -> None:
+    """Make ``predictor`` (in place) run as ``settings`` (``RUN_OPTIONS``) say; as written when they are the defaults."""
+    options = {key: settings[key] for key in RUN_OPTIONS if key in settings}
+    spec = PredictorSpec.model_validate({"signature": "x -> y", **options})  # the kind's options checked
+    if spec.module != "predict" and not node_kind(spec.module).wraps_predictors:
+        raise ValueError(f"module {spec.module!r} cannot run in place of a predictor of your program")
+    cls = type(predictor)
+    if {"module": spec.module, "format": spec.format} == AS_WRITTEN:
+        if issubclass(cls, SearchedPredictor):  # back to the class it had
+            predictor.__class__ = next(base for base in cls.__mro__[1:] if not issubclass(base, SearchedPredictor))
+            del predictor.agentsearch
+        return
+    if not issubclass(cls, SearchedPredictor):
+        with _LOCK:
+            if cls not in _SEARCHED:
+                _SEARCHED[cls] = type(cls.__name__, (SearchedPredictor, cls), {"__doc__": cls.__doc__})
+            predictor.__class__ = _SEARCHED[cls]
+    searched: Any = predictor
+    searched.agentsearch = spec.model_dump(include=set(RUN_OPTIONS), exclude_defaults=True) | {
+        "module": spec.module, "format": spec.format}
+    searched._agentsearch_base_dir = base_dir
+
+
+def load_into(program: dspy.Module, path: str | Path, *, base_dir: str | Path | None = None) -> dspy.Module:
+    """Load a state saved from a program agentsearch returned (``program.save(path)``, or
+    ``agentsearch export --format dspy``) into ``program``, a fresh instance of your class: the
+    instructions and demos, as plain ``program.load(path)`` does, and how each predictor runs
+    (its reasoning kind and prompt format), which plain DSPy does not keep. ``base_dir``: where a
+    best-of-n reward's ``package.module:function`` is imported from. Returns ``program``."""
+    path = Path(path)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProgramFileError(f"{path}: cannot read the saved state ({exc})") from None
+    program.load(str(path))
+    for name, predictor in program.named_predictors():
+        settings = (state.get(name) or {}).get("agentsearch") if isinstance(state, dict) else None
+        if settings is None:
+            continue
+        try:
+            run_as(predictor, settings, None if base_dir is None else Path(base_dir))
+        except ValidationError as exc:
+            raise ProgramFileError(f"{path}: {describe_validation_error(exc, prefix=(name, 'agentsearch'))}") from None
+        except (TypeError, ValueError) as exc:
+            raise ProgramFileError(f"{path}: {name}.agentsearch: {exc}") from None
+    return program
+
+
+def configured(program: dspy.Module, spec: Any, demos: Mapping[str, Mapping[str, Any]], *,
+               base_dir: Path | None = None) -> dspy.Module:
+    """A deep copy of ``program`` whose predictors carry the spec's instructions and demos, and run
+    with the spec's kind and format."""
     copy = program.deepcopy()
     nodes = {node.name: node for node in spec.predictors}
     for name, predictor in copy.named_predictors():
@@ -63,6 +187,8 @@ def configured(program: dspy.Module, spec: Any, demos: Mapping[str, Mapping[str,
         predictor.signature = predictor.signature.with_instructions(node.instructions)
         if node.demo_ids:  # none chosen: the predictor keeps the demos you gave it (the seed is your program)
             predictor.demos = [dspy.Example(dict(demos[demo_id])) for demo_id in node.demo_ids]
+        if {"module": node.module, "format": node.format} != AS_WRITTEN:
+            run_as(predictor, node.model_dump(include=set(RUN_OPTIONS)), base_dir)
     missing = set(nodes) - {name for name, _ in copy.named_predictors()}
     if missing:
         raise TaskSpecError(f"the candidate sets predictors the program does not have: {sorted(missing)}")
@@ -79,7 +205,7 @@ class UserProgram(dspy.Module):
         self.demo_texts = {demo_id: dict(demos[demo_id]) for demo_id in sorted(spec.demo_ids())}
         self.lm = lm
         self.pin_lm = pin_lm
-        self.program = configured(load_user_program(spec.program, base_dir=base_dir), spec, demos)
+        self.program = configured(load_user_program(spec.program, base_dir=base_dir), spec, demos, base_dir=base_dir)
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         from agentsearch.search_space._program import lm_override

@@ -38,6 +38,10 @@ class NodeKind:
     default: ClassVar[bool] = True
     """Among ``search.modules.kinds`` when the task file does not list them."""
     lift_rank: ClassVar[float | None] = None
+    wraps_predictors: ClassVar[bool] = False
+    """Can run in place of one predictor of your own program (``program.module``): built from that
+    predictor's signature, instructions and demos, it answers the same fields, so your ``forward``
+    does not change."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -51,6 +55,11 @@ class NodeKind:
 
     def build(self, spec: PredictorSpec, signature: dspy.Signature, demos: Demos, base_dir: Path | None) -> dspy.Module:
         raise NotImplementedError
+
+    def fits(self, signature: str) -> bool:
+        """Whether a node over ``signature`` (``"a, b -> c"``) can be of this kind (one that adds a
+        reasoning field cannot wrap a signature that has one)."""
+        return True
 
     def available(self, space: SearchSpace) -> bool:
         """Whether the run's space can offer the kind (retrieval needs a train pool)."""

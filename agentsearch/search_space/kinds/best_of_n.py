@@ -15,6 +15,7 @@ from agentsearch.search_space.kinds._base import Demos, NodeKind, Params
 class BestOfN(NodeKind):
     name = "best_of_n"
     order = 3
+    wraps_predictors = True
     options = ("samples", "judge")
     lift_rank = 4
 

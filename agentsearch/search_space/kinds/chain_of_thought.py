@@ -12,6 +12,11 @@ class ChainOfThought(NodeKind):
     name = "chain_of_thought"
     order = 1
     lift_rank = 1
+    wraps_predictors = True
+
+    def fits(self, signature: str) -> bool:
+        # a signature that already reasons first (your own ChainOfThought) would get it twice
+        return "reasoning" not in [name.split(":")[0].strip() for name in signature.split("->", 1)[-1].split(",")]
 
     def build(self, spec: Any, signature: Any, demos: Demos, base_dir: Path | None) -> Any:
         import dspy

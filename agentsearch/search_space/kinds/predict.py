@@ -11,6 +11,7 @@ from agentsearch.search_space.kinds._base import Demos, NodeKind
 class Predict(NodeKind):
     name = "predict"
     order = 0
+    wraps_predictors = True
 
     def build(self, spec: Any, signature: Any, demos: Demos, base_dir: Path | None) -> Any:
         import dspy

@@ -11,6 +11,7 @@ from agentsearch.search_space.kinds._base import Demos, NodeKind, Params
 class SelfConsistency(NodeKind):
     name = "self_consistency"
     order = 2
+    wraps_predictors = True
     options = ("samples",)
     lift_rank = 2
 
