@@ -19,4 +19,5 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
     "agentsearch.task": ("Task", "load_task"),
     "agentsearch.store": ("get_storage",),
     "agentsearch._teleprompter": ("AgentSearch",),
+    "agentsearch._visual": ("report_data", "write_report"),
 })

@@ -1,4 +1,5 @@
-"""The CLI's live display: candidates done of budget, best dev score, LM calls, tokens and cost."""
+"""The CLI's live display: candidates done of budget, the best dev score and what that program is,
+LM calls (and what is left of the budget), tokens and cost."""
 
 from __future__ import annotations
 
@@ -14,12 +15,22 @@ from rich.progress import (
 
 from agentsearch._callbacks import SearchCallback
 from agentsearch.evaluators import ExampleOutcome
-from agentsearch.search_space import parse_spec
+from agentsearch.search_space import DesignSpec, parse_spec
 from agentsearch.store import CandidateRecord, EvaluationRecord, RunUsage
 
 
+def describe(spec: dict) -> str:
+    """A program in a few words: its structure, each distinct prompt format, its demo count."""
+    parsed = parse_spec(spec)
+    if isinstance(parsed, DesignSpec):
+        return parsed.structure()
+    formats = ",".join(dict.fromkeys(node.format for node in parsed.predictors))
+    demos = sum(len(node.demo_ids) for node in parsed.predictors)
+    return f"{parsed.structure()}; {formats}; {demos} demo{'s' if demos != 1 else ''}"
+
+
 class RichProgress(SearchCallback):
-    def __init__(self, console: Console, max_candidates: int) -> None:
+    def __init__(self, console: Console, max_candidates: int, max_lm_calls: int | None = None) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[status]}"), console=console, transient=False,
@@ -27,6 +38,8 @@ class RichProgress(SearchCallback):
         self.candidates: TaskID = self.progress.add_task("candidates", total=max_candidates, status="")
         self.examples: TaskID = self.progress.add_task("examples", total=1, status="")
         self.best: float | None = None
+        self.best_program: str | None = None
+        self.max_lm_calls = max_lm_calls
         self.usage = RunUsage(0, 0, 0.0)
         self.scored: set[int] = set()
 
@@ -39,7 +52,10 @@ class RichProgress(SearchCallback):
 
     def _status(self) -> str:
         best = "-" if self.best is None else f"{self.best:.3f}"
-        return (f"best dev {best} | LM calls {self.usage.lm_calls} | tokens {self.usage.tokens}"
+        if self.best is not None and self.best_program:
+            best += f" [{self.best_program}]"
+        left = "" if self.max_lm_calls is None else f", {max(0, self.max_lm_calls - self.usage.lm_calls)} left"
+        return (f"best dev {best} | LM calls {self.usage.lm_calls}{left} | tokens {self.usage.tokens}"
                 f" | ${self.usage.cost_usd:.4f}")
 
     def on_phase(self, message: str) -> None:
@@ -54,7 +70,12 @@ class RichProgress(SearchCallback):
         self.progress.update(self.candidates, status=self._status())
 
     def on_evaluation_end(self, candidate: CandidateRecord, evaluation: EvaluationRecord, best_dev: float | None) -> None:
+        if best_dev != self.best:
+            self.best_program = None  # a better one found elsewhere (another worker, a resumed run)
         self.best = best_dev
+        if (evaluation.split == "dev" and evaluation.status == "complete" and evaluation.score is not None
+                and evaluation.score == best_dev):
+            self.best_program = describe(candidate.spec)
         if evaluation.split == "dev" and candidate.id not in self.scored:
             self.scored.add(candidate.id)
             self.progress.advance(self.candidates)

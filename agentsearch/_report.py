@@ -6,7 +6,7 @@ Computed from the store alone, so the CLI and SQL users see the same figures as 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agentsearch._stats import Estimate, bootstrap, paired_difference
@@ -43,13 +43,14 @@ class FrontPoint:
 
 
 def pareto_front(candidates: Sequence[CandidateRecord], evaluations: Sequence[EvaluationRecord],
-                 measure: str) -> list[FrontPoint]:
+                 measure: str, *, cost_of: Callable[[EvaluationRecord], float] | None = None) -> list[FrontPoint]:
     """Candidates no other beats on dev score without costing more per example, cheapest first.
 
     Takes a run's records rather than a storage: the caller has listed them already (the cost unit
-    is read from the same evaluations)."""
+    is read from the same evaluations). ``cost_of`` replaces the cost per example (``measure``)."""
     by_id = {c.id: c for c in candidates}
-    points = [FrontPoint(by_id[e.candidate_id], e, cost_per_example(e, measure)) for e in evaluations
+    cost = cost_of or (lambda e: cost_per_example(e, measure))
+    points = [FrontPoint(by_id[e.candidate_id], e, cost(e)) for e in evaluations
               if e.split == "dev" and e.status == "complete" and e.score is not None]
     points.sort(key=lambda p: (p.cost, -p.score, p.candidate.number))
     # One sweep from the cheapest: a point is dominated by a cheaper one scoring as well, or by one

@@ -39,3 +39,12 @@ def paired_difference(first: Mapping[str, float], second: Mapping[str, float], *
     """``first - second`` over the examples both were scored on, resampled as pairs."""
     shared = sorted(set(first) & set(second))
     return bootstrap([first[key] - second[key] for key in shared], confidence=confidence, seed=seed)
+
+
+def verdict(difference: Estimate) -> str:
+    """What a paired difference's interval allows one to claim: a direction only when it excludes 0."""
+    if difference.low > 0:
+        return "better, beyond the 95% interval"
+    if difference.high < 0:
+        return "worse, beyond the 95% interval"
+    return "within noise (the 95% interval includes 0)"

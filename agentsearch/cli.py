@@ -114,7 +114,8 @@ def optimize(
     _drive(lambda progress: run_search(task, storage=url, run_name=run, resume=resume, max_candidates=max_candidates,
                                        max_lm_calls=max_lm_calls, concurrency=concurrency, seed=seed,
                                        callback=progress),
-           max_candidates or task.search.max_candidates, url=url, again=again, as_json=as_json, out_file=out_file)
+           max_candidates or task.search.max_candidates, url=url, again=again, as_json=as_json, out_file=out_file,
+           max_lm_calls=max_lm_calls or task.budget.max_lm_calls)
 
 
 @app.command()
@@ -136,10 +137,12 @@ def worker(
     max_candidates = int(record.task.get("search", {}).get("max_candidates") or 0)
     again = f"`agentsearch worker {run}" + (f" --storage {mask_url(url)}`" if url != DEFAULT_STORAGE else "`")
     _drive(lambda progress: work(run, storage=stored, concurrency=concurrency, callback=progress),
-           max_candidates, url=url, again=again, as_json=as_json, out_file=None)
+           max_candidates, url=url, again=again, as_json=as_json, out_file=None,
+           max_lm_calls=(record.task.get("budget") or {}).get("max_lm_calls"))
 
 
-def _drive(search: Any, max_candidates: int, *, url: str, again: str, as_json: bool, out_file: Path | None) -> None:
+def _drive(search: Any, max_candidates: int, *, url: str, again: str, as_json: bool, out_file: Path | None,
+           max_lm_calls: int | None = None) -> None:
     """Run ``search(progress)`` with the live display, Ctrl-C and SIGTERM handled, then print the summary."""
     from agentsearch._progress import RichProgress
     from agentsearch.exceptions import LMUnavailableError
@@ -147,7 +150,7 @@ def _drive(search: Any, max_candidates: int, *, url: str, again: str, as_json: b
 
     logging.getLogger("dspy").setLevel(logging.ERROR)  # per-call truncation warnings would flood the display
     display = err if as_json else out
-    progress = RichProgress(display, max_candidates)
+    progress = RichProgress(display, max_candidates, max_lm_calls)
 
     def terminate(signum: int, frame: Any) -> None:
         raise Terminated()
@@ -180,6 +183,8 @@ def _drive(search: Any, max_candidates: int, *, url: str, again: str, as_json: b
     if as_json:
         _emit_json(summary)
         return
+    from agentsearch._stats import verdict
+
     out.print(f"run {result.run.name}: {result.run.status} ({result.stop_reason})")
     table = Table()
     for column in ("", "candidate", "dev", "test"):
@@ -193,8 +198,9 @@ def _drive(search: Any, max_candidates: int, *, url: str, again: str, as_json: b
                        ("best_minus_seed_dev", "best - seed, dev"), ("best_minus_seed_test", "best - seed, test")):
         if key in result.intervals:
             estimate, sign = result.intervals[key], "+" if "minus" in key else ""
+            claim = f": {verdict(estimate)}" if "minus" in key else ""
             out.print(f"{label}: {estimate.mean:{sign}.3f} (95% CI {estimate.low:{sign}.3f} to {estimate.high:{sign}.3f},"
-                      f" {estimate.n} examples)")
+                      f" {estimate.n} examples){claim}")
     out.print(f"LM calls {result.usage.lm_calls}, tokens {result.usage.tokens}, cost ${result.usage.cost_usd:.4f}, "
               f"wall {result.wall_s:.1f} s")
     if result.pruning.pruned:
@@ -396,6 +402,41 @@ def examples(
         table.add_row(row["example_id"], fields(row["inputs"])[:200], fields(row["gold"])[:100],
                       fields(row["prediction"])[:200], f"{row['score']:.2f}", (row["error"] or "")[:200])
     out.print(table)
+
+
+@app.command()
+def report(run: str = typer.Argument(..., help="run name or id"),
+           out_file: Path = typer.Option(Path("report.html"), "--out", help="the HTML file to write"),
+           storage: Optional[str] = StorageOpt) -> None:
+    """Draw a run as one self-contained HTML page (no network or server needed to open it): the search
+    history, each level's and optimizer's share, the score/cost front, the lineage and the right/wrong
+    grid of candidates by dev examples. Needs the report extra: pip install 'agentsearch[report]'."""
+    from agentsearch._visual import write_report
+
+    store = _open_existing(storage)
+    record = _run_or_fail(store, run)
+    if out_file.is_dir():
+        raise AgentSearchError(f"--out: {out_file} is a directory")
+    write_report(store, record, out_file)
+    out.print(f"wrote {out_file}: run {record.name}, {len(store.list_candidates(record.id))} candidates; "
+              "open it in a browser", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def dashboard(storage: Optional[str] = StorageOpt,
+              host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (this machine only by default)"),
+              port: int = typer.Option(8080, "--port", min=1, max=65535)) -> None:
+    """Start optuna-dashboard on the runs' database: each run's study, its trials labelled with their
+    candidates (ids, levels, modules, formats, instructions, demo counts). Needs the report extra."""
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise AgentSearchError("agentsearch dashboard runs optuna-dashboard: pip install 'agentsearch[report]'") from None
+    url = resolve_storage_url(storage)
+    _open_existing(url)  # an existing database only, not an empty one where a path was mistyped
+    out.print(f"optuna-dashboard on {mask_url(url)}: http://{host}:{port}/ (Ctrl-C stops it)", markup=False,
+              highlight=False, soft_wrap=True)
+    run_server(url, host=host, port=port)
 
 
 @app.command()

@@ -43,6 +43,37 @@ LIFTED = "agentsearch:lifted"
 """Study attribute set once the module-level lifts are enqueued: the prompt stage is over."""
 LIFTED_FROM = "agentsearch:lifted_from"
 """Trial attribute of a lift: the trial numbers of the prompt-level trials it was built from."""
+INSTRUCTION_CHARS = 300
+"""Instructions longer than this are cut in a trial's attributes (the candidate's spec has them whole)."""
+
+
+def trial_attributes(spec: CandidateSpec, candidate_id: int | None, number: int | None, *,
+                     duplicate: bool = False, note: str | None = None) -> dict[str, Any]:
+    """What a trial stands for, readable where its params are indices into the run's space
+    (``answer.instruction: 1``): the candidate it made (or repeats), its level and modules, and per
+    node its kind, format, instructions and demo count. Shown by optuna-dashboard as user attributes."""
+    from agentsearch.search_space.topologies import topology
+
+    attrs: dict[str, Any] = {
+        "level": "prompt" if topology(spec.topology).prompt_level(spec) else "module",
+        "structure": spec.structure(),
+    }
+    if candidate_id is not None:
+        prefix = "duplicate_of_" if duplicate else ""
+        attrs[f"{prefix}candidate_id"] = candidate_id
+        if number is not None:
+            attrs[f"{prefix}candidate_number"] = number
+    if duplicate:
+        attrs["duplicate"] = True  # a repeated proposal: no candidate of its own, its twin's score told
+    if note:
+        attrs["note"] = note[:INSTRUCTION_CHARS]
+    for node in spec.predictors:
+        attrs[f"{node.name}.module"] = node.module
+        attrs[f"{node.name}.format"] = node.format
+        text = node.instructions
+        attrs[f"{node.name}.instructions"] = text if len(text) <= INSTRUCTION_CHARS else text[:INSTRUCTION_CHARS] + "…"
+        attrs[f"{node.name}.demos"] = len(node.demo_ids)
+    return attrs
 
 
 def make_sampler(name: str, *, seed: int, max_candidates: int) -> optuna.samplers.BaseSampler:
@@ -97,13 +128,15 @@ class OptunaOptimizer(BaseOptimizer):
 
     def __init__(self, space: SearchSpace, *, study: optuna.Study, name: str, seed_candidate_id: int,
                  sampler_for: Callable[[int], optuna.samplers.BaseSampler], prompt_trials: int = 0,
-                 candidate_of: Callable[[int], int | None] = lambda trial_number: None) -> None:
+                 candidate_of: Callable[[int], int | None] = lambda trial_number: None,
+                 number_of: Callable[[int], int | None] = lambda candidate_id: None) -> None:
         """``sampler_for(n)`` makes the sampler that proposes trial ``n``.
 
         A fresh sampler seeded by the trial number makes each proposal a function of the study's
         history alone, so a run resumed in a new process proposes what the uninterrupted run would.
         The first ``prompt_trials`` trials (0: none) are held to the prompt level. ``candidate_of``
-        maps a trial number to its candidate id, so a lift names the candidates it came from.
+        maps a trial number to its candidate id, so a lift names the candidates it came from;
+        ``number_of`` a candidate id to its number, for the trial's attributes.
         """
         self.space = space
         self.study = study
@@ -112,15 +145,16 @@ class OptunaOptimizer(BaseOptimizer):
         self.seed_candidate_id = seed_candidate_id
         self.prompt_trials = prompt_trials
         self.candidate_of = candidate_of
+        self.number_of = number_of
         self.multi_objective = len(study.directions) > 1
         self.prunes = not self.multi_objective and not isinstance(study.pruner, optuna.pruners.NopPruner)
 
     def record_known(self, params: dict[str, Any], distributions: dict[str, Any], values: list[float],
-                     example_scores: dict[int, float]) -> None:
+                     example_scores: dict[int, float], user_attrs: dict[str, Any] | None = None) -> None:
         """Teach the sampler a result it did not propose (the seed program's), with its per-example scores."""
         self.study.add_trial(optuna.trial.create_trial(
             params=params, distributions=distributions, values=values,
-            intermediate_values={} if self.multi_objective else example_scores,
+            intermediate_values={} if self.multi_objective else example_scores, user_attrs=user_attrs,
         ))
 
     def _prompt_level_ranking(self) -> list[optuna.trial.FrozenTrial]:
@@ -191,6 +225,13 @@ class OptunaOptimizer(BaseOptimizer):
         # Another worker may tell the same trial at the same moment (one that took over a candidate
         # from a worker presumed dead): the first answer stands.
         with contextlib.suppress(UpdateFinishedTrialError):
+            if isinstance(proposal.spec, CandidateSpec):
+                trial_id = self._trial(proposal)._trial_id
+                number = None if outcome.candidate_id is None else self.number_of(outcome.candidate_id)
+                attrs = trial_attributes(proposal.spec, outcome.candidate_id, number, duplicate=outcome.duplicate,
+                                         note=outcome.error)
+                for key, value in attrs.items():
+                    self.study._storage.set_trial_user_attr(trial_id, key, value)
             if outcome.pruned:
                 self.study.tell(proposal.trial_number, state=TrialState.PRUNED, skip_if_finished=True)
             elif outcome.score is None:
@@ -229,8 +270,12 @@ class OptunaOptimizer(BaseOptimizer):
             # Trial 0 with no candidate of its own is the seed's, which record_known added.
             return view.seed_candidate_id if found is None and trial_number == 0 else found
 
+        def number_of(candidate_id: int) -> int | None:
+            return next((c.number for c in view.candidates() if c.id == candidate_id), None)
+
         optimizer = cls(space, study=study, name=name, seed_candidate_id=view.seed_candidate_id,
-                        sampler_for=sampler_for, prompt_trials=prompt_trials(task, space), candidate_of=candidate_of)
+                        sampler_for=sampler_for, prompt_trials=prompt_trials(task, space), candidate_of=candidate_of,
+                        number_of=number_of)
         seed = next(c for c in view.candidates() if c.id == view.seed_candidate_id)
         spec = parse_spec(seed.spec)
         known = seed_trial(space, spec) if isinstance(spec, CandidateSpec) else None
@@ -238,10 +283,11 @@ class OptunaOptimizer(BaseOptimizer):
         score = view.dev_score(view.seed_candidate_id)
         if known is not None and scores is not None and score is not None and not study.get_trials(deepcopy=False):
             if view.once("optuna:seed-trial"):
+                assert isinstance(spec, CandidateSpec)  # only a CandidateSpec has a seed trial
                 cost = _cost(view, view.seed_candidate_id, cost_measure(task.lm.model))
                 params, distributions = known
                 optimizer.record_known(params, distributions, values=[score, cost] if cost_aware else [score],
-                                       example_scores=scores)
+                                       example_scores=scores, user_attrs=trial_attributes(spec, seed.id, seed.number))
             else:  # another worker is adding it: trial 0 must be the seed's for every worker
                 view.wait_for(lambda: bool(study.get_trials(deepcopy=False)), "the seed's Optuna trial")
         return optimizer

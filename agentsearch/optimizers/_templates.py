@@ -33,3 +33,14 @@ def render(template: str, **values: Any) -> str:
 def template_names(folder: str) -> list[str]:
     """The templates in ``folder``, without the partials (names starting with ``_``), sorted."""
     return sorted(f"{folder}/{path.name}" for path in (TEMPLATES / folder).glob("*.j2") if not path.name.startswith("_"))
+
+
+@lru_cache(maxsize=1)
+def _html_environment() -> jinja2.Environment:
+    """For HTML pages (the run report): every value escaped unless marked safe."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                              autoescape=True)
+
+
+def render_html(template: str, **values: Any) -> str:
+    return _html_environment().get_template(template).render(**values)
