@@ -13,15 +13,39 @@ from agentsearch._stats import Estimate, bootstrap, paired_difference
 from agentsearch.store import BaseStorage, CandidateRecord, EvaluationRecord
 
 
-def best_candidate(storage: BaseStorage, run_id: int) -> tuple[CandidateRecord, EvaluationRecord] | None:
-    """Highest dev score over complete evaluations; ties go to the earlier candidate (the seed wins a tie)."""
+def finalists(storage: BaseStorage, run_id: int, count: int) -> list[tuple[CandidateRecord, EvaluationRecord]]:
+    """The ``count`` candidates with the highest dev scores over complete evaluations, best first;
+    ties go to the earlier candidate (the seed wins a tie)."""
     candidates = {c.id: c for c in storage.list_candidates(run_id)}
     scored = [e for e in storage.list_evaluations(run_id=run_id)
               if e.split == "dev" and e.status == "complete" and e.score is not None]
-    if not scored:
+    scored.sort(key=lambda e: (-(e.score or 0.0), candidates[e.candidate_id].number))
+    return [(candidates[e.candidate_id], e) for e in scored[:count]]
+
+
+def best_candidate(storage: BaseStorage, run_id: int) -> tuple[CandidateRecord, EvaluationRecord] | None:
+    """The run's choice, read from the store alone (so ``optimize``, the CLI and the report agree).
+
+    Without held-out evaluations: the highest dev score (ties to the earlier candidate). With the
+    finalists re-scored on held-out train examples (``search.holdout``): the finalist whose dev and
+    held-out examples together score highest: twice or more the examples behind the choice, half
+    of them never seen while the search chose between candidates, so a candidate lucky on dev
+    gives way to one that holds up."""
+    ranked = finalists(storage, run_id, 1_000_000)
+    if not ranked:
         return None
-    evaluation = max(scored, key=lambda e: (e.score, -candidates[e.candidate_id].number))
-    return candidates[evaluation.candidate_id], evaluation
+    held = {e.candidate_id: e for e in storage.list_evaluations(run_id=run_id)
+            if e.split == "select" and e.status == "complete" and e.score is not None}
+    rescored = [(candidate, dev) for candidate, dev in ranked if candidate.id in held]
+    if len(rescored) < 2:
+        return ranked[0]
+
+    def pooled(pair: tuple[CandidateRecord, EvaluationRecord]) -> float:
+        candidate, dev = pair
+        other = held[candidate.id]
+        return ((dev.score or 0.0) * dev.n + (other.score or 0.0) * other.n) / max(1, dev.n + other.n)
+
+    return max(rescored, key=lambda pair: (pooled(pair), pair[1].score or 0.0, -pair[0].number))
 
 
 def cost_per_example(evaluation: EvaluationRecord, measure: str) -> float:

@@ -1,7 +1,12 @@
 """Quality per LM call: agentsearch against DSPy's optimizers, same LM, data and budget; prints JSON.
 
-    python bench/quality.py [--quick] [--budget N] [--tasks sst2 web_of_lies navigate boolean_expressions]
+    python bench/quality.py [--quick | --medium] [--budget N] [--tasks sst2 web_of_lies navigate boolean_expressions]
                             [--contenders ...] [--lm MODEL [--api-base URL]] [--concurrency N] [--save]
+                            [--workdir DIR]
+
+With ``--workdir``, each contender's finished result is kept there (``<task>-<contender>.result.json``)
+and a bench started again with the same settings and workdir skips it: a long bench (``--medium``,
+about an hour per task on 2 cores) resumes where it stopped, one contender at most repeated.
 
 Tasks come from ../shared/data beside the project root (SST-2 and three BIG-Bench Hard tasks), cut
 into fixed seeded train/dev/test splits. Contenders: the seed program unoptimised; DSPy's
@@ -60,7 +65,16 @@ MODES = {  # BBH files have 250 rows: train + dev + test must fit
     # a chat reply the model cannot format would run on to the limit, then again as JSON).
     "quick": {"budget": 40, "bootstrap_examples": 6, "max_tokens": 16, "proposer_max_tokens": 200,
               "sizes": {"sst2": {"train": 20, "dev": 10, "test": 20}, "bbh": {"train": 20, "dev": 10, "test": 20}}},
+    # test intervals of about +-0.07 (150-200 examples) and a budget of a few hundred calls: one task
+    # (ten contenders) in about an hour on 2 cores with the embedded LM
+    "medium": {"budget": 300, "bootstrap_examples": 16, "max_tokens": 16, "proposer_max_tokens": 256,
+               "sizes": {"sst2": {"train": 100, "dev": 50, "test": 200},
+                         "bbh": {"train": 50, "dev": 50, "test": 150}}},
 }
+
+
+def mode_name(args: argparse.Namespace) -> str:
+    return "quick" if args.quick else "medium" if args.medium else "full"
 DSPY_CONTENDERS = ("dspy_bootstrap_rs", "dspy_miprov2_light", "dspy_gepa")
 COMPILE_CONTENDERS = {
     "agentsearch_compile": {"levels": ["prompt"]},
@@ -111,7 +125,7 @@ class CallCounter:
 
 def task_dict(args: argparse.Namespace, name: str, search: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = TASKS[name]
-    mode = MODES["quick" if args.quick else "full"]
+    mode = MODES[mode_name(args)]
     sizes = mode["sizes"]["sst2" if name == "sst2" else "bbh"]
     data: dict[str, Any]
     if "files" in spec:
@@ -254,6 +268,11 @@ def run_task(args: argparse.Namespace) -> None:
 
     counter, rows = CallCounter(), []
     for contender in args.contenders:
+        kept = _kept(args, args.run_task, contender)
+        if kept is not None:  # finished by an earlier start of the bench with these settings
+            print(RESULT + json.dumps(kept), flush=True)
+            rows.append(kept)
+            continue
         _fresh_start(args, f"{args.run_task}-{contender}")
         counter.reset()
         started = time.perf_counter()
@@ -265,9 +284,29 @@ def run_task(args: argparse.Namespace) -> None:
                       "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"[:500],
                       "lm_calls_before_error": counter.snapshot()["lm_calls"]}
         report["wall_s"] = round(time.perf_counter() - started, 1)  # search and the dev and test scoring
+        if "error" not in report:
+            _keep(args, args.run_task, contender, report)
         print(RESULT + json.dumps(report), flush=True)
         rows.append(report)
     print(RESULT + json.dumps({"comparison": compare(args, args.run_task, rows)}), flush=True)
+
+
+def _settings_key(args: argparse.Namespace) -> dict[str, Any]:
+    return {"mode": mode_name(args), "budget": args.budget, "lm": args.lm, "api_base": args.api_base,
+            "max_tokens": args.max_tokens, "concurrency": args.concurrency}
+
+
+def _kept(args: argparse.Namespace, task: str, contender: str) -> dict[str, Any] | None:
+    path = Path(args.workdir) / f"{task}-{contender}.result.json"
+    if not path.exists():
+        return None
+    kept = json.loads(path.read_text())
+    return kept["row"] if kept.get("settings") == _settings_key(args) else None
+
+
+def _keep(args: argparse.Namespace, task: str, contender: str, row: dict[str, Any]) -> None:
+    path = Path(args.workdir) / f"{task}-{contender}.result.json"
+    path.write_text(json.dumps({"settings": _settings_key(args), "row": row}))
 
 
 def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCounter) -> dict[str, Any]:
@@ -378,6 +417,8 @@ def _child(args: argparse.Namespace, task: str) -> list[dict[str, Any]]:
         command += ["--api-base", args.api_base]
     if args.quick:
         command.append("--quick")
+    if args.medium:
+        command.append("--medium")
     log = Path(args.workdir) / f"{task}.log"
     rows = []
     with open(log, "w") as err, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True) as child:
@@ -393,7 +434,10 @@ def _child(args: argparse.Namespace, task: str) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small splits and budget: about 20 minutes on 2 cores")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="small splits and budget: about 30 minutes on 2 cores")
+    sizes.add_argument("--medium", action="store_true",
+                       help="test intervals of about +-0.07, budget 300: about an hour per task on 2 cores")
     parser.add_argument("--budget", type=int, help="LM calls each contender may spend searching (default 1000; quick 40)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
@@ -405,7 +449,7 @@ def main() -> None:
     parser.add_argument("--save", action="store_true", help="also write the JSON to bench/results/")
     parser.add_argument("--run-task", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    mode = MODES["quick" if args.quick else "full"]
+    mode = MODES[mode_name(args)]
     args.budget = args.budget or mode["budget"]
     args.max_tokens = args.max_tokens or mode["max_tokens"]
     args.concurrency = args.concurrency or (1 if args.lm.startswith("local/") else 8)
@@ -420,7 +464,7 @@ def main() -> None:
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report: dict[str, Any] = {"bench": "quality", "settings": {
-        "quick": args.quick, "budget": args.budget, "lm": args.lm, "max_tokens": args.max_tokens,
+        "mode": mode_name(args), "quick": args.quick, "budget": args.budget, "lm": args.lm, "max_tokens": args.max_tokens,
         "concurrency": args.concurrency, "bootstrap_examples": mode["bootstrap_examples"],
         "proposer_max_tokens": mode["proposer_max_tokens"], "sizes": mode["sizes"],
         "workdir": args.workdir}}
@@ -435,7 +479,7 @@ def main() -> None:
                  for c in args.contenders if c not in done]
         report["tasks"][task] = {"contenders": rows, "agentsearch_vs_dspy": comparison}
     report["wall_s"] = round(time.perf_counter() - started, 1)
-    emit(report, "quality-quick" if args.quick else "quality", save=args.save)
+    emit(report, "quality" if mode_name(args) == "full" else f"quality-{mode_name(args)}", save=args.save)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,15 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def held_out(train: list[LabelledExample], task: Task) -> tuple[list[LabelledExample], list[LabelledExample]]:
+    """Train without the examples ``search.holdout`` keeps for choosing among finalists, and those
+    (a seeded sample, the same in every worker; at most half of train, so demos remain)."""
+    count = min(task.search.holdout, len(train) // 2)
+    ids = sorted(item.id for item in train)
+    kept = set(random.Random(f"{task.seed}:holdout").sample(ids, count))
+    return [item for item in train if item.id not in kept], [item for item in train if item.id in kept]
+
+
 @dataclass
 class RunContext:
     task: Task
@@ -57,6 +66,8 @@ class RunContext:
         # Minibatches for pruning are prefixes of dev, so dev is shuffled once (by the task seed) to make
         # every prefix a fair sample; each example's position is its step in the Optuna study.
         random.Random(task.seed).shuffle(self.splits[Split.DEV])
+        if task.search.holdout and Split.SELECT not in self.splits:
+            self.splits[Split.TRAIN], self.splits[Split.SELECT] = held_out(self.splits[Split.TRAIN], task)
         self.dev_step = {item.id: step for step, item in enumerate(self.splits[Split.DEV])}
         self.cost_measure = cost_measure(task.lm.model)
         agent = task.search.agent

@@ -11,6 +11,7 @@ from agentsearch._report import (
     CandidateResult,
     PruningSummary,
     best_candidate,
+    finalists,
     pruning_summary,
     score_intervals,
 )
@@ -76,6 +77,24 @@ def _test(ctx: RunContext, scoring: Scoring, candidate: CandidateRecord) -> Eval
     return scoring.evaluate(candidate, Split.TEST, ctx.split(Split.TEST))
 
 
+def _rescore_finalists(ctx: RunContext, scoring: Scoring) -> None:
+    """Score the top ``search.finalists`` candidates by dev on the held-out train examples, which no
+    demo or proposal came from; ``best_candidate`` then chooses on dev and those together. A budget
+    that runs out here leaves the choice to what was re-scored (to dev alone if fewer than two)."""
+    search = ctx.task.search
+    if not search.holdout or not ctx.split(Split.SELECT):
+        return
+    top = finalists(ctx.storage, ctx.run.id, search.finalists)
+    if len(top) < 2:
+        return
+    ctx.callback.on_phase(f"re-scoring the top {len(top)} candidates on {len(ctx.split(Split.SELECT))} held-out "
+                          "train examples")
+    for candidate, _ in top:
+        if ctx.budget.exhausted():
+            return
+        scoring.evaluate(candidate, Split.SELECT, ctx.split(Split.SELECT))
+
+
 def finish(ctx: RunContext, scoring: Scoring, seed: CandidateRecord, status: RunStatus, reason: str) -> None:
     """Test the best and the seed, and set the run's final status: done by the one worker holding the
     ``finish`` lease; the others wait until it has (or take over if it dies)."""
@@ -85,6 +104,7 @@ def finish(ctx: RunContext, scoring: Scoring, seed: CandidateRecord, status: Run
             run = storage.get_run(run_id)
             if run is not None and run.status != RunStatus.RUNNING:
                 return  # another worker finished it while this one took the lease
+            _rescore_finalists(ctx, scoring)
             best, _ = _best(ctx)
             ctx.callback.on_phase("evaluating the best and the seed program on test")
             _test(ctx, scoring, best)

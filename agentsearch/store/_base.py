@@ -92,6 +92,9 @@ class Split(enum.StrEnum):
     TRAIN = "train"
     DEV = "dev"
     TEST = "test"
+    SELECT = "select"
+    """Train examples held out of demos and proposals (``search.holdout``): the finalists are
+    re-scored on them before the best is chosen."""
 
 
 DEFAULT_STORAGE = "sqlite:///agentsearch.db"
