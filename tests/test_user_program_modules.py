@@ -202,3 +202,22 @@ def test_compile_searches_kinds_with_the_users_reward(sqlite_url, fake_lm):
 def test_optimize_given_a_dspy_program_points_to_agentsearch():
     with pytest.raises(TypeError, match=r"not a Predict: to optimize a DSPy program, use agentsearch.AgentSearch"):
         agentsearch.optimize(dspy.Predict("sentence -> label"))
+
+
+def test_a_predictor_over_the_tasks_fields_gets_labelled_demos_too(sqlite_url, fake_lm):
+    """The fake answers every chat prompt 'positive': the student's passing traces are the positive
+    examples only. The train examples themselves are demos for a predictor whose fields they hold,
+    as DSPy's labelled demos are, so the negatives are there too, and the completion format with
+    demos (which the fake answers right) is found."""
+    optimizer = agentsearch.AgentSearch(
+        metric=lambda example, prediction, trace=None: float(example.label == prediction.label),
+        lm=dspy.LM("fake/keyword", num_retries=0), storage=sqlite_url, max_candidates=10, num_instructions=1,
+        max_demos=4, num_demo_sets=3, bootstrap_examples=10, formats=["chat", "completion"])
+    rows = sentiment_rows(0)
+    train = [dspy.Example(**row).with_inputs("sentence") for row in rows]
+    dev = [dspy.Example(**row).with_inputs("sentence") for row in sentiment_rows(100)[:12]]
+    optimizer.compile(dspy.Predict("sentence -> label"), trainset=train, valset=dev)
+    space = get_storage(sqlite_url).get_run(optimizer.result.run.id).space
+    labels = {demo["label"] for demo in space["demos"].values()}
+    assert labels == {"positive", "negative"} and all(key.startswith("self:") for key in space["demos"])  # a bare Predict: DSPy names it self
+    assert optimizer.result.best.dev_score > optimizer.result.seed.dev_score
