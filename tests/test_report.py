@@ -130,7 +130,8 @@ def test_optuna_trials_say_which_candidate_they_are(finished_run, sqlite_url):
         assert attrs["level"] == candidate.level and attrs["structure"] == spec.structure()
         assert attrs["answer.format"] == node.format and attrs["answer.demos"] == len(node.demo_ids)
         assert attrs["answer.instructions"] == node.instructions[:300] + ("…" if len(node.instructions) > 300 else "")
-    assert len(trials) == len(by_trial) + 1 + sum(bool(t.user_attrs.get("duplicate")) for t in trials)
+    assert by_trial[0].id == seed.id  # the store says so too
+    assert len(trials) == len(by_trial) + sum(bool(t.user_attrs.get("duplicate")) for t in trials)
 
 
 def _free_port() -> int:

@@ -58,6 +58,15 @@ def test_a_batch_with_a_duplicate_is_refused_whole(storage_url):
     assert [r.example_id for r in store.list_example_results(evaluation.id)] == ["a"]
 
 
+def test_a_candidate_gets_its_trial_number_later_and_a_missing_one_is_an_error(storage_url):
+    store, evaluation = _fresh_evaluation(storage_url)
+    store.set_candidate_trial(evaluation.candidate_id, 0)
+    store.set_candidate_trial(evaluation.candidate_id, 0)  # idempotent
+    assert store.get_candidate(evaluation.candidate_id).trial_number == 0
+    with pytest.raises(StorageError, match="candidate 999999 does not exist"):
+        store.set_candidate_trial(999_999, 0)
+
+
 def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_url):
     store = RDBStorage(sqlite_url)
     with store.engine.connect() as connection:

@@ -145,6 +145,10 @@ class RunView(abc.ABC):
         """The proposer LM, behind the run's budget and stop signal."""
 
     @abc.abstractmethod
+    def mark_trial(self, candidate_id: int, trial_number: int) -> None:
+        """Record in the store that Optuna trial ``trial_number`` stands for the candidate."""
+
+    @abc.abstractmethod
     def once(self, name: str) -> bool:
         """True for the one worker that should do the one-time step ``name`` now (others get False)."""
 

@@ -288,6 +288,7 @@ class OptunaOptimizer(BaseOptimizer):
                 params, distributions = known
                 optimizer.record_known(params, distributions, values=[score, cost] if cost_aware else [score],
                                        example_scores=scores, user_attrs=trial_attributes(spec, seed.id, seed.number))
+                view.mark_trial(seed.id, 0)  # trial 0 is the seed's, in the store as in the study
             else:  # another worker is adding it: trial 0 must be the seed's for every worker
                 view.wait_for(lambda: bool(study.get_trials(deepcopy=False)), "the seed's Optuna trial")
         return optimizer

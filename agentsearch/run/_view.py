@@ -128,6 +128,9 @@ class StoreView(RunView):
     def proposer(self) -> Any:
         return self.ctx.proposer()
 
+    def mark_trial(self, candidate_id: int, trial_number: int) -> None:
+        self.ctx.storage.set_candidate_trial(candidate_id, trial_number)
+
     def once(self, name: str) -> bool:
         return self.ctx.storage.acquire_lease(self.ctx.run.id, name, self.ctx.holder, self.ctx.lease_s)
 

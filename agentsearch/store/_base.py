@@ -387,6 +387,11 @@ class BaseStorage(abc.ABC):
     def set_candidate_status(self, candidate_id: int, status: str, *, note: str | None = None) -> None: ...
 
     @abc.abstractmethod
+    def set_candidate_trial(self, candidate_id: int, trial_number: int) -> None:
+        """Record the Optuna trial that stands for a candidate created before its study (the seed's
+        trial 0). Idempotent; a missing id raises StorageError."""
+
+    @abc.abstractmethod
     def get_candidate(self, candidate_id: int) -> CandidateRecord | None: ...
 
     @abc.abstractmethod

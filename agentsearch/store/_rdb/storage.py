@@ -602,6 +602,10 @@ class RDBStorage(BaseStorage):
                 session.execute(delete(LeaseModel).where(LeaseModel.run_id == row.run_id,
                                                          LeaseModel.name == f"{CANDIDATE_LEASE}{candidate_id}"))
 
+    def set_candidate_trial(self, candidate_id: int, trial_number: int) -> None:
+        with self._session() as session:
+            self._existing(session, CandidateModel, candidate_id).trial_number = trial_number
+
     def get_candidate(self, candidate_id: int) -> CandidateRecord | None:
         with self._session() as session:
             row = session.get(CandidateModel, candidate_id)
