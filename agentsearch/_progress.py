@@ -4,6 +4,7 @@ LM calls (and what is left of the budget), tokens and cost."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -53,7 +54,7 @@ class RichProgress(SearchCallback):
     def _status(self) -> str:
         best = "-" if self.best is None else f"{self.best:.3f}"
         if self.best is not None and self.best_program:
-            best += f" [{self.best_program}]"
+            best += escape(f" [{self.best_program}]")  # brackets are rich markup: shown, not parsed
         left = "" if self.max_lm_calls is None else f", {max(0, self.max_lm_calls - self.usage.lm_calls)} left"
         return (f"best dev {best} | LM calls {self.usage.lm_calls}{left} | tokens {self.usage.tokens}"
                 f" | ${self.usage.cost_usd:.4f}")
