@@ -75,8 +75,8 @@ class RichProgress(SearchCallback):
             self.best_program = None  # a better one found elsewhere (another worker, a resumed run)
         self.best = best_dev
         if (evaluation.split == "dev" and evaluation.status == "complete" and evaluation.score is not None
-                and evaluation.score == best_dev):
-            self.best_program = describe(candidate.spec)
+                and evaluation.score == best_dev and self.best_program is None):
+            self.best_program = describe(candidate.spec)  # a tie keeps the earlier, as the choice does
         if evaluation.split == "dev" and candidate.id not in self.scored:
             self.scored.add(candidate.id)
             self.progress.advance(self.candidates)
