@@ -610,8 +610,12 @@ def _exit_now(code: int) -> None:
 def main() -> None:
     """Entry point: click reports usage errors (exit 2) itself; our own errors get one line and their
     exit code (2 for bad input, 3 for an LM that cannot be reached), with any secret masked."""
+    import faulthandler
+
     from agentsearch.lm._secrets import redact_secrets as redact
 
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack on stderr, for a run that seems stuck
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         app()
     except AgentSearchError as exc:

@@ -146,3 +146,25 @@ def same_prompts(first: Any, second: Any, answers: list[dict[str, str]], sentenc
         runs.append((labels, [h["messages"] for h in lm.history]))
     assert runs[0][1] and runs[0] == runs[1]
     return runs[0][0]
+
+
+def communicate_or_dump(process: Any, stderr_path: Any, timeout: float) -> str:
+    """Wait for ``process`` (its stderr going to ``stderr_path``) to exit; if it does not within
+    ``timeout``, fail with every thread's stack, which the CLI prints on SIGUSR1."""
+    import signal
+    import subprocess
+    import time
+
+    import pytest
+
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while "most recent call first" not in stderr_path.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.kill()
+        process.wait()
+        pytest.fail(f"still running {timeout} s after the signal; its threads:\n{stderr_path.read_text(errors='replace')}")
+    return stderr_path.read_text(errors="replace")

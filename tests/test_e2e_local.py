@@ -17,6 +17,7 @@ pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
 
 import agentsearch  # noqa: E402
 from agentsearch import load_program  # noqa: E402
+from tests.fakes import communicate_or_dump  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sentiment"
@@ -103,9 +104,10 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(tmp_path):
     task = small_task(tmp_path, max_candidates=30)
     db = tmp_path / "int.db"
     env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "cache")}
+    errors = tmp_path / "stderr.txt"
     process = subprocess.Popen(
         [sys.executable, "-m", "agentsearch", "optimize", str(task), "--storage", f"sqlite:///{db}", "--run", "i"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.DEVNULL, stderr=errors.open("w"), text=True,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None and not (db.exists() and _mid_evaluation(db)):
@@ -113,7 +115,7 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(tmp_path):
     assert process.poll() is None, "the run ended before it was seen mid-evaluation"
     kept = len(_rows(db))
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    stderr = communicate_or_dump(process, errors, 120)
     assert process.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     with sqlite3.connect(db) as connection:

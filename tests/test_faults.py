@@ -24,6 +24,7 @@ from agentsearch.exceptions import LMUnavailableError
 from agentsearch.store import get_storage
 from agentsearch.testing import FakeOpenAIServer, running_server
 from tests.conftest import base_task
+from tests.fakes import communicate_or_dump
 
 KEY = "fake-provider-key-0123456789"
 ANSWERS = {"label": ["positive", "negative"]}
@@ -199,13 +200,14 @@ def test_a_signal_during_a_hung_call_stops_within_seconds_and_keeps_what_finishe
     with running_server(0.005, ANSWERS, hang_s=300) as live:
         path = fake_task(task_dir, live.base_url, **{"lm.timeout": 120, "concurrency": 1})
         db = tmp_path / "hang.db"
+        errors = tmp_path / "stderr.txt"
         process = subprocess.Popen([sys.executable, "-m", "agentsearch", "optimize", str(path), "--storage",
                                     f"sqlite:///{db}", "--run", "h"], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=errors.open("w"), text=True)
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and (not db.exists() or scored_rows(db) < 3):
-                assert process.poll() is None, process.stderr.read()
+                assert process.poll() is None, errors.read_text()
                 time.sleep(0.1)
             live.configure(faults={"hang": 1.0})
             while live.stats().faults.get("hang", 0) == 0:  # a call is now held by the server: mid-evaluation
@@ -214,7 +216,7 @@ def test_a_signal_during_a_hung_call_stops_within_seconds_and_keeps_what_finishe
             kept = scored_rows(db)
             sent = time.monotonic()
             process.send_signal(sig)
-            _, stderr = process.communicate(timeout=60)
+            stderr = communicate_or_dump(process, errors, 60)
             took = time.monotonic() - sent
         finally:
             if process.poll() is None:
