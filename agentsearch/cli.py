@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -614,8 +615,10 @@ def main() -> None:
 
     from agentsearch.lm._secrets import redact_secrets as redact
 
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack on stderr, for a run that seems stuck
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    stderr = sys.__stderr__
+    if hasattr(signal, "SIGUSR1") and stderr is not None:  # `kill -USR1 <pid>`: every thread's stack on stderr
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # no real stderr (embedded, captured): skip
+            faulthandler.register(signal.SIGUSR1, file=stderr, all_threads=True)
     try:
         app()
     except AgentSearchError as exc:
