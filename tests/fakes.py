@@ -168,3 +168,12 @@ def communicate_or_dump(process: Any, stderr_path: Any, timeout: float) -> str:
         process.wait()
         pytest.fail(f"still running {timeout} s after the signal; its threads:\n{stderr_path.read_text(errors='replace')}")
     return stderr_path.read_text(errors="replace")
+
+
+def default_sigint() -> None:
+    """For a child that must act on Ctrl-C (``preexec_fn``): a job a non-interactive shell puts in the
+    background ignores SIGINT, children inherit that, and Python then keeps it ignored; the suite run
+    that way would test nothing but the shell (both signal tests hung there, never in the foreground)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -17,7 +17,7 @@ pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
 
 import agentsearch  # noqa: E402
 from agentsearch import load_program  # noqa: E402
-from tests.fakes import communicate_or_dump  # noqa: E402
+from tests.fakes import communicate_or_dump, default_sigint  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sentiment"
@@ -107,7 +107,7 @@ def test_ctrl_c_stops_after_saving_and_says_how_to_resume(tmp_path):
     errors = tmp_path / "stderr.txt"
     process = subprocess.Popen(
         [sys.executable, "-m", "agentsearch", "optimize", str(task), "--storage", f"sqlite:///{db}", "--run", "i"],
-        env=env, stdout=subprocess.DEVNULL, stderr=errors.open("w"), text=True,
+        env=env, stdout=subprocess.DEVNULL, stderr=errors.open("w"), text=True, preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None and not (db.exists() and _mid_evaluation(db)):

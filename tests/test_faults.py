@@ -24,7 +24,7 @@ from agentsearch.exceptions import LMUnavailableError
 from agentsearch.store import get_storage
 from agentsearch.testing import FakeOpenAIServer, running_server
 from tests.conftest import base_task
-from tests.fakes import communicate_or_dump
+from tests.fakes import communicate_or_dump, default_sigint
 
 KEY = "fake-provider-key-0123456789"
 ANSWERS = {"label": ["positive", "negative"]}
@@ -203,7 +203,7 @@ def test_a_signal_during_a_hung_call_stops_within_seconds_and_keeps_what_finishe
         errors = tmp_path / "stderr.txt"
         process = subprocess.Popen([sys.executable, "-m", "agentsearch", "optimize", str(path), "--storage",
                                     f"sqlite:///{db}", "--run", "h"], stdout=subprocess.DEVNULL,
-                                   stderr=errors.open("w"), text=True)
+                                   stderr=errors.open("w"), text=True, preexec_fn=default_sigint)
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and (not db.exists() or scored_rows(db) < 3):
