@@ -13,9 +13,9 @@ from agentsearch._stats import Estimate, bootstrap, paired_difference
 from agentsearch.store import BaseStorage, CandidateRecord, EvaluationRecord
 
 
-def finalists(storage: BaseStorage, run_id: int, count: int) -> list[tuple[CandidateRecord, EvaluationRecord]]:
-    """The ``count`` candidates with the highest dev scores over complete evaluations, best first;
-    ties go to the earlier candidate (the seed wins a tie)."""
+def finalists(storage: BaseStorage, run_id: int, count: int | None = None) -> list[tuple[CandidateRecord, EvaluationRecord]]:
+    """The ``count`` (default: all) candidates with the highest dev scores over complete evaluations,
+    best first; ties go to the earlier candidate (the seed wins a tie)."""
     candidates = {c.id: c for c in storage.list_candidates(run_id)}
     scored = [e for e in storage.list_evaluations(run_id=run_id)
               if e.split == "dev" and e.status == "complete" and e.score is not None]
@@ -31,7 +31,7 @@ def best_candidate(storage: BaseStorage, run_id: int) -> tuple[CandidateRecord, 
     held-out examples together score highest: twice or more the examples behind the choice, half
     of them never seen while the search chose between candidates, so a candidate lucky on dev
     gives way to one that holds up."""
-    ranked = finalists(storage, run_id, 1_000_000)
+    ranked = finalists(storage, run_id)
     if not ranked:
         return None
     held = {e.candidate_id: e for e in storage.list_evaluations(run_id=run_id)

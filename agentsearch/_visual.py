@@ -194,12 +194,15 @@ def _figures(data: dict[str, Any]) -> dict[str, Any]:
     history = go.Figure(layout={**layout, "title": "Dev score against LM calls spent",
                                 "xaxis": {"title": "LM calls spent (proposals and evaluations so far)"},
                                 "yaxis": {"title": "score", "range": [-0.05, 1.05]}})
+    def marker(row: dict[str, Any]) -> str | None:
+        """How a candidate is drawn: failed (at 0), else its dev evaluation's status; None: not scored yet."""
+        if row["status"] == "failed":
+            return "failed"
+        return row["dev_status"] if row["dev"] is not None else None
+
     symbols = {"complete": "circle", "pruned": "x", "failed": "triangle-down"}
     for status, symbol in symbols.items():
-        picked = [r for r in rows if (r["dev_status"] or r["status"]) == status or
-                  (status == "failed" and r["status"] == "failed")]
-        if status != "failed":
-            picked = [r for r in picked if r["status"] != "failed" and r["dev"] is not None]
+        picked = [r for r in rows if marker(r) == status]
         if not picked:
             continue
         history.add_trace(go.Scatter(

@@ -28,8 +28,8 @@ def test_finalists_are_rescored_on_held_out_train_examples_and_the_choice_pools_
     held = [e for e in evaluations if e.split == "select"]
     dev = {e.candidate_id: e for e in evaluations if e.split == "dev"}
     # the top three by dev, each on the same 8 held-out examples
-    top = sorted((e for e in dev.values() if e.status == "complete"),
-                 key=lambda e: (-e.score, next(c.number for c in store.list_candidates(run.id) if c.id == e.candidate_id)))
+    number = {c.id: c.number for c in store.list_candidates(run.id)}
+    top = sorted((e for e in dev.values() if e.status == "complete"), key=lambda e: (-e.score, number[e.candidate_id]))
     assert sorted(e.candidate_id for e in held) == sorted(e.candidate_id for e in top[:3])
     assert all(e.n == 8 and e.status == "complete" for e in held)
     held_ids = {r.example_id for e in held for r in store.list_example_results(e.id)}
@@ -42,8 +42,7 @@ def test_finalists_are_rescored_on_held_out_train_examples_and_the_choice_pools_
     # the choice: the finalist whose dev and held-out examples together score highest
     pooled = {e.candidate_id: (dev[e.candidate_id].score * dev[e.candidate_id].n + e.score * e.n)
               / (dev[e.candidate_id].n + e.n) for e in held}
-    assert result.best.candidate.id == max(pooled, key=lambda cid: (pooled[cid], dev[cid].score,
-                                                                     -store.get_candidate(cid).number))
+    assert result.best.candidate.id == max(pooled, key=lambda cid: (pooled[cid], dev[cid].score, -number[cid]))
     assert best_candidate(store, run.id)[0].id == result.best.candidate.id  # the CLI and the report agree
     # the re-scoring happened before the test phase, and its calls are booked like any others
     assert min(e.created_at for e in held) <= min(e.created_at for e in evaluations if e.split == "test")

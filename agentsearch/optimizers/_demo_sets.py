@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MAX_CLASSES = 10
+"""More distinct answers than this: free-form outputs, with no labels to balance in a demo set."""
+
+
+def class_labels(train: Sequence[Any], outputs: Sequence[str]) -> dict[str, str] | None:
+    """Each train example's label (its output fields joined), for ``make_demo_sets(label_of=...)``;
+    None when the outputs are free-form."""
+    labels = {item.id: "\x1f".join(str(item.example.get(name)) for name in outputs) for item in train}
+    return None if len(set(labels.values())) > MAX_CLASSES else labels
 
 
 def _interleave(groups: list[list[str]], rng: random.Random) -> list[str]:

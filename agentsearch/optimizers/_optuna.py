@@ -52,10 +52,10 @@ def trial_attributes(spec: CandidateSpec, candidate_id: int | None, number: int 
     """What a trial stands for, readable where its params are indices into the run's space
     (``answer.instruction: 1``): the candidate it made (or repeats), its level and modules, and per
     node its kind, format, instructions and demo count. Shown by optuna-dashboard as user attributes."""
-    from agentsearch.search_space.topologies import topology
+    from agentsearch.search_space import level_of
 
     attrs: dict[str, Any] = {
-        "level": "prompt" if topology(spec.topology).prompt_level(spec) else "module",
+        "level": str(level_of(spec)),
         "structure": spec.structure(),
     }
     if candidate_id is not None:

@@ -12,7 +12,7 @@ import dspy
 from agentsearch.data import LabelledExample
 from agentsearch.exceptions import LMUnavailableError
 from agentsearch.lm import Usage, UsageMeter
-from agentsearch.optimizers._demo_sets import make_demo_sets
+from agentsearch.optimizers._demo_sets import MAX_CLASSES, class_labels, make_demo_sets
 from agentsearch.optimizers._templates import render
 from agentsearch.search_space import CandidateSpec, ModuleSpaceConfig, SearchSpace
 
@@ -27,8 +27,6 @@ TIPS = (
 )
 
 
-MAX_CLASSES = 10
-"""Outputs with at most this many distinct values in train are treated as class labels."""
 MIN_PROPOSAL_TOKENS = 200
 """A task LM may be capped at a few tokens (a label); an instruction needs room."""
 
@@ -134,9 +132,8 @@ def build_space(
     preferred = [item.id for item in train if item.id in bootstrapped]
     others = [item.id for item in train if item.id not in bootstrapped]
     outputs = list(dspy.Signature(seed.predictors[0].signature).output_fields)
-    labels = {item.id: "\x1f".join(str(item.example[name]) for name in outputs) for item in train}
-    label_of = None if len(set(labels.values())) > MAX_CLASSES else labels  # free-form answers: nothing to balance
-    demo_sets = make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng, label_of=label_of)
+    demo_sets = make_demo_sets(preferred, others, num_sets=num_demo_sets, size=max_demos, rng=rng,
+                               label_of=class_labels(train, outputs))
     pool = tuple(item.id for item in train) if modules.retrieves(levels, max_demos) else ()
     used = {demo for demo_set in demo_sets for demo in demo_set} | set(pool)
     return SearchSpace(

@@ -20,8 +20,7 @@ from agentsearch.optimizers import BaseOptimizer, Outcome, Proposal
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring, proposal_of
 from agentsearch.run._view import StoreView
-from agentsearch.search_space import AnySpec, DesignSpec
-from agentsearch.search_space.topologies import topology
+from agentsearch.search_space import level_of
 from agentsearch.store import (
     CandidateRecord,
     CandidateStatus,
@@ -58,12 +57,6 @@ def plan(task: Task) -> list[Stage]:
         stages.append(Stage("meta_agent", (Level.AGENT,), search.max_candidates, smoke_test=True,
                             exhausted="the meta agent repeated known designs {count} times in a row"))
     return stages
-
-
-def level_of(spec: AnySpec) -> Level:
-    if isinstance(spec, DesignSpec):
-        return Level.AGENT
-    return Level.PROMPT if topology(spec.topology).prompt_level(spec) else Level.MODULE
 
 
 class Loop:

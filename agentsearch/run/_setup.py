@@ -16,8 +16,7 @@ from agentsearch.data import LabelledExample
 from agentsearch.exceptions import AgentSearchError, BudgetRefusal, LMUnavailableError
 from agentsearch.lm._failures import FailureKind
 from agentsearch.optimizers import build_space, optimizer_entry, propose_instructions
-from agentsearch.optimizers._demo_sets import make_demo_sets
-from agentsearch.optimizers._proposer import MAX_CLASSES
+from agentsearch.optimizers._demo_sets import class_labels, make_demo_sets
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring
 from agentsearch.run._view import wait_for
@@ -189,17 +188,15 @@ def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace 
     # They matter when few traces pass: a small LM whose chat answers cannot be parsed passes none.
     train = ctx.split(Split.TRAIN)
     labelled: dict[str, dict[str, dict[str, Any]]] = {}
+    fields_of = {node.name: list(dspy.Signature(node.signature).fields) for node in spec.predictors}
     for item in train:
         fields = dict(item.example.items())
-        steps = {node.name: {name: fields[name] for name in _fields(node.signature)} for node in spec.predictors
-                 if all(name in fields for name in _fields(node.signature))}
+        steps = {name: {field: fields[field] for field in wanted} for name, wanted in fields_of.items()
+                 if all(field in fields for field in wanted)}
         if steps and item.id not in traces:
             labelled[item.id] = steps
-    outputs = task.program.output_fields()
-    labels = {item.id: "\x1f".join(str(item.example.get(name)) for name in outputs) for item in train}
-    label_of = None if len(set(labels.values())) > MAX_CLASSES else labels
-    demo_sets = make_demo_sets(sorted(traces), sorted(labelled), num_sets=search.num_demo_sets,
-                               size=search.max_demos, rng=rng, label_of=label_of)
+    demo_sets = make_demo_sets(sorted(traces), sorted(labelled), num_sets=search.num_demo_sets, size=search.max_demos,
+                               rng=rng, label_of=class_labels(train, task.program.output_fields()))
     used = {example_id for demo_set in demo_sets for example_id in demo_set}
     steps_of = {**labelled, **traces}  # a passing trace, where there is one, over the bare example
     return SearchSpace(
@@ -208,12 +205,6 @@ def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace 
                                   if example_id in used for name, fields in steps.items()},
         formats=tuple(search.formats), max_demos=search.max_demos if demo_sets else 0, levels=tuple(search.space_levels),
         modules=search.modules, program={"reference": task.program.module, "nodes": nodes})
-
-
-def _fields(signature: str) -> list[str]:
-    """The field names of a ``"a, b -> c"`` signature."""
-    inputs, outputs = signature.split("->", 1)
-    return [name.split(":")[0].strip() for name in (*inputs.split(","), *outputs.split(",")) if name.strip()]
 
 
 def _build_space(ctx: RunContext, scoring: Scoring, seed: CandidateRecord,

@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
                                           "save_program"),
     "agentsearch.search_space._space": ("ModuleSpaceConfig", "SearchSpace", "seed_trial"),
     "agentsearch.search_space._spec": ("AnySpec", "CandidateSpec", "DesignSpec", "PredictorSpec",
-                                       "parse_spec"),
+                                       "level_of", "parse_spec"),
     "agentsearch.search_space.kinds": ("NodeKind", "kind_names", "node_kind"),
     "agentsearch.search_space.topologies": ("Role", "Topology", "topology", "topology_names"),
     "agentsearch.search_space.topologies.program": ("program_role",),

@@ -158,6 +158,16 @@ class DesignSpec(BaseModel):
 AnySpec = CandidateSpec | DesignSpec
 
 
+def level_of(spec: AnySpec) -> Any:
+    """The level a spec is searched at (``store.Level``): an agent design; a prompt-level spec (only
+    prompts vary, as its topology says); else the module level."""
+    from agentsearch.store._base import Level
+
+    if isinstance(spec, DesignSpec):
+        return Level.AGENT
+    return Level.PROMPT if topology(spec.topology).prompt_level(spec) else Level.MODULE
+
+
 def parse_spec(data: Any) -> AnySpec:
     """A stored or saved spec, of either level: agent designs say ``kind: design``."""
     if isinstance(data, dict) and data.get("kind") == "design":

@@ -16,7 +16,9 @@ class ChainOfThought(NodeKind):
 
     def fits(self, signature: str) -> bool:
         # a signature that already reasons first (your own ChainOfThought) would get it twice
-        return "reasoning" not in [name.split(":")[0].strip() for name in signature.split("->", 1)[-1].split(",")]
+        import dspy
+
+        return "reasoning" not in dspy.Signature(signature).output_fields
 
     def build(self, spec: Any, signature: Any, demos: Demos, base_dir: Path | None) -> Any:
         import dspy
