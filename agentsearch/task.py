@@ -188,8 +188,9 @@ class SearchConfig(_Strict):
     bootstrap_examples: int = Field(default=32, ge=0, description="train examples the seed runs on to bootstrap demos")
     formats: list[Literal["chat", "json", "xml", "completion"]] = Field(default=["chat", "completion"], min_length=1)
     holdout: int = Field(default=0, ge=0, description="train examples held out of demos and proposals: before the "
-                                                      "test phase the finalists are re-scored on them (0: the best "
-                                                      "is the highest dev mean)")
+                                                      "test phase the finalists are re-scored on them, with calls "
+                                                      "held back from max_lm_calls (0: the best is the highest "
+                                                      "dev mean)")
     finalists: int = Field(default=3, ge=2, le=20, description="with holdout: the top candidates by dev score "
                                                                "re-scored on the held-out examples")
 

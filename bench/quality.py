@@ -12,7 +12,10 @@ Tasks come from ../shared/data beside the project root (SST-2 and three BIG-Benc
 into fixed seeded train/dev/test splits. Contenders: the seed program unoptimised; DSPy's
 BootstrapFewShotWithRandomSearch (its candidate count sized to the budget), MIPROv2 (auto light)
 and GEPA (max_metric_calls = the budget); agentsearch random, tpe (prompt level), tpe with
-[prompt, module], and evolve (each with budget.max_lm_calls = the budget); and agentsearch_compile
+[prompt, module], evolve, and tpe_select (tpe choosing among its top 3 by dev re-scored on 20
+held-out train examples: ``search.holdout``; its row's ``selection`` gives the candidate the dev
+mean alone would have chosen, with that one's test score) (each with budget.max_lm_calls = the
+budget); and agentsearch_compile
 (_modules), ``AgentSearch(...).compile`` on the DSPy contenders' student (the drop-in a DSPy user
 would make), searching each predictor's prompts and format (and reasoning kind).
 
@@ -88,6 +91,9 @@ AGENTSEARCH_CONTENDERS = {  # search settings over the task's
     "agentsearch_tpe": {"optimizer": "tpe", "levels": ["prompt"]},
     "agentsearch_tpe_modules": {"optimizer": "tpe", "levels": ["prompt", "module"]},
     "agentsearch_evolve": {"optimizer": "evolve", "levels": ["prompt"]},
+    # tpe choosing among its top 3 by dev re-scored on 20 held-out train examples (search.holdout),
+    # with those calls held back from the same budget
+    "agentsearch_tpe_select": {"optimizer": "tpe", "levels": ["prompt"], "holdout": 20, "finalists": 3},
 }
 CONTENDERS = ("seed", *DSPY_CONTENDERS, *AGENTSEARCH_CONTENDERS, *COMPILE_CONTENDERS)
 RESULT = "@result "
@@ -338,6 +344,8 @@ def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCo
         report.update(database=storage, run=result.run.name, stop_reason=result.stop_reason,
                       self_reported_lm_calls=result.usage.lm_calls, best_spec=result.best.candidate.spec,
                       candidates=len(agentsearch.get_storage(storage).list_candidates(result.run.id)))
+        if task.search.holdout:
+            report["selection"] = _selection(task, storage, result)
     search_wall = time.perf_counter() - started
     dev, test = _scores(task, program, "dev"), _scores(task, program, "test")
     interval = bootstrap(test)
@@ -347,6 +355,31 @@ def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCo
         test_ci95=[round(interval.low, 4), round(interval.high, 4)], n_dev=len(dev), n_test=len(test),
     )
     return report
+
+
+def _selection(task: Any, storage_url: str, result: Any) -> dict[str, Any]:
+    """What choosing with held-out examples changed in this run: the candidate the dev mean alone would
+    have chosen, scored on test like the chosen one (outside the search's count), and the calls the
+    re-scoring took."""
+    from agentsearch._report import finalists
+    from agentsearch._stats import bootstrap
+    from agentsearch.search_space import build_program, parse_spec
+
+    storage = agentsearch.get_storage(storage_url)
+    evaluations = storage.list_evaluations(run_id=result.run.id)
+    held = [e for e in evaluations if e.split == "select"]
+    top, top_dev = finalists(storage, result.run.id, 1)[0]
+    summary: dict[str, Any] = {
+        "holdout": max((e.n for e in held), default=0), "finalists_rescored": len(held),
+        "rescore_lm_calls": sum(e.lm_calls for e in held), "chosen_candidate": result.best.candidate.number,
+        "by_dev_candidate": top.number, "same_choice": top.id == result.best.candidate.id}
+    if top.id != result.best.candidate.id:
+        demos = (result.run.space or {}).get("demos", {})
+        program = build_program(parse_spec(top.spec), demos, build_lm(task.lm), base_dir=task.base_dir)
+        test = bootstrap(_scores(task, program, "test"))
+        summary.update(by_dev_dev=top_dev.score, by_dev_test=round(test.mean, 4),
+                       by_dev_test_ci95=[round(test.low, 4), round(test.high, 4)])
+    return summary
 
 
 def reach(args: argparse.Namespace, name: str, contender: str, target: float) -> dict[str, Any]:

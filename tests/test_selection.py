@@ -86,3 +86,22 @@ def test_a_candidate_lucky_on_dev_gives_way_to_one_that_holds_up():
     assert best_candidate(_Store(candidates, dev + held), 1)[0].id == 2
     # one finalist re-scored is no comparison: dev decides
     assert best_candidate(_Store(candidates, dev + held[:1]), 1)[0].id == 1
+
+
+def test_a_call_budget_keeps_what_rescoring_the_finalists_needs(write_task, sqlite_url, fake_lm):
+    """A search that would spend the whole ``max_lm_calls`` stops early enough for the three finalists
+    to be re-scored on all 8 held-out examples (before, the budget ran out in the search and the
+    choice fell back to dev alone)."""
+    task = write_task(**{"search.holdout": 8, "search.finalists": 3, "search.max_candidates": 200,
+                         "budget.max_lm_calls": 130})
+    result = agentsearch.optimize(task, storage=sqlite_url, run_name="reserved")
+    store = get_storage(sqlite_url)
+    run = store.get_run("reserved")
+    assert run.status == "stopped" and "max_lm_calls=130" in run.stop_reason
+    evaluations = store.list_evaluations(run_id=run.id)
+    held = [e for e in evaluations if e.split == "select"]
+    assert len(held) == 3 and all(e.status == "complete" and e.n == 8 for e in held)
+    dev = [e for e in evaluations if e.split == "dev"]
+    assert len(dev) >= 4  # the search ran: the seed and at least three candidates
+    assert fake_lm.calls == store.run_usage(run.id).lm_calls <= 130
+    assert result.best.candidate.id in {e.candidate_id for e in held}

@@ -5,6 +5,10 @@ so workers together never pass ``max_lm_calls`` by more than the calls already r
 can only be counted once a call is priced: with ``max_cost_usd`` the run's total is read from the
 store (every worker's results) at most every ``REFRESH_S``, plus what this worker spent since.
 Wall time counts this worker only.
+
+Part of ``max_lm_calls`` can be held back from the search for what follows it (re-scoring the
+finalists on held-out examples, ``search.holdout``): while held, the gate grants calls only up to
+``max_lm_calls - held``, so the search stops there; ``release_hold`` gives the rest to the finish.
 """
 
 from __future__ import annotations
@@ -30,10 +34,36 @@ class Budget:
         """Spent by this worker since the store was last read."""
         self._started = time.monotonic()
         self.gate: CallGate | None = None
+        self._held = 0
+        """Calls of ``max_lm_calls`` kept from the search for the finish (see ``hold``)."""
         if config.max_lm_calls is not None:
             limit = config.max_lm_calls
-            self.gate = CallGate(lambda wanted: storage.reserve_lm_calls(run_id, wanted, limit),
+            self.gate = CallGate(lambda wanted: storage.reserve_lm_calls(run_id, wanted, self.limit),
                                  lambda count: storage.release_lm_calls(run_id, count), block=block, limit=limit)
+
+    @property
+    def limit(self) -> int:
+        """The calls the run may reserve now: ``max_lm_calls`` less what is held back."""
+        assert self.config.max_lm_calls is not None
+        return max(0, self.config.max_lm_calls - self._held)
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def hold(self, calls: int) -> None:
+        """Keep ``calls`` of ``max_lm_calls`` from the search (replacing what was held): the work after
+        it needs them. Calls already reserved are not taken back, so holding more than is left stops the
+        search at once. Without a call budget there is nothing to hold."""
+        if self.gate is None:
+            return
+        with self._lock:
+            self._held = max(0, min(calls, self.config.max_lm_calls or 0))
+        self.gate.used_up = False  # the limit moved: ask the store again
+
+    def release_hold(self) -> None:
+        """The search is over: what was held back is the finish's to spend."""
+        self.hold(0)
 
     def spend(self, usage: Usage) -> None:
         with self._lock:
@@ -54,7 +84,8 @@ class Budget:
         """The name and figure of the first budget used up, or None."""
         config = self.config
         if self.gate is not None and (self.gate.used_up or self.gate.exhausted()):
-            return f"budget max_lm_calls={config.max_lm_calls} used up ({self._usage().lm_calls} LM calls)"
+            held = f"; {self._held} held back for choosing among the finalists" if self._held else ""
+            return f"budget max_lm_calls={config.max_lm_calls} used up ({self._usage().lm_calls} LM calls{held})"
         if config.max_cost_usd is not None:
             spent = self._usage().cost_usd
             if spent >= config.max_cost_usd:

@@ -27,7 +27,7 @@ from agentsearch.optimizers import BaseOptimizer, make_optimizer
 from agentsearch.run._context import RunContext, worker_name
 from agentsearch.run._evaluation import Scoring
 from agentsearch.run._loop import Loop, Stage, plan
-from agentsearch.run._result import OptimizeResult, finish, result
+from agentsearch.run._result import OptimizeResult, finish, result, selection_reserve
 from agentsearch.run._setup import search_space, seed_and_evaluate
 from agentsearch.run._view import Backoff, StoreView
 from agentsearch.store import BaseStorage, RunRecord, RunStatus, Split, get_storage
@@ -200,6 +200,7 @@ def _work(ctx: RunContext, *, started: float, check_lm: bool) -> OptimizeResult:
     if not seed_dev.status.finished:
         _leave(storage, ctx.run.id, ctx.holder, RunStatus.STOPPED, ctx.stop_reason)
         raise Stopped(f"run {ctx.run.name} stopped before the seed program was scored: {ctx.stop_reason}")
+    ctx.budget.hold(selection_reserve(ctx))  # a resumed run may have its finalists already
     view = StoreView(ctx, seed.id)
     loop = Loop(ctx, scoring, view)
     stages: list[tuple[Stage, BaseOptimizer]] = []

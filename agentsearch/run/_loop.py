@@ -7,7 +7,9 @@ candidates, which the store hands out atomically, so workers sharing a run stop 
 worker or a killed process left: finished where it stopped, told to the optimizer through its trial
 number), else asks the optimizer for a proposal. A duplicate of a known candidate is told with that
 candidate's score; a design that fails its smoke test is told with the error (the meta agent
-repairs it next); a scored or pruned candidate is told its score.
+repairs it next); a scored or pruned candidate is told its score. With ``search.holdout``, the
+calls re-scoring the current finalists will need are held back from the budget after every
+candidate (``selection_reserve``), so the search stops where they are still left.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agentsearch.exceptions import BudgetRefusal
 from agentsearch.optimizers import BaseOptimizer, Outcome, Proposal
 from agentsearch.run._context import RunContext
 from agentsearch.run._evaluation import Scoring, proposal_of
+from agentsearch.run._result import selection_reserve
 from agentsearch.run._view import StoreView
 from agentsearch.search_space import level_of
 from agentsearch.store import (
@@ -76,6 +79,7 @@ class Loop:
         budget stopped it (``ctx.stop_reason`` says which)."""
         ctx, storage, view = self.ctx, self.ctx.storage, self.view
         duplicates = 0
+        ctx.budget.hold(selection_reserve(ctx))
         while True:
             ctx.stop_reason = ctx.budget.exhausted()
             if ctx.stop_reason:
@@ -137,6 +141,8 @@ class Loop:
             return False
         status = CandidateStatus.PRUNED if evaluation.status == EvaluationStatus.PRUNED else CandidateStatus.COMPLETE
         storage.set_candidate_status(candidate.id, status)
+        if status == CandidateStatus.COMPLETE:  # it may be a finalist now
+            ctx.budget.hold(selection_reserve(ctx))
         self.view.add(candidate, evaluation)
         optimizer.tell(proposal, self.outcome(candidate.id, evaluation))
         return True

@@ -3,6 +3,7 @@ worker returns the same result, read from the store."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,25 @@ def _test(ctx: RunContext, scoring: Scoring, candidate: CandidateRecord) -> Eval
     return scoring.evaluate(candidate, Split.TEST, ctx.split(Split.TEST))
 
 
+def selection_reserve(ctx: RunContext) -> int:
+    """The LM calls re-scoring the finalists on the held-out examples will take, as the run stands:
+    for each of the current top ``search.finalists`` by dev, the calls its program made per dev example
+    (cache hits included: held-out examples are new to it) times the held-out examples. 0 without
+    ``search.holdout`` or while fewer than two candidates are scored (nothing to choose between yet:
+    the set-up and the first candidates spend freely)."""
+    search, held_out = ctx.task.search, ctx.split(Split.SELECT)
+    if not search.holdout or not held_out:
+        return 0
+    top = finalists(ctx.storage, ctx.run.id, search.finalists)
+    if len(top) < 2:
+        return 0
+    reserve = 0
+    for _, evaluation in top:
+        rows = ctx.storage.list_example_results(evaluation.id)
+        reserve += math.ceil(max(1.0, sum(row.program_calls for row in rows) / max(1, len(rows))) * len(held_out))
+    return reserve
+
+
 def _rescore_finalists(ctx: RunContext, scoring: Scoring) -> None:
     """Score the top ``search.finalists`` candidates by dev on the held-out train examples, which no
     demo or proposal came from; ``best_candidate`` then chooses on dev and those together. A budget
@@ -104,6 +124,7 @@ def finish(ctx: RunContext, scoring: Scoring, seed: CandidateRecord, status: Run
             run = storage.get_run(run_id)
             if run is not None and run.status != RunStatus.RUNNING:
                 return  # another worker finished it while this one took the lease
+            ctx.budget.release_hold()
             _rescore_finalists(ctx, scoring)
             best, _ = _best(ctx)
             ctx.callback.on_phase("evaluating the best and the seed program on test")
