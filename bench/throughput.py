@@ -6,8 +6,8 @@
                                [--only concurrency repetition store workers] [--save]
 
 - concurrency: one fixed candidate scored by agentsearch (evaluator + store, as a run does) on
-  ``--examples`` examples, and by ``dspy.Evaluate`` with the same ``num_threads`` on the same
-  server as the anchor, the two taking turns ``--repeats`` times (the median pass is reported: a
+  ``--examples`` examples, and by ``dspy.Evaluate`` with the same ``num_threads`` and DSPy's own
+  ``dspy.LM`` (as a DSPy user evaluates) on the same server as the anchor, the two taking turns ``--repeats`` times (the median pass is reported: a
   pass at 64 workers lasts seconds, and one pass varied by 25% between runs); examples/s against
   the ideal ``concurrency / latency``, and the time per LM call that is not spent waiting on the server.
 - repetition: a prompt-level search run whole, re-run when finished, and killed after half its
@@ -76,7 +76,6 @@ def concurrency(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
     import agentsearch
     from agentsearch.data import load_split
-    from agentsearch.lm import build_lm
     from agentsearch.metrics import resolve_metric
     from agentsearch.testing import running_server
 
@@ -98,7 +97,10 @@ def concurrency(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
                 program = dspy.Predict(dspy.Signature("sentence -> label", task.program.instructions))
                 before = server.stats()
-                with dspy.context(lm=build_lm(task.lm)):
+                # the LM a DSPy user would evaluate with: DSPy's own, on the same server and settings
+                anchor_lm = dspy.LM(task.lm.model, api_base=task.lm.api_base, max_tokens=task.lm.max_tokens,
+                                    temperature=task.lm.temperature, num_retries=0, cache=False)
+                with dspy.context(lm=anchor_lm):
                     evaluate = dspy.Evaluate(devset=devset, metric=lambda gold, pred, trace=None: metric(gold, pred),
                                              num_threads=level, display_progress=False, max_errors=len(devset))
                     started = time.perf_counter()

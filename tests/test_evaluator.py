@@ -161,6 +161,22 @@ def test_program_calls_count_the_calls_dspys_cache_answers_and_lm_calls_do_not(f
     assert [o.usage.lm_calls for o in again] == [0, 0] and [o.program_calls for o in again] == [1, 1]
 
 
+def test_a_program_with_an_lm_of_its_own_still_has_every_call_counted(fake_lm):
+    """Our LMs count a program's calls themselves (no DSPy callback on every module call); an LM that
+    is not ours is counted by the callback: cache hits included either way."""
+    from agentsearch.evaluators._evaluator import only_our_lms
+
+    spec = CandidateSpec(predictors=(PredictorSpec(signature="sentence -> label", demo_ids=("d1", "d2"),
+                                                   format="completion"),))
+    foreign = SpecProgram(spec, DEMOS, dspy.LM("fake/keyword", cache=True, num_retries=0))
+    assert only_our_lms(_program()) and not only_our_lms(foreign)
+    examples = _examples(("pure joy", "positive"), ("a mess", "negative"))
+    evaluator = Evaluator(BUILTIN_METRICS["exact_match"])
+    first, again = evaluator.evaluate(foreign, examples), evaluator.evaluate(foreign, examples)
+    assert [o.program_calls for o in first] == [1, 1] and [o.program_calls for o in again] == [1, 1]
+    assert [o.usage.lm_calls for o in again] == [0, 0]
+
+
 def test_evaluate_never_returns_an_outage_or_a_metric_error_as_a_score(fake_lm):
     from agentsearch.exceptions import LMUnavailableError, MetricError
 

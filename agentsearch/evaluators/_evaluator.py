@@ -55,6 +55,18 @@ class ExampleOutcome:
         return self.failure is None and self.metric_error is None
 
 
+def only_our_lms(program: dspy.Module) -> bool:
+    """Whether every LM the program can reach is ours (``RetryingLM``, which counts its calls on the
+    thread's meter): the configured one and any module's own (a built program's, a predictor's). A
+    program that brings another LM has its calls counted by a DSPy callback instead (see
+    ``UsageMeter.lm_counts``)."""
+    from agentsearch.lm._factory import RetryingLM
+
+    lms = [dspy.settings.lm, *(getattr(module, "lm", None) for _, module in program.named_sub_modules())]
+    found = [lm for lm in lms if lm is not None]
+    return bool(found) and all(isinstance(lm, RetryingLM) for lm in found)
+
+
 def _jsonable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
@@ -77,13 +89,14 @@ class Evaluator:
         lost = [outcome for outcome in outcomes if outcome.failure is not None]
         return LMUnavailableError(lost[-1].failure, unscored=len(lost)) if lost else None
 
-    def _score_one(self, program: dspy.Module, item: LabelledExample) -> ExampleOutcome:
-        meter = UsageMeter()
+    def _score_one(self, program: dspy.Module, item: LabelledExample, lm_counts: bool = False) -> ExampleOutcome:
+        meter = UsageMeter(lm_counts=lm_counts)
         started = time.perf_counter()
         prediction: dict[str, Any] | None = None
         error = metric_error = None
         score = 0.0
-        with dspy.context(usage_tracker=meter, callbacks=[*dspy.settings.callbacks, meter.call_counter]):
+        counting = {} if lm_counts else {"callbacks": [*dspy.settings.callbacks, meter.call_counter]}
+        with dspy.context(usage_tracker=meter, **counting):
             try:
                 result = program(**item.example.inputs())
                 prediction = {key: _jsonable(value) for key, value in result.items()}
@@ -114,11 +127,11 @@ class Evaluator:
     ) -> Iterator[list[ExampleOutcome]]:
         """Yield the outcomes that finished since the last yield; stop submitting when ``should_stop()`` turns true.
 
-        Each batch goes to ``account`` (the budget) first; with several workers, the freed ones then
-        get new examples before the batch is yielded, so storing it overlaps the next LM calls
-        instead of holding them all back, and ``should_stop`` still sees every finished example's
-        cost when it decides. A single worker waits for the caller: nothing is in flight while a
-        batch is stored, so a crash there costs no call made for nothing. Close the generator (or
+        Each batch goes to ``account`` (the budget) first; the freed workers then get new examples
+        before the batch is yielded, so storing it overlaps the next LM calls instead of holding
+        them back (a single worker too: storing a result would otherwise add its time to every
+        example's), and ``should_stop`` still sees every finished example's cost when it decides.
+        A crash while a batch is stored loses the calls in flight with it. Close the generator (or
         use ``contextlib.closing``) when leaving early: it returns without waiting for calls in flight.
         """
         pending: set[Future[ExampleOutcome]] = set()
@@ -126,13 +139,14 @@ class Evaluator:
         # with one (``concurrent.futures.wait`` re-registers on every pending future each time).
         finished: SimpleQueue[Future[ExampleOutcome]] = SimpleQueue()
         items = iter(examples)
+        lm_counts = only_our_lms(program)
 
         def refill(pool: ThreadPoolExecutor) -> None:
             while len(pending) < self.concurrency and not should_stop():
                 item = next(items, None)
                 if item is None:
                     return
-                future = pool.submit(self._score_one, program, item)
+                future = pool.submit(self._score_one, program, item, lm_counts)
                 future.add_done_callback(finished.put)
                 pending.add(future)
 
@@ -147,8 +161,7 @@ class Evaluator:
                 pending.difference_update(done)
                 outcomes = [future.result() for future in done]
                 account(outcomes)
-                if self.concurrency > 1:
-                    refill(pool)
+                refill(pool)
                 yield outcomes
                 refill(pool)
             completed = True

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+_UNPRICED: set[str] = set()
+"""Models litellm could not price: asking again costs about a millisecond of CPU per call (its
+lookup tries every fallback before it raises), for the same answer until a price is registered."""
+
 
 def is_local(model: str) -> bool:
     return model.startswith("local/")
@@ -21,6 +25,7 @@ def register_price(config: Any) -> None:
 
     import litellm
 
+    _UNPRICED.discard(config.model)
     logger = logging.getLogger("LiteLLM")
     level = logger.level
     logger.setLevel(logging.ERROR)  # its note about cache-token prices is not the user's concern
@@ -42,7 +47,7 @@ def has_price(config: Any) -> bool:
 
 
 def call_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    if is_local(model):  # run in-process: free, and litellm has no price for it
+    if is_local(model) or model in _UNPRICED:  # local: run in-process, free, and litellm has no price for it
         return 0.0
     import litellm
 
@@ -51,6 +56,7 @@ def call_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
             model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
     except Exception:  # litellm raises for models it has no price for
+        _UNPRICED.add(model)
         return 0.0
     return float(prompt_cost + completion_cost)
 

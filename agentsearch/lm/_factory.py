@@ -38,8 +38,10 @@ class RetryingLM(dspy.LM):
 
         parent = super().__call__
         if self.gate is None:
-            return call_with_retries(self.model, self.retries, lambda: parent(prompt, messages=messages, **kwargs),
-                                     self.cancelled)
+            outputs = call_with_retries(self.model, self.retries, lambda: parent(prompt, messages=messages, **kwargs),
+                                        self.cancelled)
+            _count_program_call()
+            return outputs
         gate = self.gate
 
         def attempt() -> Any:
@@ -55,7 +57,16 @@ class RetryingLM(dspy.LM):
                 gate.refund()
             return outputs
 
-        return call_with_retries(self.model, self.retries, attempt, self.cancelled)
+        outputs = call_with_retries(self.model, self.retries, attempt, self.cancelled)
+        _count_program_call()
+        return outputs
+
+
+def _count_program_call() -> None:
+    """One answered call for the thread's meter, if it counts in the LM (see ``UsageMeter.lm_counts``)."""
+    meter = dspy.settings.usage_tracker
+    if isinstance(meter, UsageMeter) and meter.lm_counts:
+        meter.calls_made += 1
 
 
 class _PaidProbe:
@@ -159,11 +170,15 @@ class UsageMeter(UsageTracker):
     calls, which is what a budget should see. Install per thread with ``dspy.context(usage_tracker=...)``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, lm_counts: bool = False) -> None:
         super().__init__()
         self.usage = Usage()
         self.calls_made = 0
         """Every LM call made under this meter, those DSPy's cache answered included."""
+        self.lm_counts = lm_counts
+        """Our LMs (``RetryingLM``, before DSPy's cache) count the calls; else ``call_counter``, a DSPy
+        callback, must be installed, which sees any LM's calls but makes DSPy run its callback
+        machinery on every module, adapter and LM call (about a millisecond of CPU per example)."""
         self.call_counter = _CallCounter(self)
         self.unavailable: list[LMFailure] = []
         """Calls that failed after their last attempt: whatever the program made of them, it is no result."""

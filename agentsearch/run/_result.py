@@ -84,8 +84,9 @@ def selection_reserve(ctx: RunContext) -> int:
     (cache hits included: held-out examples are new to it) times the held-out examples. 0 without
     ``search.holdout`` or while fewer than two candidates are scored (nothing to choose between yet:
     the set-up and the first candidates spend freely)."""
-    search, held_out = ctx.task.search, ctx.split(Split.SELECT)
-    if not search.holdout or not held_out:
+    search = ctx.task.search
+    held_out = ctx.split(Split.SELECT) if search.holdout else []
+    if not held_out:
         return 0
     top = finalists(ctx.storage, ctx.run.id, search.finalists)
     if len(top) < 2:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import (
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -175,6 +176,11 @@ def database_failure(exc: BaseException, where: str) -> StorageError | None:
     return StorageError(f"{where}: {redact_secrets(lines[0])}")
 
 
+_EVALUATION_STATUS = select(EvaluationModel.status).where(EvaluationModel.id == bindparam("id"))
+_INSERT_RESULT = insert(ExampleResultModel)
+"""Built once: building a statement costs more CPU than SQLite takes to run it."""
+
+
 class RDBStorage(BaseStorage):
     """Opens (and on first use creates) the schema; an older schema asks for ``agentsearch db upgrade``."""
 
@@ -185,7 +191,8 @@ class RDBStorage(BaseStorage):
             # lets a PostgreSQL server's connection limit serve many workers (one or two each).
             # Optuna's study storage takes one more, so a worker holds at most three (see README).
             pool = {} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 1, "pool_timeout": 120}
-            self.engine = create_engine(url, pool_pre_ping=True, **pool)
+            # a pre-ping finds a PostgreSQL connection the server dropped; a SQLite file has none to drop
+            self.engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"), **pool)
             patient_connections(self.engine)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StorageError(f"cannot open storage {self.display_url!r}: {redact_secrets(str(exc))}") from None
@@ -661,27 +668,33 @@ class RDBStorage(BaseStorage):
             return [self._evaluation(row) for row in session.scalars(query)]
 
     def add_example_results(self, evaluation_id: int, outcomes: Sequence[ExampleOutcome]) -> None:
-        with self._session() as session:
-            evaluation = session.get(EvaluationModel, evaluation_id)
-            if evaluation is None or EvaluationStatus(evaluation.status).finished:
-                raise StorageError(f"evaluation {evaluation_id} is complete or missing; finished results are immutable")
-            if not outcomes:
-                return
-            stored = set(session.scalars(select(ExampleResultModel.example_id).where(
-                ExampleResultModel.evaluation_id == evaluation_id,
-                ExampleResultModel.example_id.in_([outcome.example_id for outcome in outcomes]))))
-            if stored:
-                raise StorageError(f"evaluation {evaluation_id} already has a result for example "
-                                   f"{sorted(stored)[0]!r}; an example is scored once")
-            # one executemany of plain rows: ORM objects cost more CPU than the write, on the thread
-            # that also feeds the evaluation workers
-            session.execute(insert(ExampleResultModel), [dict(
-                evaluation_id=evaluation_id, example_id=outcome.example_id, prediction=outcome.prediction,
-                score=outcome.score, error=outcome.error, lm_calls=outcome.usage.lm_calls,
-                program_calls=outcome.program_calls, prompt_tokens=outcome.usage.prompt_tokens,
-                completion_tokens=outcome.usage.completion_tokens, cost_usd=outcome.usage.cost_usd,
-                latency_s=outcome.latency_s,
-            ) for outcome in outcomes])
+        # The hot path of every run (one transaction per batch of finished examples, on the thread that
+        # also feeds the evaluation workers): a Core connection and two statements, no ORM objects. The
+        # unique (evaluation, example) index refuses a second result; only then is the example looked up.
+        try:
+            with self.engine.begin() as connection:
+                status = connection.execute(_EVALUATION_STATUS, {"id": evaluation_id}).scalar_one_or_none()
+                if status is None or EvaluationStatus(status).finished:
+                    raise StorageError(f"evaluation {evaluation_id} is complete or missing; finished results are "
+                                       "immutable")
+                if not outcomes:
+                    return
+                connection.execute(_INSERT_RESULT, [dict(
+                    evaluation_id=evaluation_id, example_id=outcome.example_id, prediction=outcome.prediction,
+                    score=outcome.score, error=outcome.error, lm_calls=outcome.usage.lm_calls,
+                    program_calls=outcome.program_calls, prompt_tokens=outcome.usage.prompt_tokens,
+                    completion_tokens=outcome.usage.completion_tokens, cost_usd=outcome.usage.cost_usd,
+                    latency_s=outcome.latency_s, created_at=utcnow(),
+                ) for outcome in outcomes])
+        except IntegrityError:
+            with self._session() as session:
+                stored = sorted(session.scalars(select(ExampleResultModel.example_id).where(
+                    ExampleResultModel.evaluation_id == evaluation_id,
+                    ExampleResultModel.example_id.in_([outcome.example_id for outcome in outcomes]))))
+            raise StorageError(f"evaluation {evaluation_id} already has a result for example "
+                               f"{(stored or ['?'])[0]!r}; an example is scored once") from None
+        except SQLAlchemyError as exc:
+            raise StorageError(f"storage {self.display_url!r}: {redact_secrets(str(exc).splitlines()[0])}") from None
 
     def list_example_results(self, evaluation_id: int) -> list[ExampleResultRecord]:
         with self._session() as session:
