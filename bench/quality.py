@@ -20,9 +20,9 @@ budget); and agentsearch_compile
 would make), searching each predictor's prompts and format (and reasoning kind).
 
 Each task runs in a process of its own, each contender there with a fresh DSPy cache (nothing
-another contender asked is free for it), and every LM call a contender makes is counted by one
-hook around ``litellm.completion`` (which DSPy and agentsearch both call), not by either tool's
-own report. Search calls stop being counted when the chosen program exists; its dev
+another contender asked is free for it), and every LM call a contender makes is counted under
+DSPy's cache by one hook (``CallCounter``: ``litellm.completion`` and DSPy's native lm15 engine,
+which DSPy and agentsearch both call), not by either tool's own report. Search calls stop being counted when the chosen program exists; its dev
 and test scores are then measured the same way for everyone. For agentsearch's best contender, the
 LM calls it needed to reach the best DSPy contender's test score are read from its run's history:
 the dev incumbents in order, each scored on test, against the calls stored up to it.
@@ -103,11 +103,13 @@ MAX_DEMOS = 4  # bootstrapped and labelled demos for DSPy's optimizers; agentsea
 
 # ---- a task's contenders, in a child process ---------------------------------------------------
 class CallCounter:
-    """The one counting hook: wraps ``litellm.completion``, through which every LM call of DSPy and
-    agentsearch passes (DSPy's cache answers before it, so cached answers are not counted)."""
+    """The one counting hook, under DSPy's cache (cached answers are not counted), for DSPy and
+    agentsearch alike: around ``litellm.completion`` (the local model, and DSPy's litellm engine) and
+    around DSPy's native lm15 engine (which DSPy's default engine uses for a hosted model)."""
 
     def __init__(self) -> None:
         import litellm
+        from dspy.clients.engines.lm15_engine import LM15Engine
 
         self.calls = 0
         self.tokens = 0
@@ -121,6 +123,17 @@ class CallCounter:
             return response
 
         litellm.completion = completion
+        native = LM15Engine.complete
+
+        def complete(engine: Any, request: Any) -> Any:
+            self.calls += 1
+            response = native(engine, request)
+            usage = getattr(response, "usage", None)
+            self.tokens += int(getattr(usage, "total_tokens", None) or 0) or (
+                int(getattr(usage, "input_tokens", None) or 0) + int(getattr(usage, "output_tokens", None) or 0))
+            return response
+
+        LM15Engine.complete = complete  # type: ignore[method-assign]
 
     def snapshot(self) -> dict[str, int]:
         return {"lm_calls": self.calls, "tokens": self.tokens}

@@ -7,7 +7,8 @@
 
 - concurrency: one fixed candidate scored by agentsearch (evaluator + store, as a run does) on
   ``--examples`` examples, and by ``dspy.Evaluate`` with the same ``num_threads`` and DSPy's own
-  ``dspy.LM`` (as a DSPy user evaluates) on the same server as the anchor, the two taking turns ``--repeats`` times (the median pass is reported: a
+  ``dspy.LM`` (as a DSPy user evaluates: its default engine, and the litellm engine agentsearch
+  uses) on the same server as the anchors, the two taking turns ``--repeats`` times (the median pass is reported: a
   pass at 64 workers lasts seconds, and one pass varied by 25% between runs); examples/s against
   the ideal ``concurrency / latency``, and the time per LM call that is not spent waiting on the server.
 - repetition: a prompt-level search run whole, re-run when finished, and killed after half its
@@ -88,27 +89,29 @@ def concurrency(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         metric = resolve_metric(task.metric)
         devset = [item.example for item in load_split(task, "dev")]
         for level in args.concurrency:
-            ours, anchor = [], []
-            for attempt in range(args.repeats):  # the two sides take turns, so drift on the machine hits both
+            ours: list[dict[str, Any]] = []
+            anchors: dict[str, list[dict[str, Any]]] = {"dspy_evaluate": [], "dspy_evaluate_litellm": []}
+            for attempt in range(args.repeats):  # the sides take turns, so drift on the machine hits all
                 timer = _EvaluationTimer(server)
                 agentsearch.optimize(task, storage=f"sqlite:///{work / f'concurrency-{level}-{attempt}.db'}",
                                      concurrency=level, callback=timer)
                 ours.append(_figures(args, level, timer.dev_wall_s, timer.dev_lm_calls))
-
-                program = dspy.Predict(dspy.Signature("sentence -> label", task.program.instructions))
-                before = server.stats()
-                # the LM a DSPy user would evaluate with: DSPy's own, on the same server and settings
-                anchor_lm = dspy.LM(task.lm.model, api_base=task.lm.api_base, max_tokens=task.lm.max_tokens,
-                                    temperature=task.lm.temperature, num_retries=0, cache=False)
-                with dspy.context(lm=anchor_lm):
-                    evaluate = dspy.Evaluate(devset=devset, metric=lambda gold, pred, trace=None: metric(gold, pred),
-                                             num_threads=level, display_progress=False, max_errors=len(devset))
-                    started = time.perf_counter()
-                    evaluate(program)
-                    anchor_wall = time.perf_counter() - started
-                anchor.append(_figures(args, level, anchor_wall, server.stats().requests - before.requests))
+                # DSPy's own LM on the same server and settings, as a DSPy user evaluates: its default engine
+                # ("auto": DSPy 3.4's native lm15 client where it can), and litellm's, which agentsearch uses
+                for name, engine in (("dspy_evaluate", "auto"), ("dspy_evaluate_litellm", "litellm")):
+                    program = dspy.Predict(dspy.Signature("sentence -> label", task.program.instructions))
+                    before = server.stats()
+                    anchor_lm = dspy.LM(task.lm.model, api_base=task.lm.api_base, max_tokens=task.lm.max_tokens,
+                                        temperature=task.lm.temperature, num_retries=0, cache=False, engine=engine)
+                    with dspy.context(lm=anchor_lm):
+                        evaluate = dspy.Evaluate(devset=devset, metric=lambda gold, pred, trace=None: metric(gold, pred),
+                                                 num_threads=level, display_progress=False, max_errors=len(devset))
+                        started = time.perf_counter()
+                        evaluate(program)
+                        anchor_wall = time.perf_counter() - started
+                    anchors[name].append(_figures(args, level, anchor_wall, server.stats().requests - before.requests))
             rows.append({"concurrency": level, "ideal_examples_per_s": round(level / args.latency, 1),
-                         "agentsearch": _median(ours), "dspy_evaluate": _median(anchor)})
+                         "agentsearch": _median(ours), **{name: _median(runs) for name, runs in anchors.items()}})
             print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 

@@ -101,7 +101,7 @@ class LocalLM(RetryingLM):
 
 
 def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None, gate: CallGate | None = None) -> dspy.LM:
-    """A DSPy LM on the litellm engine (so every call goes through litellm) with DSPy's cache on;
+    """A DSPy LM with DSPy's cache on (a ``local/`` model on the litellm engine, a hosted one on DSPy's default);
     ``cancelled`` is the run's stop signal (see RetryingLM)."""
     extra: dict[str, Any] = {}
     if is_local(config.model):
@@ -121,7 +121,10 @@ def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None, gate
     lm_class = LocalLM if is_local(config.model) else RetryingLM
     lm = lm_class(
         config.model,
-        engine="litellm",
+        # a local model is a litellm provider of ours; a hosted one goes through DSPy's default engine
+        # (its native client where it can serve the request, about half of litellm's CPU per call,
+        # else litellm); failures reach us as DSPy's own error classes either way
+        engine="litellm" if is_local(config.model) else "auto",
         temperature=config.temperature,
         max_tokens=config.max_tokens,
         num_retries=0,  # one attempt per DSPy call: RetryingLM makes the attempts

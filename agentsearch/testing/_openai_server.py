@@ -90,7 +90,9 @@ class FakeOpenAIServer:
         values = {name: self._value(name, digest) for name in names}
         if not names:
             return self._value("text", digest)
-        if request.get("response_format"):
+        # JSON when asked for it: by the request (JSON mode), or by DSPy's JSON prompt alone (its
+        # adapter sends no response_format to a model whose engine does not declare the parameter)
+        if request.get("response_format") or "Outputs will be a JSON object" in system:
             return json.dumps(values)
         return "".join(f"[[ ## {name} ## ]]\n{value}\n\n" for name, value in values.items()) + "[[ ## completed ## ]]"
 
