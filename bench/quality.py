@@ -6,7 +6,7 @@
 
 With ``--workdir``, each contender's finished result is kept there (``<task>-<contender>.result.json``)
 and a bench started again with the same settings and workdir skips it: a long bench (``--medium``,
-estimated at an hour per task on 2 cores, not yet measured) resumes where it stopped, one contender at most repeated.
+about 1-1.5 h per task on 2 cores; SST-2 took 64 min) resumes where it stopped, one contender at most repeated.
 
 Tasks come from ../shared/data beside the project root (SST-2 and three BIG-Bench Hard tasks), cut
 into fixed seeded train/dev/test splits. Contenders: the seed program unoptimised; DSPy's
@@ -68,8 +68,8 @@ MODES = {  # BBH files have 250 rows: train + dev + test must fit
     # a chat reply the model cannot format would run on to the limit, then again as JSON).
     "quick": {"budget": 40, "bootstrap_examples": 6, "max_tokens": 16, "proposer_max_tokens": 200,
               "sizes": {"sst2": {"train": 20, "dev": 10, "test": 20}, "bbh": {"train": 20, "dev": 10, "test": 20}}},
-    # test intervals of about +-0.07 (150-200 examples) and a budget of a few hundred calls: one task
-    # (ten contenders) in an estimated hour on 2 cores with the embedded LM (scaled from --quick; not measured)
+    # test intervals of about +-0.07 (150-200 examples) and a budget of a few hundred calls: SST-2's ten
+    # contenders took 64 min on 2 cores with the embedded LM (2026-12-01); web_of_lies longer (GEPA: 28 min)
     "medium": {"budget": 300, "bootstrap_examples": 16, "max_tokens": 16, "proposer_max_tokens": 256,
                "sizes": {"sst2": {"train": 100, "dev": 50, "test": 200},
                          "bbh": {"train": 50, "dev": 50, "test": 150}}},
@@ -483,7 +483,7 @@ def main() -> None:
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help="small splits and budget: 41 min for 4 tasks x 10 contenders on 2 cores (2026-12-01)")
     sizes.add_argument("--medium", action="store_true",
-                       help="test intervals of about +-0.07, budget 300: estimated an hour per task on 2 cores (not measured)")
+                       help="test intervals of about +-0.07, budget 300: about 1-1.5 h per task on 2 cores (SST-2: 64 min)")
     parser.add_argument("--budget", type=int, help="LM calls each contender may spend searching (default 1000; quick 40)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
