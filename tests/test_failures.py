@@ -1,5 +1,6 @@
-"""Which failed calls are outages (never a score) and which are the program's (a result), as litellm
-and DSPy really report them from the fake server."""
+"""Which failed calls are outages (never a score) and which are the program's (a result), as DSPy
+really reports them from the fake server, through each engine agentsearch uses: litellm's (the
+embedded model) and DSPy's default (a hosted model; its native client where it can)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,13 @@ def server():
     fake.stop()
 
 
-def _failure(base_url: str) -> LMFailure | None:
-    lm = dspy.LM("openai/fake", engine="litellm", api_base=base_url, num_retries=0, cache=False, timeout=1)
+@pytest.fixture(params=["litellm", "auto"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _failure(base_url: str, engine: str) -> LMFailure | None:
+    lm = dspy.LM("openai/fake", engine=engine, api_base=base_url, num_retries=0, cache=False, timeout=1)
     try:
         lm("hi")
     except Exception as exc:
@@ -41,27 +47,27 @@ def _failure(base_url: str) -> LMFailure | None:
     ("429", FailureKind.RATE_LIMIT), ("500", FailureKind.SERVER), ("hang", FailureKind.TIMEOUT),
     ("truncate", FailureKind.CONNECTION), ("context", None),
 ])
-def test_each_fault_is_classified(server, monkeypatch, fault, kind):
+def test_each_fault_is_classified(server, monkeypatch, engine, fault, kind):
     monkeypatch.setenv("OPENAI_API_KEY", "a-key-for-the-fake-server")
     server.configure(faults={fault: 1.0})
     try:
-        failure = _failure(server.base_url)
+        failure = _failure(server.base_url, engine)
     finally:
         server.configure(faults={})
     assert (failure.kind if failure else None) == kind  # a context-window error is the program's: a result
 
 
-def test_keys_and_connections(server, monkeypatch):
+def test_keys_and_connections(server, monkeypatch, engine):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    missing = _failure(server.base_url)
+    missing = _failure(server.base_url, engine)
     assert missing.kind is FailureKind.AUTH and not missing.kind.retryable and "litellm." not in missing.message
     monkeypatch.setenv("OPENAI_API_KEY", "the-wrong-key-123")
     server.configure(api_key="the-right-key-123")
     try:
-        assert _failure(server.base_url).kind is FailureKind.AUTH
+        assert _failure(server.base_url, engine).kind is FailureKind.AUTH
     finally:
         server.configure(api_key=None)
-    assert _failure("http://127.0.0.1:9/v1").kind is FailureKind.CONNECTION
+    assert _failure("http://127.0.0.1:9/v1", engine).kind is FailureKind.CONNECTION
 
 
 def test_retries_count_every_attempt_and_honour_retry_after_within_a_cap():

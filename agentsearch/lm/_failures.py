@@ -93,7 +93,9 @@ def _kind(exc: LMError) -> FailureKind | None:
     if isinstance(exc, LMTimeoutError):
         return FailureKind.TIMEOUT
     if isinstance(exc, (LMTransportError, LMLockTimeoutError)):
-        return FailureKind.CONNECTION
+        # DSPy's native client reports a server that stops answering mid-request as a transport
+        # error ("read timed out waiting for headers"): the user is told it timed out
+        return FailureKind.TIMEOUT if "timed out" in text else FailureKind.CONNECTION
     if isinstance(exc, (LMServerError, LMUnexpectedError)):
         # litellm reports a missing key, a refused connection and a client timeout as server errors
         if any(marker in text for marker in _MISSING_KEY):
