@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,15 +37,11 @@ class RetryingLM(dspy.LM):
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         from agentsearch.lm._failures import call_with_retries
 
-        parent = super().__call__
-        if self.gate is None:
-            outputs = call_with_retries(self.model, self.retries, lambda: parent(prompt, messages=messages, **kwargs),
-                                        self.cancelled)
-            _count_program_call()
-            return outputs
-        gate = self.gate
+        parent, gate = super().__call__, self.gate
 
         def attempt() -> Any:
+            if gate is None:
+                return parent(prompt, messages=messages, **kwargs)
             if not gate.acquire():
                 from agentsearch.lm._failures import FailureKind, LMFailure
 
@@ -60,6 +57,26 @@ class RetryingLM(dspy.LM):
         outputs = call_with_retries(self.model, self.retries, attempt, self.cancelled)
         _count_program_call()
         return outputs
+
+    @property
+    def supported_params(self) -> set[str]:
+        """DSPy's default engine declares only what its native client knows of the model; for a server
+        it does not know (vLLM, a llama.cpp server) that leaves out JSON mode, which litellm declares
+        for the provider and the native client sends as well. Keeping it keeps the ``json`` format's
+        JSON mode (DSPy's JSONAdapter asks for it only where the LM declares it)."""
+        params = set(super().supported_params)
+        if "response_format" not in params and "response_format" in _litellm_params(self.model):
+            params.add("response_format")
+        return params
+
+
+@functools.lru_cache(maxsize=64)
+def _litellm_params(model: str) -> frozenset[str]:
+    """The request parameters litellm declares for ``model`` (what DSPy's litellm engine would send)."""
+    try:
+        return frozenset(dspy.LM(model, engine="litellm").supported_params)
+    except Exception:  # a provider litellm cannot describe: nothing to add
+        return frozenset()
 
 
 def _count_program_call() -> None:

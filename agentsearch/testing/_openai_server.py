@@ -90,9 +90,7 @@ class FakeOpenAIServer:
         values = {name: self._value(name, digest) for name in names}
         if not names:
             return self._value("text", digest)
-        # JSON when asked for it: by the request (JSON mode), or by DSPy's JSON prompt alone (its
-        # adapter sends no response_format to a model whose engine does not declare the parameter)
-        if request.get("response_format") or "Outputs will be a JSON object" in system:
+        if request.get("response_format"):
             return json.dumps(values)
         return "".join(f"[[ ## {name} ## ]]\n{value}\n\n" for name, value in values.items()) + "[[ ## completed ## ]]"
 
