@@ -163,7 +163,6 @@ class Evaluator:
                 account(outcomes)
                 refill(pool)
                 yield outcomes
-                refill(pool)
             completed = True
         finally:
             # Stopped early (Ctrl-C, an outage, the caller closed us): do not wait for calls in

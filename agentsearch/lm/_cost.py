@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 _UNPRICED: set[str] = set()
-"""Models litellm could not price: asking again costs about a millisecond of CPU per call (its
-lookup tries every fallback before it raises), for the same answer until a price is registered."""
+"""Models litellm could not price: asking again costs CPU on every call (its lookup tries each
+fallback before it raises), for the same answer until a price is registered."""
 
 
 def is_local(model: str) -> bool:

@@ -47,10 +47,6 @@ class Budget:
         assert self.config.max_lm_calls is not None
         return max(0, self.config.max_lm_calls - self._held)
 
-    @property
-    def held(self) -> int:
-        return self._held
-
     def hold(self, calls: int) -> None:
         """Keep ``calls`` of ``max_lm_calls`` from the search (replacing what was held): the work after
         it needs them. Calls already reserved are not taken back, so holding more than is left stops the

@@ -684,7 +684,7 @@ class RDBStorage(BaseStorage):
                     score=outcome.score, error=outcome.error, lm_calls=outcome.usage.lm_calls,
                     program_calls=outcome.program_calls, prompt_tokens=outcome.usage.prompt_tokens,
                     completion_tokens=outcome.usage.completion_tokens, cost_usd=outcome.usage.cost_usd,
-                    latency_s=outcome.latency_s, created_at=utcnow(),
+                    latency_s=outcome.latency_s,
                 ) for outcome in outcomes])
         except IntegrityError:
             with self._session() as session:
