@@ -179,7 +179,8 @@ class SearchConfig(_Strict):
                     "before module choices open around the best prompts (0: both levels from the start)",
     )
     optimizer: str = Field(
-        default="tpe", description="tpe | random (Optuna samplers) | evolve (reflective evolution, GEPA-style), "
+        default="tpe", description="tpe | random (Optuna samplers) | evolve (reflective evolution, GEPA-style) | "
+                                   "recombine (the proposer LM recombines and evolves modules, AgentSquare-style), "
                                    "or another registered for the prompt and module levels")
     max_candidates: int = Field(default=20, gt=0, description="candidates evaluated on dev, the seed included")
     num_instructions: int = Field(default=5, gt=0, description="instruction variants, the seed's included")

@@ -91,6 +91,8 @@ AGENTSEARCH_CONTENDERS = {  # search settings over the task's
     "agentsearch_tpe": {"optimizer": "tpe", "levels": ["prompt"]},
     "agentsearch_tpe_modules": {"optimizer": "tpe", "levels": ["prompt", "module"]},
     "agentsearch_evolve": {"optimizer": "evolve", "levels": ["prompt"]},
+    # the proposer LM recombines and evolves modules (AgentSquare), drafts screened by a predictor
+    "agentsearch_recombine": {"optimizer": "recombine", "levels": ["prompt", "module"]},
     # tpe choosing among its top 3 by dev re-scored on 20 held-out train examples (search.holdout),
     # with those calls held back from the same budget
     "agentsearch_tpe_select": {"optimizer": "tpe", "levels": ["prompt"], "holdout": 20, "finalists": 3},

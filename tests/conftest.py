@@ -53,6 +53,7 @@ def fake_lm() -> fakes.KeywordLLM:
     fake.designs_written = 0
     fake.meta_prompts = 0
     fake.repairs_work = True
+    fake.recombine_replies = list(fakes.RECOMBINE_REPLIES)
     fake.chat_demos_help = False
     return fake
 

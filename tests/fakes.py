@@ -40,6 +40,8 @@ class KeywordLLM(CustomLLM):
         self.repairs_work = True
         self.chat_demos_help = False
         """On: a chat prompt with two or more demos (assistant turns) is answered by keyword too."""
+        self.recombine_replies: list[str] = list(RECOMBINE_REPLIES)
+        """Replies to the recombiner's prompts, picked by the archive's size (the same archive, the same reply)."""
         self._lock = threading.Lock()
 
     def _value(self, field: str, text: str, sentence: str, completion: bool, knows: bool = False) -> str:
@@ -90,6 +92,11 @@ class KeywordLLM(CustomLLM):
         if "TOOLONG" in sentence:  # the program's failure (its prompt is over the window): a result, scored 0
             raise litellm.ContextWindowExceededError("the prompt is over the fake LM's context window",
                                                      model="keyword", llm_provider="fake")
+        if text.startswith("You design programs built from modules"):
+            return self.recombine_replies[text.count("dev score ") % len(self.recombine_replies)]
+        if text.startswith("You are improving one module"):
+            return ("module: predict\ninstructions: Decide whether the review is positive or negative.\n"
+                    f"n_demos: {2 + text.count('Program' + chr(39) + 's answer') % 3}\npredicted score: 0.7")
         if "improving the instruction" in text:
             return f"Decide whether the review is positive or negative (variant {self.calls})."
         if messages[0].get("role") == "system":
@@ -122,6 +129,15 @@ class KeywordLLM(CustomLLM):
             usage={"prompt_tokens": words, "completion_tokens": 2, "total_tokens": words + 2},
         )
 
+
+RECOMBINE_REPLIES = (
+    "I think the program should be better.",
+    "topology: single\nanswer.format: completion\nanswer.n_demos: 3\npredicted score: 0.9",
+    "topology: ensemble\nensemble.members: 2\nmember_1.from: 1\nmember_2.from: 1\npredicted score: 0.8",
+    "answer.module: self_consistency\nanswer.samples: 2\nanswer.from: 1\npredicted score: 0.6",
+)
+"""By the number of programs the prompt shows: the first (the seed alone) gets the few-shot completion
+prompt that wins on the fake; later ones recombine candidate #1."""
 
 FAKE = KeywordLLM()
 

@@ -17,6 +17,7 @@ pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
 
 import agentsearch  # noqa: E402
 from agentsearch import load_program  # noqa: E402
+from agentsearch.search_space import parse_spec  # noqa: E402
 from tests.fakes import communicate_or_dump, default_sigint  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -173,3 +174,22 @@ def test_agent_level_search_on_the_embedded_lm(tmp_path):
     loaded = load_program(saved)
     sentences = ["the cast is wonderful.", "the story is a boring mess."]
     assert [result.best_program(sentence=s).label for s in sentences] == [loaded(sentence=s).label for s in sentences]
+
+
+def test_recombine_search_on_the_embedded_lm(tmp_path):
+    """The 135M proposer's drafts are checked against the space; the run stays correct and keeps its lineage."""
+    path = small_task(tmp_path, levels=["prompt", "module"], optimizer="recombine", max_candidates=5,
+                      formats=["chat", "completion"], modules={"kinds": ["predict", "self_consistency"],
+                                                               "topologies": ["single", "ensemble"], "max_samples": 2,
+                                                               "max_members": 2})
+    url = f"sqlite:///{tmp_path / 'recombine.db'}"
+    result = agentsearch.optimize(path, storage=url)
+    assert result.run.status == "finished"
+    storage = agentsearch.get_storage(url)
+    candidates = storage.list_candidates(result.run.id)
+    children = [c for c in candidates if c.optimizer == "recombine"]
+    assert len(candidates) == 5 and len(children) == 4
+    numbers = {c.id: c.number for c in candidates}
+    assert all(c.parents and all(numbers[p] < c.number for p in c.parents) for c in children)
+    assert all(parse_spec(c.spec).structure() for c in children)
+    assert result.best.dev_score >= result.seed.dev_score

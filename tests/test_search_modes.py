@@ -113,13 +113,14 @@ def test_validate_prints_the_space_size(write_task, monkeypatch, capsys):
     assert prompt_only["space_size"] == 2 * 3 * (1 + 3 * 4) and prompt_only["prompt_stage_trials"] == 0
 
 
-def test_module_search_with_pruning_resumes_to_the_same_run(write_task, tmp_path, fake_lm, big_dev):
+@pytest.mark.parametrize("optimizer", ["tpe", "recombine"])
+def test_module_search_with_pruning_resumes_to_the_same_run(write_task, tmp_path, fake_lm, big_dev, optimizer):
     import dspy
 
     from tests.test_optimize import _Crash, _CrashAfter
 
     path = write_task(**{"search.levels": ["prompt", "module"], "search.max_candidates": 8,
-                         "search.modules": {"max_samples": 2}})
+                         "search.modules": {"max_samples": 2}, "search.optimizer": optimizer})
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)  # every repeated call would count
     uninterrupted = agentsearch.optimize(path, storage=f"sqlite:///{tmp_path / 'a.db'}", run_name="a")
     calls = fake_lm.calls

@@ -68,9 +68,10 @@ def wait_until(condition, timeout: float = 300, what: str = "") -> None:
         time.sleep(0.05)
 
 
-def test_eight_workers_end_a_run_with_exactly_its_candidates(task_dir, postgres_url, env):
-    with running_server(0.02, ANSWERS) as live:
-        path = task_file(task_dir, live.base_url, **{"search.max_candidates": 160})
+@pytest.mark.parametrize("optimizer, count", [("random", 160), ("recombine", 60)])
+def test_eight_workers_end_a_run_with_exactly_its_candidates(task_dir, postgres_url, env, optimizer, count):
+    with running_server(0.02 if optimizer == "random" else 0.1, ANSWERS) as live:
+        path = task_file(task_dir, live.base_url, **{"search.max_candidates": count, "search.optimizer": optimizer})
         first = start(env, "optimize", str(path), "--run", RUN, "--storage", postgres_url, "--json")
         store = get_storage(postgres_url)
         wait_until(lambda: store.get_run(RUN) is not None, what="the run")
@@ -83,9 +84,9 @@ def test_eight_workers_end_a_run_with_exactly_its_candidates(task_dir, postgres_
         assert code == 0, err[:8000]
     summaries = [json.loads(out) for _, out, _ in done]
     run = store.get_run(RUN)
-    assert run.status == "finished" and run.counted_candidates == 160
+    assert run.status == "finished" and run.counted_candidates == count
     candidates = store.list_candidates(run.id)
-    assert len(candidates) == 160 and [c.number for c in candidates] == list(range(160))
+    assert len(candidates) == count and [c.number for c in candidates] == list(range(count))
     assert all(c.status in ("complete", "pruned") for c in candidates)
     # Every request the server answered is booked to the run (a result, a proposal, a preflight):
     # no worker paid for an example and then threw the score away (a double evaluation would).

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import dspy
 
 from agentsearch.lm import Usage
-from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal
+from agentsearch.optimizers._acceptance import MinibatchAcceptance, Scored
+from agentsearch.optimizers._base import Outcome, Proposal
 from agentsearch.optimizers._proposer import (
     MIN_PROPOSAL_TOKENS,
     ask_proposer,
@@ -79,13 +80,11 @@ def pareto_front(population: Sequence[ScoredCandidate]) -> dict[int, int]:
     return {cid: count for cid, count in leads.items() if count}
 
 
-class EvolveOptimizer(BaseOptimizer):
+class EvolveOptimizer(MinibatchAcceptance):
     """Its state is the store: ``population()`` reads the candidates fully scored on dev, ``failures``
     reads a candidate's wrong answers, ``asked()`` counts the proposals made so far."""
 
     name = "evolve"
-    prunes = True
-    prune_reason = "not above its parent's on the same examples (minibatch acceptance)"
 
     def __init__(self, space: SearchSpace, proposer: dspy.BaseLM, *,
                  population: Callable[[], list[ScoredCandidate]],
@@ -94,7 +93,7 @@ class EvolveOptimizer(BaseOptimizer):
                  merge_every: int = 5) -> None:
         self.space = space
         self.proposer = proposer
-        self.population = population
+        self.population: Callable[[], list[ScoredCandidate]] = population
         self.failures = failures
         self.asked = asked
         self.spend = spend
@@ -102,8 +101,7 @@ class EvolveOptimizer(BaseOptimizer):
         self.minibatch = minibatch
         self.merge_every = merge_every
         self.reported: dict[str, dict[int, float]] = {}
-        self._scored: dict[int, ScoredCandidate] = {}
-        """The population as ``ask`` last read it; finished evaluations never change, so it stays true."""
+        self._scored: dict[int, Scored] = {}
         self._last_number: int | None = None
         self._repeats = 0
 
@@ -182,27 +180,6 @@ class EvolveOptimizer(BaseOptimizer):
         )
         child = first.spec.model_copy(update={"predictors": predictors})
         return Proposal(child, (first.candidate_id, second.candidate_id))
-
-    # minibatch acceptance -----------------------------------------------------------------------
-    def report(self, proposal: Proposal, scores: dict[int, float]) -> None:
-        self.reported[proposal.spec.hash] = dict(scores)
-
-    def should_prune(self, proposal: Proposal) -> bool:
-        """After the first minibatch only: stop unless the child beats its (best) parent on those examples."""
-        scores = self.reported.get(proposal.spec.hash, {})
-        if not scores or len(scores) > self.minibatch:
-            return False
-        if not set(proposal.parents) <= set(self._scored):  # a candidate a resumed run finishes
-            self._scored = {c.candidate_id: c for c in self.population()}
-        parents = [self._scored[cid] for cid in proposal.parents if cid in self._scored]
-        if not parents or any(step not in parent.scores for parent in parents for step in scores):
-            return False
-        parent_best = max(sum(parent.scores[step] for step in scores) for parent in parents)
-        return sum(scores.values()) <= parent_best
-
-    def minibatch_offset(self, proposal: Proposal) -> int:
-        """A slice of dev that depends on the child alone, so a resumed run scores the same examples first."""
-        return int(proposal.spec.hash[:8], 16)
 
     def tell(self, proposal: Proposal, outcome: Outcome) -> None:
         """Nothing to keep in memory: the population is read from the run."""

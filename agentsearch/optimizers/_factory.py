@@ -16,6 +16,7 @@ from agentsearch.store._base import Level
 
 if TYPE_CHECKING:
     from agentsearch.optimizers._base import BaseOptimizer, RunView
+    from agentsearch.optimizers._evolve import Failure
 
 Builder = Callable[["RunView"], "BaseOptimizer"]
 
@@ -78,7 +79,7 @@ register("random", levels=SPACE_LEVELS, cost_aware=True)(_optuna("random"))
 
 @register("evolve", levels=SPACE_LEVELS, proposed_instructions=False)
 def _evolve(view: RunView) -> BaseOptimizer:
-    from agentsearch.optimizers._evolve import EvolveOptimizer, Failure, ScoredCandidate
+    from agentsearch.optimizers._evolve import EvolveOptimizer, ScoredCandidate
     from agentsearch.search_space import parse_spec
 
     assert view.space is not None, "evolve mutates candidates of the run's space"
@@ -92,6 +93,17 @@ def _evolve(view: RunView) -> BaseOptimizer:
                 scored.append(ScoredCandidate(candidate.id, spec, scores))  # type: ignore[arg-type]
         return scored
 
+    return EvolveOptimizer(
+        view.space, view.proposer(), population=population, failures=_failures(view),
+        asked=lambda: sum(c.optimizer == "evolve" for c in view.candidates()),
+        spend=view.charge, seed=view.task.seed, minibatch=view.task.search.minibatch,
+    )
+
+
+def _failures(view: RunView) -> Callable[[int, random.Random], list[Failure]]:
+    """A few of a candidate's wrong dev answers, read from the store, as the proposer is shown them."""
+    from agentsearch.optimizers._evolve import Failure
+
     def failures(candidate_id: int, rng: random.Random, count: int = 4) -> list[Failure]:
         wrong = view.wrong_answers(candidate_id)
         chosen = []
@@ -102,11 +114,32 @@ def _evolve(view: RunView) -> BaseOptimizer:
                                   "; ".join(f"{k}: {v}" for k, v in (prediction or {}).items()) or "(none)",
                                   expected, feedback, unparsed=prediction is None))
         return chosen
+    return failures
 
-    return EvolveOptimizer(
-        view.space, view.proposer(), population=population, failures=failures,
-        asked=lambda: sum(c.optimizer == "evolve" for c in view.candidates()),
-        spend=view.charge, seed=view.task.seed, minibatch=view.task.search.minibatch,
+
+@register("recombine", levels=SPACE_LEVELS)
+def _recombine(view: RunView) -> BaseOptimizer:
+    from agentsearch.optimizers._recombine import ArchiveCandidate, RecombineOptimizer
+    from agentsearch.search_space import CandidateSpec, parse_spec
+
+    assert view.space is not None, "recombine proposes candidates of the run's space"
+
+    def population() -> list[ArchiveCandidate]:
+        scored = []
+        for candidate in view.candidates(levels=SPACE_LEVELS):
+            scores = view.dev_scores(candidate.id)
+            spec = parse_spec(candidate.spec)
+            if scores is not None and isinstance(spec, CandidateSpec):
+                scored.append(ArchiveCandidate(candidate.id, candidate.number, spec, scores,
+                                               view.program_calls(candidate.id)))
+        return scored
+
+    return RecombineOptimizer(
+        view.space, view.proposer(), population=population,
+        known=lambda: {c.spec_hash: c.number for c in view.candidates()},
+        asked=lambda: sum(c.optimizer == "recombine" for c in view.candidates()),
+        failures=_failures(view), spend=view.charge, seed=view.task.seed, minibatch=view.task.search.minibatch,
+        task=view.task.program.instructions,
     )
 
 

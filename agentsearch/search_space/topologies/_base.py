@@ -85,6 +85,11 @@ class Topology:
         """How many distinct specs ``suggest`` can return, given how many a task node and a wiring node can be."""
         raise NotImplementedError
 
+    def shape_params(self, spec: CandidateSpec) -> Params:
+        """The trial params of the topology's own choices (``ensemble.members``) that ``suggest``
+        would need to return the shape of ``spec``; its nodes' params are named after the nodes."""
+        return {}
+
     def lift_prompts(self, space: SearchSpace) -> int:
         """How many of the best prompt-level trials its lift takes (it is left out when fewer exist)."""
         return 1

@@ -50,6 +50,9 @@ class Debate(Topology):
         return CandidateSpec(topology=self.name, predictors=(*nodes, space.wiring_node(trial, "judge")),
                              rounds=rounds)
 
+    def shape_params(self, spec: Any) -> Params:
+        return {"debate.agents": len(spec.predictors) - 1, "debate.rounds": spec.rounds}
+
     def size(self, space: Any, node: int, wiring: int) -> int:
         return sum(node**k for k in range(2, space.modules.max_members + 1)) * space.modules.max_rounds * wiring
 

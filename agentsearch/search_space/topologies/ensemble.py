@@ -53,6 +53,10 @@ class Ensemble(Topology):
             nodes.append(space.wiring_node(trial, "aggregate"))
         return CandidateSpec(topology=self.name, predictors=tuple(nodes), aggregator=aggregator)
 
+    def shape_params(self, spec: Any) -> Params:
+        members = sum(node.name.startswith("member_") for node in spec.predictors)
+        return {"ensemble.members": members, "ensemble.aggregator": spec.aggregator}
+
     def size(self, space: Any, node: int, wiring: int) -> int:
         return sum(node**k * (1 + wiring) for k in range(2, space.modules.max_members + 1))
 

@@ -56,6 +56,9 @@ class Reflect(Topology):
             space.task_node(trial, "answer"), space.wiring_node(trial, "critique"),
             space.wiring_node(trial, "revise")))
 
+    def shape_params(self, spec: Any) -> Params:
+        return {"reflect.rounds": spec.rounds}
+
     def size(self, space: Any, node: int, wiring: int) -> int:
         return space.modules.max_rounds * node * wiring * wiring
 
