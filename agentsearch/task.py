@@ -146,6 +146,10 @@ class DataConfig(_Strict):
 class AgentSearchConfig(_Strict):
     """``search.agent``: the agent level (designs written by the meta agent, run in the sandbox)."""
 
+    optimizer: str = Field(default="meta_agent", description="meta_agent (ADAS: a new design from the archive) | "
+                                                             "mcts (AFlow: a tree search over modified designs), "
+                                                             "or another registered for the agent level")
+
     share: float = Field(default=0.5, gt=0, le=1,
                          description="with other levels: the share of max_candidates left to agent designs")
     repairs: int = Field(default=3, ge=0, le=10, description="rounds a design that will not run gets to be fixed")
@@ -160,6 +164,19 @@ class AgentSearchConfig(_Strict):
     max_tokens: int = Field(default=1024, ge=1, le=32768, description="tokens one of a design's LM calls may ask for")
     max_prompt_chars: int = Field(default=50_000, ge=100, le=1_000_000,
                                   description="characters one of a design's LM requests may carry")
+    top_k: int = Field(default=3, ge=1, le=20, description="mcts: the designs it selects among (with the root) and "
+                                                           "whose mean score it watches for convergence")
+    patience: int = Field(default=5, ge=1, description="mcts: designs in a row without a rise of the top-k mean "
+                                                       "before the search stops")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _agent_optimizer(cls, name: str) -> str:
+        from agentsearch.optimizers._factory import optimizer_names
+
+        if name not in optimizer_names("agent"):
+            raise ValueError(f"{name!r} is no agent-level optimizer; use one of {', '.join(optimizer_names('agent'))}")
+        return name
 
 
 class SearchConfig(_Strict):

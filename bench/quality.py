@@ -93,6 +93,8 @@ AGENTSEARCH_CONTENDERS = {  # search settings over the task's
     "agentsearch_evolve": {"optimizer": "evolve", "levels": ["prompt"]},
     # the proposer LM recombines and evolves modules (AgentSquare), drafts screened by a predictor
     "agentsearch_recombine": {"optimizer": "recombine", "levels": ["prompt", "module"]},
+    # a tree search over agent designs (AFlow) from the few-shot design, in the sandbox
+    "agentsearch_mcts": {"levels": ["agent"], "agent": {"optimizer": "mcts"}},
     # tpe choosing among its top 3 by dev re-scored on 20 held-out train examples (search.holdout),
     # with those calls held back from the same budget
     "agentsearch_tpe_select": {"optimizer": "tpe", "levels": ["prompt"], "holdout": 20, "finalists": 3},

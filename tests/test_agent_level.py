@@ -166,11 +166,13 @@ def test_a_design_that_breaks_a_limit_on_one_example_scores_0_there_and_the_rest
     assert outcomes["dev:1"].error == "DesignError: CPU-time limit of 1 s exceeded"
 
 
+@pytest.mark.parametrize("optimizer", ["meta_agent", "mcts"])
 @pytest.mark.parametrize("crash_after", [30, 75, 100])
-def test_a_crashed_agent_search_resumes_to_the_same_designs(write_task, tmp_path, fake_lm, crash_after):
+def test_a_crashed_agent_search_resumes_to_the_same_designs(write_task, tmp_path, fake_lm, crash_after, optimizer):
     from tests.test_optimize import _Crash, _CrashAfter
 
-    path = write_task(**{"search.levels": ["agent"], "search.max_candidates": 10})
+    path = write_task(**{"search.levels": ["agent"], "search.max_candidates": 10,
+                         "search.agent": {"optimizer": optimizer}})
     uninterrupted = agentsearch.optimize(path, storage=f"sqlite:///{tmp_path / 'a.db'}", run_name="a")
     fake_lm.designs_written = fake_lm.meta_prompts = 0  # the fake numbers its designs; start the count again
     url = f"sqlite:///{tmp_path / 'b.db'}"

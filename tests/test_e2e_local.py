@@ -193,3 +193,17 @@ def test_recombine_search_on_the_embedded_lm(tmp_path):
     assert all(c.parents and all(numbers[p] < c.number for p in c.parents) for c in children)
     assert all(parse_spec(c.spec).structure() for c in children)
     assert result.best.dev_score >= result.seed.dev_score
+
+
+def test_tree_search_on_the_embedded_lm(tmp_path):
+    """The tree grows from the few-shot design; what the 135M model writes runs (or fails) in the sandbox."""
+    path = small_task(tmp_path, levels=["agent"], max_candidates=5, agent={"optimizer": "mcts"})
+    url = f"sqlite:///{tmp_path / 'mcts.db'}"
+    result = agentsearch.optimize(path, storage=url)
+    assert result.run.status == "finished"
+    designs = [c for c in agentsearch.get_storage(url).list_candidates(result.run.id) if c.level == "agent"]
+    root, grown = designs[0], designs[1:]
+    assert root.optimizer == "archive" and root.status == "complete"
+    ids = {c.id for c in designs}
+    assert grown and all(c.optimizer == "mcts" and c.parents[0] in ids for c in grown)
+    assert all(c.note for c in grown if c.status == "failed")

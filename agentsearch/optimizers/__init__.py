@@ -12,6 +12,8 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
                                         "register"),
     "agentsearch.optimizers._meta_agent": ("ArchiveEntry", "DesignTask", "MetaAgentOptimizer", "parse_design",
                                            "seed_designs"),
+    "agentsearch.optimizers._mcts": ("MCTSOptimizer", "TreeNode", "backed_up", "converged",
+                                     "selection_probabilities"),
     "agentsearch.optimizers._optuna": ("OptunaOptimizer", "make_pruner", "make_sampler", "optuna_storage",
                                        "prompt_trials"),
     "agentsearch.optimizers._recombine": ("ArchiveCandidate", "Draft", "RecombineOptimizer", "predict_score",

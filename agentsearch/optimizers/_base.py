@@ -83,6 +83,11 @@ class BaseOptimizer(abc.ABC):
         even when the quota is reached."""
         return False
 
+    def finished(self) -> str | None:
+        """Why the optimizer's search is over before its quota (it converged), or None; asked before each
+        ``ask``, it ends the stage for this worker (what is pending is still finished)."""
+        return None
+
     def report(self, proposal: Proposal, scores: dict[int, float]) -> None:
         """Per-example dev scores of a proposal being evaluated."""
 

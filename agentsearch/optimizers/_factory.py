@@ -17,6 +17,7 @@ from agentsearch.store._base import Level
 if TYPE_CHECKING:
     from agentsearch.optimizers._base import BaseOptimizer, RunView
     from agentsearch.optimizers._evolve import Failure
+    from agentsearch.optimizers._meta_agent import DesignTask
 
 Builder = Callable[["RunView"], "BaseOptimizer"]
 
@@ -143,18 +144,14 @@ def _recombine(view: RunView) -> BaseOptimizer:
     )
 
 
-@register("meta_agent", levels=(Level.AGENT,))
-def _meta_agent(view: RunView) -> BaseOptimizer:
+def _design_task(view: RunView) -> DesignTask:
+    """What an agent-level optimizer tells its proposer about the task (signature, data, examples, limits)."""
     import dspy
 
     from agentsearch.optimizers._demo_sets import make_demo_sets
-    from agentsearch.optimizers._meta_agent import (
-        ArchiveEntry,
-        DesignTask,
-        MetaAgentOptimizer,
-    )
+    from agentsearch.optimizers._meta_agent import DesignTask
     from agentsearch.optimizers._proposer import summarize_data
-    from agentsearch.search_space import DesignSpec, node_signature, parse_spec
+    from agentsearch.search_space import node_signature
 
     task, settings = view.task, view.task.search.agent
     train = view.train
@@ -165,9 +162,16 @@ def _meta_agent(view: RunView) -> BaseOptimizer:
                            rng=random.Random(task.seed), label_of=label_of)
     by_id = {item.id: item for item in train}
     examples = tuple(dict(by_id[example_id].example.items()) for example_id in (shown[0] if shown else ()))
-    design_task = DesignTask(signature=signature, instructions=task.program.instructions,
-                             summary=summarize_data(train, outputs), examples=examples,
-                             limits=view.limits)
+    return DesignTask(signature=signature, instructions=task.program.instructions,
+                      summary=summarize_data(train, outputs), examples=examples, limits=view.limits)
+
+
+@register("meta_agent", levels=(Level.AGENT,))
+def _meta_agent(view: RunView) -> BaseOptimizer:
+    from agentsearch.optimizers._meta_agent import ArchiveEntry, MetaAgentOptimizer
+    from agentsearch.search_space import DesignSpec, parse_spec
+
+    settings = view.task.search.agent
 
     def describe(inputs: dict, prediction: dict | None, gold: dict, error: str | None) -> str:
         shown_inputs = ", ".join(f"{k}={v!r}" for k, v in inputs.items())
@@ -188,8 +192,39 @@ def _meta_agent(view: RunView) -> BaseOptimizer:
         return entries
 
     return MetaAgentOptimizer(
-        task=design_task, proposer=view.proposer(), archive=archive,
+        task=_design_task(view), proposer=view.proposer(), archive=archive,
         known=lambda: {c.spec_hash for c in view.candidates(levels=(Level.AGENT,))},
         spend=view.charge, seed_candidate_id=view.seed_candidate_id, show_code=settings.show_code,
         repairs=settings.repairs,
+    )
+
+
+@register("mcts", levels=(Level.AGENT,))
+def _mcts(view: RunView) -> BaseOptimizer:
+    from agentsearch.optimizers._mcts import MCTSOptimizer, TreeNode
+    from agentsearch.search_space import DesignSpec, parse_spec
+    from agentsearch.store import CandidateStatus
+
+    settings = view.task.search.agent
+
+    def tree() -> list[TreeNode]:
+        designs = view.candidates(levels=(Level.AGENT,))
+        ids = {c.id for c in designs}
+        nodes = []
+        for candidate in designs:
+            spec = parse_spec(candidate.spec)
+            assert isinstance(spec, DesignSpec)
+            parent = candidate.parents[0] if candidate.parents and candidate.parents[0] in ids else None
+            score = view.dev_score(candidate.id)
+            failed = candidate.status == CandidateStatus.FAILED
+            nodes.append(TreeNode(candidate.id, candidate.number, parent, spec, score,
+                                  error=(candidate.note or "failed") if failed else None,
+                                  calls=view.program_calls(candidate.id) if score is not None else 0.0))
+        return nodes
+
+    return MCTSOptimizer(
+        _design_task(view), view.proposer(), tree=tree,
+        known=lambda: {c.spec_hash for c in view.candidates(levels=(Level.AGENT,))},
+        spend=view.charge, seed_candidate_id=view.seed_candidate_id, seed=view.task.seed,
+        top_k=settings.top_k, patience=settings.patience,
     )

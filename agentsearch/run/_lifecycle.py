@@ -30,7 +30,14 @@ from agentsearch.run._loop import Loop, Stage, plan
 from agentsearch.run._result import OptimizeResult, finish, result, selection_reserve
 from agentsearch.run._setup import search_space, seed_and_evaluate
 from agentsearch.run._view import Backoff, StoreView
-from agentsearch.store import BaseStorage, RunRecord, RunStatus, Split, get_storage
+from agentsearch.store import (
+    BaseStorage,
+    Level,
+    RunRecord,
+    RunStatus,
+    Split,
+    get_storage,
+)
 from agentsearch.store._base import CANDIDATE_LEASE, HEARTBEAT_S, resolve_storage_url
 from agentsearch.store._rdb.storage import database_failure
 from agentsearch.task import SPLITS, Task, as_task
@@ -212,8 +219,8 @@ def _work(ctx: RunContext, *, started: float, check_lm: bool) -> OptimizeResult:
         else:
             ctx.demos, view.space = space.demos, space
     for stage in plan(task) if working else []:
-        callback.on_phase(f"searching with {stage.optimizer}" if stage.optimizer != "meta_agent"
-                          else "searching agent designs with the meta agent")
+        callback.on_phase(f"searching with {stage.optimizer}" if Level.AGENT not in stage.levels
+                          else f"searching agent designs with {stage.optimizer}")
         stages.append((stage, make_optimizer(stage.optimizer, view)))
         if not loop.run_stage(*stages[-1]):
             working = False

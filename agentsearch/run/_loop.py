@@ -57,8 +57,9 @@ def plan(task: Task) -> list[Stage]:
     if search.space_levels:
         stages.append(Stage(search.optimizer, (Level.PROMPT, Level.MODULE), search.space_candidates))
     if "agent" in search.levels:
-        stages.append(Stage("meta_agent", (Level.AGENT,), search.max_candidates, smoke_test=True,
-                            exhausted="the meta agent repeated known designs {count} times in a row"))
+        stages.append(Stage(search.agent.optimizer, (Level.AGENT,), search.max_candidates, smoke_test=True,
+                            exhausted=f"the {search.agent.optimizer} optimizer repeated known designs "
+                                      "{count} times in a row"))
     return stages
 
 
@@ -91,6 +92,10 @@ class Loop:
             else:
                 run = storage.get_run(ctx.run.id)
                 done = run is None or run.counted_candidates >= stage.limit or stage in self.exhausted
+                if not done and (reason := optimizer.finished()) is not None:
+                    ctx.end_note = reason
+                    self.exhausted.add(stage)
+                    done = True
                 if done and not optimizer.owes_proposal:
                     return True
                 try:
@@ -130,10 +135,10 @@ class Loop:
                 return False
             if error is not None:
                 storage.set_candidate_status(candidate.id, CandidateStatus.FAILED, note=error)
-                if proposal.repairs < ctx.task.search.agent.repairs:
+                optimizer.tell(proposal, Outcome(candidate.id, None, error=error))
+                if optimizer.owes_proposal:
                     ctx.callback.on_phase(f"repairing design #{candidate.number} "
                                           f"({proposal.repairs + 1} of {ctx.task.search.agent.repairs})")
-                optimizer.tell(proposal, Outcome(candidate.id, None, error=error))
                 return True
         evaluation = self.scoring.evaluate(candidate, Split.DEV, ctx.split(Split.DEV), optimizer, proposal)
         if not evaluation.status.finished:
