@@ -11,8 +11,8 @@ import pytest
 
 import agentsearch
 from agentsearch.optimizers import (
-    ArchiveCandidate,
     RecombineOptimizer,
+    ScoredCandidate,
     predict_score,
     spec_settings,
 )
@@ -39,11 +39,12 @@ def single(instructions: str, fmt: str = "chat", demos: tuple[str, ...] = (), mo
                                                    instructions=instructions, format=fmt, demo_ids=demos),))
 
 
-SEED = ArchiveCandidate(10, 0, single("Classify."), {0: 0.0, 1: 1.0})
-FEW_SHOT = ArchiveCandidate(11, 1, single("Say positive or negative.", "completion", ("a", "b")), {0: 1.0, 1: 1.0})
+SEED = ScoredCandidate(10, single("Classify."), {0: 0.0, 1: 1.0}, number=0)
+FEW_SHOT = ScoredCandidate(11, single("Say positive or negative.", "completion", ("a", "b")), {0: 1.0, 1: 1.0},
+                           number=1)
 
 
-def optimizer(replies: list[str], archive: list[ArchiveCandidate], **kwargs: Any) -> RecombineOptimizer:
+def optimizer(replies: list[str], archive: list[ScoredCandidate], **kwargs: Any) -> RecombineOptimizer:
     spent: list[Any] = []
     made = RecombineOptimizer(
         small_space(topologies=["single", "ensemble", "debate"]), Scripted(replies), population=lambda: archive,

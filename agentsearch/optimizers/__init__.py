@@ -16,7 +16,6 @@ __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
                                      "selection_probabilities"),
     "agentsearch.optimizers._optuna": ("OptunaOptimizer", "make_pruner", "make_sampler", "optuna_storage",
                                        "prompt_trials"),
-    "agentsearch.optimizers._recombine": ("ArchiveCandidate", "Draft", "RecombineOptimizer", "predict_score",
-                                          "spec_settings"),
+    "agentsearch.optimizers._recombine": ("Draft", "RecombineOptimizer", "predict_score", "spec_settings"),
     "agentsearch.optimizers._proposer": ("build_space", "propose_instructions", "summarize_data"),
 })

@@ -48,10 +48,16 @@ from agentsearch.search_space.topologies.program import program_role
 
 @dataclass(frozen=True)
 class ScoredCandidate:
+    """A candidate of the space fully scored on dev, as evolve and recombine see it."""
+
     candidate_id: int
     spec: CandidateSpec
     scores: dict[int, float]
     """Per-example dev scores, keyed by the example's position in dev."""
+    number: int = 0
+    """Its number in the run (0: the seed), as prompts name it."""
+    calls: float = 1.0
+    """LM calls of its program per dev example."""
 
     @property
     def mean(self) -> float:

@@ -16,7 +16,7 @@ from agentsearch.store._base import Level
 
 if TYPE_CHECKING:
     from agentsearch.optimizers._base import BaseOptimizer, RunView
-    from agentsearch.optimizers._evolve import Failure
+    from agentsearch.optimizers._evolve import Failure, ScoredCandidate
     from agentsearch.optimizers._meta_agent import DesignTask
 
 Builder = Callable[["RunView"], "BaseOptimizer"]
@@ -78,24 +78,31 @@ register("tpe", levels=SPACE_LEVELS, cost_aware=True)(_optuna("tpe"))
 register("random", levels=SPACE_LEVELS, cost_aware=True)(_optuna("random"))
 
 
-@register("evolve", levels=SPACE_LEVELS, proposed_instructions=False)
-def _evolve(view: RunView) -> BaseOptimizer:
-    from agentsearch.optimizers._evolve import EvolveOptimizer, ScoredCandidate
-    from agentsearch.search_space import parse_spec
-
-    assert view.space is not None, "evolve mutates candidates of the run's space"
+def _population(view: RunView) -> Callable[[], list[ScoredCandidate]]:
+    """The run's prompt- and module-level candidates fully scored on dev, read from the store."""
+    from agentsearch.optimizers._evolve import ScoredCandidate
+    from agentsearch.search_space import CandidateSpec, parse_spec
 
     def population() -> list[ScoredCandidate]:
         scored = []
         for candidate in view.candidates(levels=SPACE_LEVELS):
             scores = view.dev_scores(candidate.id)
-            if scores is not None:
-                spec = parse_spec(candidate.spec)
-                scored.append(ScoredCandidate(candidate.id, spec, scores))  # type: ignore[arg-type]
+            spec = parse_spec(candidate.spec)
+            if scores is not None and isinstance(spec, CandidateSpec):
+                scored.append(ScoredCandidate(candidate.id, spec, scores, candidate.number,
+                                              view.program_calls(candidate.id)))
         return scored
+    return population
+
+
+@register("evolve", levels=SPACE_LEVELS, proposed_instructions=False)
+def _evolve(view: RunView) -> BaseOptimizer:
+    from agentsearch.optimizers._evolve import EvolveOptimizer
+
+    assert view.space is not None, "evolve mutates candidates of the run's space"
 
     return EvolveOptimizer(
-        view.space, view.proposer(), population=population, failures=_failures(view),
+        view.space, view.proposer(), population=_population(view), failures=_failures(view),
         asked=lambda: sum(c.optimizer == "evolve" for c in view.candidates()),
         spend=view.charge, seed=view.task.seed, minibatch=view.task.search.minibatch,
     )
@@ -120,23 +127,12 @@ def _failures(view: RunView) -> Callable[[int, random.Random], list[Failure]]:
 
 @register("recombine", levels=SPACE_LEVELS)
 def _recombine(view: RunView) -> BaseOptimizer:
-    from agentsearch.optimizers._recombine import ArchiveCandidate, RecombineOptimizer
-    from agentsearch.search_space import CandidateSpec, parse_spec
+    from agentsearch.optimizers._recombine import RecombineOptimizer
 
     assert view.space is not None, "recombine proposes candidates of the run's space"
 
-    def population() -> list[ArchiveCandidate]:
-        scored = []
-        for candidate in view.candidates(levels=SPACE_LEVELS):
-            scores = view.dev_scores(candidate.id)
-            spec = parse_spec(candidate.spec)
-            if scores is not None and isinstance(spec, CandidateSpec):
-                scored.append(ArchiveCandidate(candidate.id, candidate.number, spec, scores,
-                                               view.program_calls(candidate.id)))
-        return scored
-
     return RecombineOptimizer(
-        view.space, view.proposer(), population=population,
+        view.space, view.proposer(), population=_population(view),
         known=lambda: {c.spec_hash: c.number for c in view.candidates()},
         asked=lambda: sum(c.optimizer == "recombine" for c in view.candidates()),
         failures=_failures(view), spend=view.charge, seed=view.task.seed, minibatch=view.task.search.minibatch,

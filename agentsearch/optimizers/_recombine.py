@@ -50,7 +50,7 @@ import dspy
 from agentsearch.lm import Usage
 from agentsearch.optimizers._acceptance import MinibatchAcceptance, Scored
 from agentsearch.optimizers._base import Outcome, Proposal
-from agentsearch.optimizers._evolve import Failure
+from agentsearch.optimizers._evolve import Failure, ScoredCandidate
 from agentsearch.optimizers._proposer import MIN_PROPOSAL_TOKENS, ask_proposer
 from agentsearch.optimizers._templates import render
 from agentsearch.search_space import CandidateSpec, PredictorSpec, SearchSpace
@@ -72,29 +72,13 @@ _SETTING = re.compile(r"^[\s>*-]*`?([A-Za-z_][\w.]*)`?\s*[:=]\s*(.+?)\s*$", re.M
 _PREDICTED = re.compile(r"predicted(?:\s+score)?\s*[:=]\s*([01](?:\.\d+)?)", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class ArchiveCandidate:
-    """A candidate fully scored on dev, as the recombiner sees it."""
-
-    candidate_id: int
-    number: int
-    spec: CandidateSpec
-    scores: dict[int, float]
-    calls: float = 1.0
-    """LM calls of its program per dev example."""
-
-    @property
-    def mean(self) -> float:
-        return sum(self.scores.values()) / max(len(self.scores), 1)
-
-
 @dataclass
 class Draft:
     """A proposal as the proposer wrote it, before it is checked against the space."""
 
     operator: str
     """``recombine``, ``evolve`` (one node), ``crossover`` or ``random`` (no LM)."""
-    parent: ArchiveCandidate
+    parent: ScoredCandidate
     settings: dict[str, str] = field(default_factory=dict)
     donors: dict[str, int] = field(default_factory=dict)
     """Node name -> candidate number its prompt is taken from."""
@@ -127,7 +111,7 @@ def spec_settings(spec: CandidateSpec) -> dict[str, Any]:
     return settings
 
 
-def parse_draft(text: str, parent: ArchiveCandidate, *, operator: str, node: str | None = None) -> Draft:
+def parse_draft(text: str, parent: ScoredCandidate, *, operator: str, node: str | None = None) -> Draft:
     """The settings in a reply: ``name: value`` lines; with ``node``, a bare ``module:`` means that node's."""
     draft = Draft(operator, parent)
     predicted = _PREDICTED.search(text)
@@ -227,7 +211,7 @@ def similarity(a: CandidateSpec, b: CandidateSpec) -> float:
     return len(fa & fb) / len(fa | fb)
 
 
-def predict_score(spec: CandidateSpec, archive: Sequence[ArchiveCandidate], neighbours: int = 3) -> float | None:
+def predict_score(spec: CandidateSpec, archive: Sequence[ScoredCandidate], neighbours: int = 3) -> float | None:
     """The similarity-weighted mean dev score of the ``neighbours`` most similar archive candidates
     (ties broken by candidate number); the archive's mean when none shares a feature; None without archive."""
     if not archive:
@@ -253,14 +237,14 @@ class RecombineOptimizer(MinibatchAcceptance):
     name = "recombine"
 
     def __init__(self, space: SearchSpace, proposer: dspy.BaseLM, *,
-                 population: Callable[[], list[ArchiveCandidate]],
+                 population: Callable[[], list[ScoredCandidate]],
                  known: Callable[[], dict[str, int]],
                  asked: Callable[[], int],
                  failures: Callable[[int, random.Random], list[Failure]],
                  spend: Callable[[Usage], None], seed: int, minibatch: int, task: str = "",
                  drafts: int = 3, neighbours: int = 3, show: int = 5) -> None:
         self.space, self.proposer = space, proposer
-        self.population: Callable[[], list[ArchiveCandidate]] = population
+        self.population: Callable[[], list[ScoredCandidate]] = population
         self.known, self.asked, self.failures, self.spend = known, asked, failures, spend
         self.seed, self.minibatch, self.task = seed, minibatch, task
         self.drafts, self.neighbours, self.show = drafts, neighbours, show
@@ -316,7 +300,7 @@ class RecombineOptimizer(MinibatchAcceptance):
         best = max(valid, key=lambda item: item[1] if item[1] is not None else float("-inf"))[0]
         return Proposal(best.spec, best.parents)
 
-    def _screen(self, draft: Draft, archive: list[ArchiveCandidate], known: dict[str, int]) -> None:
+    def _screen(self, draft: Draft, archive: list[ScoredCandidate], known: dict[str, int]) -> None:
         try:
             realized = self.realize(draft, archive, known)
         except Rejected as exc:
@@ -331,7 +315,7 @@ class RecombineOptimizer(MinibatchAcceptance):
         self.hints = [*self.hints, text][-6:]
 
     # drafts ------------------------------------------------------------------------------------------
-    def _draft(self, operator: str, archive: list[ArchiveCandidate], rng: random.Random, *, rollout: int) -> Draft:
+    def _draft(self, operator: str, archive: list[ScoredCandidate], rng: random.Random, *, rollout: int) -> Draft:
         parent = self._tournament(archive, rng)
         if operator == "evolve":
             nodes = topology(parent.spec.topology).task_nodes(parent.spec)
@@ -345,11 +329,11 @@ class RecombineOptimizer(MinibatchAcceptance):
                 return parse_draft(reply, parent, operator=operator)
         return Draft(operator, parent)
 
-    def _tournament(self, archive: list[ArchiveCandidate], rng: random.Random, size: int = 3) -> ArchiveCandidate:
+    def _tournament(self, archive: list[ScoredCandidate], rng: random.Random, size: int = 3) -> ScoredCandidate:
         entrants = rng.sample(archive, min(size, len(archive)))
         return min(entrants, key=lambda entry: (-entry.mean, entry.number))
 
-    def _crossover(self, archive: list[ArchiveCandidate], rng: random.Random) -> Draft:
+    def _crossover(self, archive: list[ScoredCandidate], rng: random.Random) -> Draft:
         """One archive candidate's topology with another's nodes; with one candidate, a node of another kind."""
         first = self._tournament(archive, rng)
         others = [entry for entry in archive if entry.number != first.number]
@@ -405,7 +389,7 @@ class RecombineOptimizer(MinibatchAcceptance):
         searched = "prompt" in self.space.levels and self.space.demo_sets
         return self.space.max_demos if searched else 0
 
-    def _describe(self, entry: ArchiveCandidate, rng: random.Random, failures: int) -> dict[str, Any]:
+    def _describe(self, entry: ScoredCandidate, rng: random.Random, failures: int) -> dict[str, Any]:
         nodes = {node.name: node for node in entry.spec.predictors}
         return {"number": entry.number, "score": entry.mean, "calls": entry.calls,
                 "settings": {key: value for key, value in spec_settings(entry.spec).items()},
@@ -413,12 +397,12 @@ class RecombineOptimizer(MinibatchAcceptance):
                                  if _task_role(name)},
                 "failures": self.failures(entry.candidate_id, rng)[:failures] if failures else []}
 
-    def _recombine_prompt(self, shown: list[ArchiveCandidate], rng: random.Random) -> str:
+    def _recombine_prompt(self, shown: list[ScoredCandidate], rng: random.Random) -> str:
         archive = [self._describe(entry, rng, failures=2 if i == 0 else 0) for i, entry in enumerate(shown)]
         return render("recombine.j2", task=self.task, signature=self.space.signature, menu=self.menu(),
                       archive=archive, hints=self.hints)
 
-    def _evolve_prompt(self, parent: ArchiveCandidate, node: PredictorSpec, rng: random.Random) -> str:
+    def _evolve_prompt(self, parent: ScoredCandidate, node: PredictorSpec, rng: random.Random) -> str:
         signature = dspy.Signature(node.signature)
         role = program_role(self.space.program, self.space.signature, node.name) if self.space.program else None
         kinds = [{"name": kind, "doc": _first_sentence(node_kind(kind))} for kind in self.space.kinds_for(node.signature)]
@@ -429,11 +413,11 @@ class RecombineOptimizer(MinibatchAcceptance):
                       change_kind="module" in self.space.levels and len(kinds) > 1)
 
     # validation --------------------------------------------------------------------------------------
-    def realize(self, draft: Draft, archive: Sequence[ArchiveCandidate], known: dict[str, int]) -> Realized:
+    def realize(self, draft: Draft, archive: Sequence[ScoredCandidate], known: dict[str, int]) -> Realized:
         """The draft as a spec of the space, with the notes of what had to be repaired; Rejected if none."""
         by_number = {entry.number: entry for entry in archive}
         notes: list[str] = []
-        donors: dict[str, ArchiveCandidate] = {}
+        donors: dict[str, ScoredCandidate] = {}
         for name, number in draft.donors.items():
             if number in by_number:
                 donors[name] = by_number[number]
