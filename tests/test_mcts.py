@@ -125,3 +125,15 @@ def test_an_unknown_agent_optimizer_is_refused_by_name(write_task):
 
     with pytest.raises(TaskSpecError, match="search.agent.optimizer"):
         agentsearch.load_task(write_task(**{"search.levels": ["agent"], "search.agent": {"optimizer": "tpe"}}))
+
+
+def test_a_root_still_being_scored_is_expanded_and_a_root_that_failed_ends_the_search():
+    optimizer = MCTSOptimizer(design_task(), Proposer(), tree=lambda: [], known=lambda: set(),
+                              spend=lambda usage: None, seed_candidate_id=99, seed=0)
+    pending = [TreeNode(1, 1, None, optimizer.root, None)]  # another worker is scoring it
+    optimizer.tree, optimizer.known = (lambda: pending), (lambda: {optimizer.root.hash})
+    assert optimizer.ask().parents == (1,) and "(not scored yet)" in optimizer.proposer.prompts[-1]
+    assert optimizer.finished() is None
+    failed = [TreeNode(1, 1, None, optimizer.root, None, error="NameError: x")]
+    optimizer.tree = lambda: failed
+    assert optimizer.finished() == "the tree search has nothing to expand: its root design did not run (NameError: x)"

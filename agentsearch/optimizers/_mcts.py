@@ -138,7 +138,11 @@ class MCTSOptimizer(BaseOptimizer):
         """The last ask's choice: (candidate id, value, probability) of each node it could expand."""
 
     def finished(self) -> str | None:
-        scores = [node.score for node in sorted(self.tree(), key=lambda n: n.number)
+        nodes = self.tree()
+        root = next((node for node in nodes if node.spec.hash == self.root.hash), None)
+        if root is not None and root.error is not None and all(node.score is None for node in nodes):
+            return f"the tree search has nothing to expand: its root design did not run ({root.error[:200]})"
+        scores = [node.score for node in sorted(nodes, key=lambda n: n.number)
                   if node.score is not None or node.error is not None]
         if converged([score or 0.0 for score in scores], top_k=self.top_k, patience=self.patience):
             return (f"the tree search converged: the mean of the top {self.top_k} designs did not rise "
@@ -172,8 +176,9 @@ class MCTSOptimizer(BaseOptimizer):
         root = next((n.candidate_id for n in nodes if n.spec.hash == self.root.hash), None)
         if root is not None and root in values and root not in pool:
             pool.append(root)
-        if not pool:
-            raise RuntimeError("the tree search needs a scored design to expand (the root did not run)")
+        if not pool:  # the root is still being scored (by another worker): expand it meanwhile
+            self.last_selection = []
+            return next(node for node in nodes if node.spec.hash == self.root.hash)
         probabilities = selection_probabilities([values[cid][0] for cid in pool])
         self.last_selection = [(cid, values[cid][0], p) for cid, p in zip(pool, probabilities)]
         return by_id[rng.choices(pool, weights=probabilities)[0]]
