@@ -173,3 +173,20 @@ def test_a_recombine_search_stores_its_lineage_and_books_every_proposer_call(wri
     assert any(p.startswith("You are improving one module") for p in prompts)
     assert any("Notes on your earlier proposals" in p for p in prompts)
     assert fake_lm.calls == storage.run_usage(result.run.id).lm_calls  # proposer calls included
+
+
+def test_answers_that_do_not_parse_move_an_evolved_node_to_another_format_and_ties_go_to_the_cheaper():
+    from agentsearch.optimizers import Failure
+
+    unparsed = [Failure({"sentence": "x"}, "(none)", {"label": "positive"}, "AdapterParseError", unparsed=True)]
+    replies = ["topology: ensemble\nmember_1.module: predict\nmember_2.module: predict",  # 2 calls per example
+               "module: predict\ninstructions: Answer with one word."]  # evolve the seed's node
+    made = optimizer(replies, [SEED], drafts=2)
+    made.failures = lambda cid, rng: unparsed
+    proposal = made.ask()
+    (_, ensemble, p1), (_, evolved, p2) = made.last_screen
+    assert p1 == p2  # one scored candidate: the predictor says the same for both
+    node = proposal.spec.predictors[0]
+    assert proposal.spec.topology == "single" and (node.format, node.demo_ids) == ("completion", ("a", "b"))
+    assert node.instructions == "Answer with one word."
+    assert any("did not parse; tried completion" in hint for hint in made.hints)

@@ -25,7 +25,9 @@ process starts without them).
 similarity-weighted mean dev score of the ``neighbours`` nearest archive candidates, similarity
 being the Jaccard index of their features (topology and its rounds and aggregator; per node role:
 kind, format, demo count, samples, instructions). The draft predicted best is evaluated, the others
-are dropped. If every draft is rejected, a recombination without the LM is taken (one archive
+are dropped (between equal predictions, the program with fewer LM calls per example). When most of
+a parent's failures are answers its format could not parse, an evolve draft also moves the node to
+another format, as evolve does. If every draft is rejected, a recombination without the LM is taken (one archive
 candidate's topology with another's nodes, or one node of another kind), and if all of those are
 known too, a random draw from the space (its parent: the seed, as a sampler's candidates have).
 
@@ -206,6 +208,12 @@ def features(spec: CandidateSpec) -> frozenset[str]:
     return frozenset(found)
 
 
+def calls_per_example(spec: CandidateSpec) -> int:
+    """A program's LM calls per example as its spec says (samples of each node, times its rounds):
+    the tie-break between drafts the predictor cannot tell apart."""
+    return sum(node.samples for node in spec.predictors) * spec.rounds
+
+
 def similarity(a: CandidateSpec, b: CandidateSpec) -> float:
     fa, fb = features(a), features(b)
     return len(fa & fb) / len(fa | fb)
@@ -297,7 +305,9 @@ class RecombineOptimizer(MinibatchAcceptance):
                                              predict_score(spec, archive, self.neighbours)))
                     return Proposal(spec, (seed.candidate_id,))
             return Proposal(archive[0].spec, (archive[0].candidate_id,))  # the loop tells it as a duplicate
-        best = max(valid, key=lambda item: item[1] if item[1] is not None else float("-inf"))[0]
+        # the best prediction; among equal ones (one scored candidate predicts the same for all), the cheaper program
+        best = min(valid, key=lambda item: (-(item[1] if item[1] is not None else float("-inf")),
+                                            calls_per_example(item[0].spec)))[0]
         return Proposal(best.spec, best.parents)
 
     def _screen(self, draft: Draft, archive: list[ScoredCandidate], known: dict[str, int]) -> None:
@@ -320,14 +330,29 @@ class RecombineOptimizer(MinibatchAcceptance):
         if operator == "evolve":
             nodes = topology(parent.spec.topology).task_nodes(parent.spec)
             node = parent.spec.predictors[rng.choice(nodes)]
-            prompt = self._evolve_prompt(parent, node, rng)
-            reply = self._ask(prompt, rollout)
-            return parse_draft(reply or "", parent, operator=operator, node=node.name)
+            failures = self.failures(parent.candidate_id, rng)
+            reply = self._ask(self._evolve_prompt(parent, node, rng, failures), rollout)
+            draft = parse_draft(reply or "", parent, operator=operator, node=node.name)
+            self._unparsed_format(draft, node, failures, rng)
+            return draft
         for shown in range(min(self.show, len(archive)), 0, -1):  # a small context: show fewer candidates
             reply = self._ask(self._recombine_prompt(archive[:shown], rng), rollout)
             if reply is not None:
                 return parse_draft(reply, parent, operator=operator)
         return Draft(operator, parent)
+
+    def _unparsed_format(self, draft: Draft, node: PredictorSpec, failures: list[Failure],
+                         rng: random.Random) -> None:
+        """When most of the parent's failures are answers its format could not parse, no instruction
+        or kind fixes them: the draft moves the node to another format (with demos for the few-shot
+        completion format), unless it chose one itself. Evolve does the same."""
+        others = [f for f in self.space.formats if f != node.format]
+        if not others or f"{node.name}.format" in draft.settings or sum(f.unparsed for f in failures) * 2 <= len(failures):
+            return
+        draft.settings[f"{node.name}.format"] = fmt = rng.choice(others)
+        if fmt == "completion" and self.max_demos and not node.demo_ids and f"{node.name}.n_demos" not in draft.settings:
+            draft.settings[f"{node.name}.n_demos"] = str(self.max_demos)
+        self._hint(f"{node.name}: most answers in format {node.format} did not parse; tried {fmt}")
 
     def _tournament(self, archive: list[ScoredCandidate], rng: random.Random, size: int = 3) -> ScoredCandidate:
         entrants = rng.sample(archive, min(size, len(archive)))
@@ -402,13 +427,14 @@ class RecombineOptimizer(MinibatchAcceptance):
         return render("recombine.j2", task=self.task, signature=self.space.signature, menu=self.menu(),
                       archive=archive, hints=self.hints)
 
-    def _evolve_prompt(self, parent: ScoredCandidate, node: PredictorSpec, rng: random.Random) -> str:
+    def _evolve_prompt(self, parent: ScoredCandidate, node: PredictorSpec, rng: random.Random,
+                       failures: list[Failure]) -> str:
         signature = dspy.Signature(node.signature)
         role = program_role(self.space.program, self.space.signature, node.name) if self.space.program else None
         kinds = [{"name": kind, "doc": _first_sentence(node_kind(kind))} for kind in self.space.kinds_for(node.signature)]
         return render("evolve_node.j2", task=self.task, signature=self.space.signature, node=node, role=role, parent=self._describe(parent, rng, 0),
                       inputs=list(signature.input_fields), outputs=list(signature.output_fields), kinds=kinds,
-                      failures=self.failures(parent.candidate_id, rng), hints=self.hints,
+                      failures=failures, hints=self.hints,
                       change_instructions="prompt" in self.space.levels, max_demos=self.max_demos,
                       change_kind="module" in self.space.levels and len(kinds) > 1)
 
