@@ -39,6 +39,7 @@ from the candidates the optimizer created, which seeds each ask's random choices
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import random
 import re
@@ -86,7 +87,8 @@ class Draft:
     """Node name -> candidate number its prompt is taken from."""
     instructions: dict[str, str] = field(default_factory=dict)
     predicted: float | None = None
-    """The proposer's own guess of the dev score (shown in notes; the screening uses the predictor)."""
+    """The proposer's own guess of the dev score, as it wrote it: kept on the draft, not used to screen
+    (the predictor ranks drafts by the archive's scores)."""
 
 
 @dataclass(frozen=True)
@@ -385,8 +387,10 @@ class RecombineOptimizer(MinibatchAcceptance):
         return reply
 
     # prompts -----------------------------------------------------------------------------------------
+    @functools.cached_property
     def menu(self) -> dict[str, Any]:
-        """What the space offers, found by asking its ``suggest`` (no list of settings is kept here)."""
+        """What the space offers, found by asking its ``suggest`` (no list of settings is kept here);
+        the space is fixed for the run, so it is probed once."""
         topologies = []
         for name in self.space.topologies:
             trial = _ScriptedTrial({"topology": name}, lambda _: None)
@@ -424,7 +428,7 @@ class RecombineOptimizer(MinibatchAcceptance):
 
     def _recombine_prompt(self, shown: list[ScoredCandidate], rng: random.Random) -> str:
         archive = [self._describe(entry, rng, failures=2 if i == 0 else 0) for i, entry in enumerate(shown)]
-        return render("recombine.j2", task=self.task, signature=self.space.signature, menu=self.menu(),
+        return render("recombine.j2", task=self.task, signature=self.space.signature, menu=self.menu,
                       archive=archive, hints=self.hints)
 
     def _evolve_prompt(self, parent: ScoredCandidate, node: PredictorSpec, rng: random.Random,
