@@ -191,7 +191,7 @@ def test_recombine_search_on_the_embedded_lm(tmp_path):
     assert len(candidates) == 5 and len(children) == 4
     numbers = {c.id: c.number for c in candidates}
     assert all(c.parents and all(numbers[p] < c.number for p in c.parents) for c in children)
-    assert all(parse_spec(c.spec).structure() for c in children)
+    assert all(parse_spec(c.spec).hash == c.spec_hash for c in children)  # stored specs rebuild as proposed
     assert result.best.dev_score >= result.seed.dev_score
 
 
