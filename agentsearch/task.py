@@ -164,6 +164,8 @@ class AgentSearchConfig(_Strict):
     max_tokens: int = Field(default=1024, ge=1, le=32768, description="tokens one of a design's LM calls may ask for")
     max_prompt_chars: int = Field(default=50_000, ge=100, le=1_000_000,
                                   description="characters one of a design's LM requests may carry")
+    repeats: int = Field(default=3, ge=1, le=10, description="rounds a design whose LM calls sample (temperature "
+                                                             "above 0) runs on each example; its score is their mean")
     top_k: int = Field(default=3, ge=1, le=20, description="mcts: the designs it selects among (with the root) and "
                                                            "whose mean score it watches for convergence")
     patience: int = Field(default=5, ge=1, description="mcts: designs in a row without a rise of the top-k mean "

@@ -55,6 +55,8 @@ def fake_lm() -> fakes.KeywordLLM:
     fake.repairs_work = True
     fake.recombine_replies = list(fakes.RECOMBINE_REPLIES)
     fake.chat_demos_help = False
+    fake.samples_vary = False
+    fake._samples.clear()
     return fake
 
 

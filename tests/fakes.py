@@ -40,6 +40,10 @@ class KeywordLLM(CustomLLM):
         self.repairs_work = True
         self.chat_demos_help = False
         """On: a chat prompt with two or more demos (assistant turns) is answered by keyword too."""
+        self.samples_vary = False
+        """On: sampled calls (temperature above 0) of the same prompt answer positive, negative, positive, ...
+        in turn, as a sampling LM's answers differ (DSPy's cache sees each rollout id as a new request)."""
+        self._samples: dict[str, int] = {}
         self.recombine_replies: list[str] = list(RECOMBINE_REPLIES)
         """Replies to the recombiner's prompts, picked by the archive's size (the same archive, the same reply)."""
         self._lock = threading.Lock()
@@ -121,7 +125,11 @@ class KeywordLLM(CustomLLM):
             self.calls += 1
             self.last_params = dict(kwargs.get("optional_params") or {})
             self.prompts.append("\n\n".join(str(m.get("content") or "") for m in messages))
-        reply = self._reply(messages)
+            sampled = self.samples_vary and (self.last_params.get("temperature") or 0) > 0
+            turn = self._samples.get(self.prompts[-1], 0) if sampled else 0
+            if sampled:
+                self._samples[self.prompts[-1]] = turn + 1
+        reply = (" positive" if turn % 2 == 0 else " negative") if sampled else self._reply(messages)
         words = sum(len(str(m.get("content") or "").split()) for m in messages)
         return ModelResponse(
             model=f"fake/{model}",

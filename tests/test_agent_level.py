@@ -86,6 +86,12 @@ def test_agent_search_stores_designs_with_code_lineage_scores_and_errors(write_t
     assert second.status == "complete"
     dev = {e.candidate_id: e for e in storage.list_evaluations(run_id=result.run.id) if e.split == "dev"}
     assert all(dev[c.id].n == 12 for c in designs if c.status == "complete")
+    # self-consistency samples (10 calls at temperature 0.7 per run): 3 rounds per example (search.agent.repeats);
+    # the few-shot design answers at temperature 0: one round
+    named = {parse_spec(c.spec).name: c for c in by_optimizer["archive"]}
+    calls = {name: {r.program_calls for r in storage.list_example_results(dev[named[name].id].id)}
+             for name in ("Self-consistency", "Few-shot answer")}
+    assert calls == {"Self-consistency": {30}, "Few-shot answer": {1}}
     # the failed design's smoke-test results carry the error too
     smoke = [e for e in storage.list_evaluations(candidate_id=first.id) if e.split == "train"][0]
     assert all("ImportError" in r.error for r in storage.list_example_results(smoke.id))
@@ -240,3 +246,80 @@ def test_an_outage_a_design_catches_in_the_sandbox_is_still_no_result(fake_lm):
     assert outcomes["dev:1"].scored and outcomes["dev:1"].score == 1.0
     with pytest.raises(LMUnavailableError):
         evaluator.evaluate(program, examples)
+
+
+def _sampling_program(code: str, repeats: int):
+    from agentsearch.lm import build_lm
+    from agentsearch.task import LMConfig
+
+    return DesignProgram(DesignSpec(signature=SIGNATURE, name="sampler", code=code),
+                         build_lm(LMConfig(model="fake/keyword", num_retries=0)), repeats=repeats)
+
+
+def _positives(*sentences: str):
+    import dspy
+
+    from agentsearch.data import LabelledExample
+
+    return [LabelledExample(f"dev:{i}", dspy.Example(sentence=s, label="positive").with_inputs("sentence"))
+            for i, s in enumerate(sentences)]
+
+
+def test_a_design_whose_calls_sample_is_scored_by_the_mean_over_its_rounds(fake_lm):
+    """The fake answers a sampled prompt positive, negative, positive, ... in turn: three rounds of one sampled
+    call score 2/3 on a positive example, each round a request of its own (its own rollout id); a design at
+    temperature 0 runs once. Scoring again asks the LM nothing: each round's samples are cached apart."""
+    from agentsearch.evaluators import Evaluator
+    from agentsearch.metrics import resolve_metric
+
+    fake_lm.samples_vary = True
+    evaluator = Evaluator(resolve_metric("exact_match"))
+    sampler = _sampling_program('def forward(inputs, lm):\n'
+                                '    return {"label": lm("Sentence: " + inputs["sentence"] + "\\nLabel:", '
+                                'temperature=0.8).strip()}\n', repeats=3)
+    examples = _positives("a wonderful film", "a delight")
+    outcomes = evaluator.evaluate(sampler, examples)
+    assert [o.score for o in outcomes] == [pytest.approx(2 / 3)] * 2
+    assert [o.program_calls for o in outcomes] == [3, 3] and fake_lm.calls == 6
+    assert [o.prediction for o in outcomes] == [{"label": "positive"}] * 2  # the first round's answer is kept
+    assert [o.score for o in evaluator.evaluate(sampler, examples)] == [pytest.approx(2 / 3)] * 2
+    assert fake_lm.calls == 6
+
+    deterministic = _sampling_program('def forward(inputs, lm):\n'
+                                      '    return {"label": lm("Sentence: " + inputs["sentence"] + "\\nLabel:", '
+                                      'temperature=0.0).strip()}\n', repeats=3)
+    outcomes = evaluator.evaluate(deterministic, _positives("a great film"))
+    assert [(o.score, o.program_calls) for o in outcomes] == [(1.0, 1)] and fake_lm.calls == 7
+
+
+def test_a_prompt_sampled_twice_in_a_run_gets_new_samples_in_every_round(fake_lm):
+    """Two samples of the same prompt in one run, two rounds: four requests, none answered by another's cache
+    entry (round r's rollout ids start after round r-1's)."""
+    from agentsearch.evaluators import Evaluator
+    from agentsearch.metrics import resolve_metric
+
+    fake_lm.samples_vary = True
+    program = _sampling_program('def forward(inputs, lm):\n'
+                                '    prompt = "Sentence: " + inputs["sentence"] + "\\nLabel:"\n'
+                                '    first, second = lm(prompt, temperature=1.0), lm(prompt, temperature=1.0)\n'
+                                '    return {"label": (first + "|" + second).replace(" ", "")}\n', repeats=2)
+    outcome, = Evaluator(resolve_metric("exact_match")).evaluate(program, _positives("fine"))
+    assert fake_lm.calls == 4 and outcome.program_calls == 4
+    assert outcome.prediction == {"label": "positive|negative"}  # the fake's turns 0 and 1; round 2 got 2 and 3
+
+
+def test_an_outage_in_a_later_round_leaves_the_example_unscored(fake_lm):
+    """Every round counts: a sampled call that fails in round 2 makes the example no result, not the mean of
+    the rounds before it."""
+    from agentsearch.evaluators import Evaluator
+    from agentsearch.metrics import resolve_metric
+
+    code = ('def forward(inputs, lm):\n'
+            '    first = lm("Sentence: " + inputs["sentence"] + "\\nLabel:", temperature=0.5)\n'
+            '    if first.strip() == "negative":\n'
+            '        lm("Sentence: EXPLODE\\nLabel:")\n'
+            '    return {"label": first.strip()}\n')
+    fake_lm.samples_vary = True
+    outcome, = next(iter(Evaluator(resolve_metric("exact_match")).run(_sampling_program(code, 3),
+                                                                          _positives("a joy"))))
+    assert outcome.failure is not None and not outcome.scored

@@ -8,6 +8,12 @@ Three ways an example can go wrong, kept apart because only one of them is a sco
   program made, even one it caught: the outcome carries ``failure`` and is no result at all;
 - the *metric* raised: the outcome carries ``metric_error``, a defect of the task, not a 0.
 
+A program whose LM calls sample (an agent design calling at a temperature above 0) can ask for
+rounds (its ``sample_repeats``): each example is then run up to that many times, each round's
+sampled calls cached apart, and its score is the mean over the rounds (AFlow's repeated
+evaluation); a round that sampled nothing ends the repeats, since another would give the same
+answers from DSPy's cache.
+
 Results reach the calling thread as they finish, in batches of those that finished together, so the
 store can write each batch at once (one transaction, however many workers) and a crash loses at most
 the examples in flight.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
@@ -53,6 +60,29 @@ class ExampleOutcome:
     @property
     def scored(self) -> bool:
         return self.failure is None and self.metric_error is None
+
+
+@dataclass
+class SampleRound:
+    """Which round of an example a program is running (see ``Evaluator``); a program that makes a sampled
+    LM call sets ``sampled``, and keeps each round's samples apart in DSPy's cache (its own rollout ids)."""
+
+    index: int = 0
+    sampled: bool = False
+
+
+_SAMPLE_ROUND: ContextVar[SampleRound | None] = ContextVar("agentsearch_sample_round", default=None)
+
+
+def sample_round() -> SampleRound | None:
+    """The round the evaluator is running on this thread; None outside an evaluation."""
+    return _SAMPLE_ROUND.get()
+
+
+def _rounds(program: dspy.Module) -> int:
+    """The rounds the program asks for (``sample_repeats``, an agent design's), 1 without."""
+    rounds = getattr(program, "sample_repeats", 1)
+    return rounds if isinstance(rounds, int) and not isinstance(rounds, bool) and rounds > 1 else 1
 
 
 def only_our_lms(program: dspy.Module) -> bool:
@@ -94,28 +124,50 @@ class Evaluator:
         started = time.perf_counter()
         prediction: dict[str, Any] | None = None
         error = metric_error = None
-        score = 0.0
+        scores: list[float] = []
         counting = {} if lm_counts else {"callbacks": [*dspy.settings.callbacks, meter.call_counter]}
         with dspy.context(usage_tracker=meter, **counting):
-            try:
-                result = program(**item.example.inputs())
-                prediction = {key: _jsonable(value) for key, value in result.items()}
-            except LMUnavailableError:
-                pass  # the meter has it: not a result
-            except (IsolationUnavailableError, StorageError):
-                # no sandbox, or the store (where the LM-call budget is reserved) failing: a machine's
-                # defect and no program's, so never a score of 0
-                raise
-            except Exception as exc:
-                error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
-            if prediction is not None and not meter.unavailable:
+            for index in range(_rounds(program)):
+                sample = SampleRound(index)
+                token = _SAMPLE_ROUND.set(sample)
                 try:
-                    score = float(self.metric(item.example, result))
-                except Exception as exc:
-                    metric_error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
+                    answer, failed, score, metric_error = self._round(program, item, meter)
+                finally:
+                    _SAMPLE_ROUND.reset(token)
+                prediction = prediction if prediction is not None else answer
+                error = error or failed
+                if meter.unavailable or metric_error is not None:
+                    break  # no result: the rounds already run do not make one
+                scores.append(score)
+                if not sample.sampled:
+                    break
         failure = meter.unavailable[-1] if meter.unavailable else None
-        return ExampleOutcome(item.id, prediction, score, error, meter.usage, time.perf_counter() - started,
-                              meter.calls_made, failure, metric_error)
+        return ExampleOutcome(item.id, prediction, sum(scores) / len(scores) if scores else 0.0, error, meter.usage,
+                              time.perf_counter() - started, meter.calls_made, failure, metric_error)
+
+    def _round(self, program: dspy.Module, item: LabelledExample, meter: UsageMeter
+               ) -> tuple[dict[str, Any] | None, str | None, float, str | None]:
+        """One run of the program on the example: (prediction, the program's error, score, the metric's error)."""
+        prediction: dict[str, Any] | None = None
+        error = metric_error = None
+        score = 0.0
+        try:
+            result = program(**item.example.inputs())
+            prediction = {key: _jsonable(value) for key, value in result.items()}
+        except LMUnavailableError:
+            pass  # the meter has it: not a result
+        except (IsolationUnavailableError, StorageError):
+            # no sandbox, or the store (where the LM-call budget is reserved) failing: a machine's
+            # defect and no program's, so never a score of 0
+            raise
+        except Exception as exc:
+            error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
+        if prediction is not None and not meter.unavailable:
+            try:
+                score = float(self.metric(item.example, result))
+            except Exception as exc:
+                metric_error = redact_secrets(f"{type(exc).__name__}: {exc}")[:2000]
+        return prediction, error, score, metric_error
 
     def run(
         self,

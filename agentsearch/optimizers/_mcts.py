@@ -21,8 +21,9 @@ it was written from (``parents[0]``). Each ``ask``:
    the top ``top_k`` designs among the first i scored, the search ends once Y has not risen for
    ``patience`` designs in a row (checked from ``top_k + 1`` designs on).
 
-Every dev evaluation of a design scores each example once: the task LM answers at temperature 0
-from one cache, so a repeat would repeat the answers (AFlow's repeats average an LM that samples).
+A design whose LM calls sample is run ``search.agent.repeats`` times on each example and scored by
+the mean (the evaluator's rounds, as AFlow repeats its evaluations); a deterministic design runs
+once, since the task LM at temperature 0 answers a repeat from the cache.
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ class Scoring:
         todo = [item for item in examples if item.id not in done]
         ctx.callback.on_evaluation_start(candidate, split, len(examples), len(examples) - len(todo))
         proposal = proposal or proposal_of(candidate)
-        program = build_program(proposal.spec, ctx.demos, ctx.lm, base_dir=ctx.task.base_dir, limits=ctx.limits)
+        program = build_program(proposal.spec, ctx.demos, ctx.lm, base_dir=ctx.task.base_dir, limits=ctx.limits,
+                                repeats=ctx.task.search.agent.repeats)
         pruner = optimizer if optimizer is not None and optimizer.prunes and split == Split.DEV else None
         batches = self._minibatches(examples, set(done), pruner.minibatch_offset(proposal)) if pruner else [todo]
         started = time.perf_counter()

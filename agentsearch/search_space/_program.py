@@ -71,11 +71,12 @@ def lm_override(lm: dspy.BaseLM | None, pinned: bool) -> dict[str, Any]:
 
 
 def build_program(spec: AnySpec, demos: Demos, lm: dspy.BaseLM | None = None, *, base_dir: Path | None = None,
-                  limits: AgentLimits = AgentLimits(), pin_lm: bool = True) -> Program:
-    """The runnable program of a spec of any level; ``limits`` bound an agent design's sandbox.
+                  limits: AgentLimits = AgentLimits(), pin_lm: bool = True, repeats: int = 1) -> Program:
+    """The runnable program of a spec of any level; ``limits`` bound an agent design's sandbox, ``repeats``
+    are the rounds the evaluator runs an example on when the design's LM calls sample.
     ``pin_lm``: ``lm`` is used even inside a ``dspy.context(lm=...)`` (a search's programs must use the run's)."""
     if isinstance(spec, DesignSpec):
-        return DesignProgram(spec, lm, limits=limits, pin_lm=pin_lm)
+        return DesignProgram(spec, lm, limits=limits, pin_lm=pin_lm, repeats=repeats)
     built = topology(spec.topology).build(spec, demos, lm, base_dir=base_dir, pin_lm=pin_lm)
     return built if built is not None else SpecProgram(spec, demos, lm, base_dir=base_dir, pin_lm=pin_lm)
 
