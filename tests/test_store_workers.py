@@ -17,7 +17,7 @@ import pytest
 from agentsearch.evaluators import ExampleOutcome
 from agentsearch.exceptions import StorageError
 from agentsearch.lm import Usage
-from agentsearch.store import CandidateStatus, get_storage
+from agentsearch.store import CandidateStatus, DuplicateCandidate, get_storage
 
 RACERS = 8
 
@@ -67,6 +67,34 @@ def test_a_quota_taken_by_racing_workers_is_never_passed(storage_url):
     # a repair does not count, and may be created past the quota
     extra = store.create_candidate(run.id, {}, "r", level="agent", optimizer="repair", limit=20, counted=False)
     assert extra is not None and extra.number == 20 and store.get_run(run.id).counted_candidates == 20
+
+
+def test_workers_racing_to_one_spec_create_it_once(storage_url):
+    """Eight workers create the same five specs at once, ``unique``: each spec is created by one of them, the
+    others are handed that candidate; a spec not asked unique (a test's, a tool's) may still be written twice."""
+    store = get_storage(storage_url)
+    run = store.create_run("r", "t", {})
+
+    def create(other, i: int) -> list[tuple[str, int, bool]]:
+        made = []
+        for spec in range(5):
+            try:
+                candidate = other.create_candidate(run.id, {"spec": spec}, f"h{spec}", level="prompt",
+                                                   optimizer="tpe", limit=100, unique=True)
+                made.append((candidate.spec_hash, candidate.id, True))
+            except DuplicateCandidate as found:
+                made.append((found.twin.spec_hash, found.twin.id, False))
+        return made
+
+    outcomes = [item for made in race(storage_url, create) for item in made]
+    created = [(spec, cid) for spec, cid, new in outcomes if new]
+    assert sorted(spec for spec, _ in created) == [f"h{spec}" for spec in range(5)]  # each spec once
+    ids = dict(created)
+    assert all(ids[spec] == cid for spec, cid, _ in outcomes)  # every other worker got that candidate
+    assert [c.spec_hash for c in store.list_candidates(run.id)] == sorted(ids, key=ids.get)
+    assert store.get_run(run.id).counted_candidates == 5
+    store.create_candidate(run.id, {"spec": 0}, "h0", level="prompt", optimizer="tpe")
+    assert len(store.list_candidates(run.id)) == 6
 
 
 def test_the_seed_and_the_space_are_set_once_by_whoever_comes_first(storage_url):

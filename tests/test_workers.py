@@ -99,6 +99,40 @@ def test_eight_workers_end_a_run_with_exactly_its_candidates(task_dir, postgres_
     assert stats.max_in_flight >= 4  # the workers really ran side by side (each has concurrency 1)
 
 
+def test_workers_grow_one_tree_of_designs(task_dir, postgres_url, env):
+    """Four processes run one mcts search: one root design, every other design a child of an earlier one,
+    no design created twice (workers racing to one design create it once), every request booked."""
+    designs = [f"NAME: Constant {i}\nRATIONALE: answers without the LM.\n```python\ndef forward(inputs, lm):\n"
+               f"    return {{'label': {('positive', 'negative')[i % 2]!r}}}  # variant {i}\n```\n" for i in range(16)]
+    with running_server(0.05, {**ANSWERS, "text": designs}) as live:
+        path = task_file(task_dir, live.base_url, **{"search.levels": ["agent"], "search.max_candidates": 8,
+                                                     "search.agent": {"optimizer": "mcts", "patience": 20}})
+        first = start(env, "optimize", str(path), "--run", RUN, "--storage", postgres_url, "--json")
+        store = get_storage(postgres_url)
+        wait_until(lambda: store.get_run(RUN) is not None, what="the run")
+        others = [start(env, "optimize", str(path), "--run", RUN, "--storage", postgres_url, "--json")]
+        others += [start(env, "worker", RUN, "--storage", postgres_url, "--json") for _ in range(2)]
+        done = [finish(process) for process in [first, *others]]
+        stats = live.stats()
+    for code, _, err in done:
+        assert code == 0, err[-3000:]
+    run = store.get_run(RUN)
+    assert run.status == "finished"
+    candidates = store.list_candidates(run.id)
+    assert [c.number for c in candidates] == list(range(len(candidates))) and 5 <= len(candidates) <= 8
+    assert all(c.status in ("complete", "failed") for c in candidates)
+    assert len({c.spec_hash for c in candidates}) == len(candidates)
+    seed, *tree = candidates
+    assert all(c.level == "agent" for c in tree)
+    (root,) = [c for c in tree if c.parents == (seed.id,)]
+    assert root.optimizer == "archive" and root.number == 1
+    earlier = {root.id}
+    for design in tree[1:]:
+        assert design.optimizer == "mcts" and design.parents[0] in earlier
+        earlier.add(design.id)
+    assert stats.requests == store.run_usage(run.id).lm_calls
+
+
 def test_a_worker_killed_mid_candidate_leaves_only_its_unscored_examples(task_dir, postgres_url, env):
     with running_server(0.15, ANSWERS) as live:
         path = task_file(task_dir, live.base_url, **{"search.max_candidates": 8, "search.pruner": "none",

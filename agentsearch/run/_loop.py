@@ -6,7 +6,8 @@ candidates, which the store hands out atomically, so workers sharing a run stop 
 ``max_candidates``. Each step of a stage first claims a pending candidate nobody holds (one a dead
 worker or a killed process left: finished where it stopped, told to the optimizer through its trial
 number), else asks the optimizer for a proposal. A duplicate of a known candidate is told with that
-candidate's score; a design that fails its smoke test is told with the error (the meta agent
+candidate's score (the store creates a spec once per run, so workers racing to one proposal evaluate
+it once); a design that fails its smoke test is told with the error (the meta agent
 repairs it next); a scored or pruned candidate is told its score. With ``search.holdout``, the
 calls re-scoring the current finalists will need are held back from the budget after every
 candidate (``selection_reserve``), so the search stops where they are still left.
@@ -27,6 +28,7 @@ from agentsearch.search_space import level_of
 from agentsearch.store import (
     CandidateRecord,
     CandidateStatus,
+    DuplicateCandidate,
     EvaluationRecord,
     EvaluationStatus,
     Level,
@@ -104,6 +106,16 @@ class Loop:
                     ctx.stop_reason = ctx.budget.exhausted() or "budget used up"
                     return False
                 twin = view.known(proposal.spec.hash)
+                if twin is None:
+                    try:
+                        candidate = storage.create_candidate(
+                            ctx.run.id, proposal.spec.model_dump(mode="json"), proposal.spec.hash,
+                            level=level_of(proposal.spec), optimizer=proposal.origin or optimizer.name,
+                            parents=proposal.parents, trial_number=proposal.trial_number, limit=stage.limit,
+                            counted=proposal.counts, holder=ctx.holder, lease_s=ctx.lease_s, unique=True)
+                    except DuplicateCandidate as found:  # another worker created it since this one last looked
+                        twin = found.twin
+                        view.add(twin)
                 if twin is not None:
                     optimizer.tell(proposal, self.outcome(twin.id, view.dev_evaluation(twin.id), duplicate=True))
                     duplicates += 1
@@ -113,11 +125,6 @@ class Loop:
                         return True
                     continue
                 duplicates = 0
-                candidate = storage.create_candidate(
-                    ctx.run.id, proposal.spec.model_dump(mode="json"), proposal.spec.hash,
-                    level=level_of(proposal.spec), optimizer=proposal.origin or optimizer.name,
-                    parents=proposal.parents, trial_number=proposal.trial_number, limit=stage.limit,
-                    counted=proposal.counts, holder=ctx.holder, lease_s=ctx.lease_s)
                 if candidate is None:  # another worker counted the last one first
                     optimizer.tell(proposal, Outcome(None, None, error="max_candidates reached"))
                     return True

@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agentsearch.exceptions import AgentSearchError
+
 if TYPE_CHECKING:
     from agentsearch.evaluators import ExampleOutcome
 
@@ -256,6 +258,14 @@ class RunUsage:
     cost_usd: float
 
 
+class DuplicateCandidate(AgentSearchError):
+    """``create_candidate(unique=True)`` found the spec in the run: ``twin`` is the candidate holding it."""
+
+    def __init__(self, twin: CandidateRecord) -> None:
+        super().__init__(f"the run already holds this spec as candidate #{twin.number}")
+        self.twin = twin
+
+
 class BaseStorage(abc.ABC):
     """Where runs, candidates, evaluations and per-example results live."""
 
@@ -365,13 +375,15 @@ class BaseStorage(abc.ABC):
     def create_candidate(
         self, run_id: int, spec: dict[str, Any], spec_hash: str, *, level: str, optimizer: str,
         parents: tuple[int, ...] = (), trial_number: int | None = None, limit: int | None = None,
-        counted: bool = True, holder: str | None = None, lease_s: float = LEASE_S,
+        counted: bool = True, holder: str | None = None, lease_s: float = LEASE_S, unique: bool = False,
     ) -> CandidateRecord | None:
         """A new pending candidate with the run's next number.
 
         ``counted`` candidates count against ``limit``: None (no candidate created) when the run
         already counts ``limit``. With ``holder``, the candidate is created claimed by it (its lease
-        ``candidate:<id>``)."""
+        ``candidate:<id>``). With ``unique``, a spec the run already holds is not created again:
+        DuplicateCandidate carries the candidate that has it (checked in the same atomic step as
+        the number, so workers racing to one proposal create it once)."""
 
     @abc.abstractmethod
     def seed_candidate(self, run_id: int, spec: dict[str, Any], spec_hash: str) -> CandidateRecord:

@@ -39,6 +39,7 @@ from agentsearch.store._base import (
     BaseStorage,
     CandidateRecord,
     CandidateStatus,
+    DuplicateCandidate,
     EvaluationRecord,
     EvaluationStatus,
     ExampleRecord,
@@ -538,11 +539,17 @@ class RDBStorage(BaseStorage):
     def create_candidate(self, run_id: int, spec: dict[str, Any], spec_hash: str, *, level: str, optimizer: str,
                          parents: tuple[int, ...] = (), trial_number: int | None = None, limit: int | None = None,
                          counted: bool = True, holder: str | None = None,
-                         lease_s: float = LEASE_S) -> CandidateRecord | None:
+                         lease_s: float = LEASE_S, unique: bool = False) -> CandidateRecord | None:
         with self._write_lock, self._session() as session:
             run = self._lock_run(session, run_id)
             if counted and limit is not None and run.counted_candidates >= limit:
                 return None
+            if unique:  # the run's row is locked: a racing worker's insert of the same spec waits for this one
+                twin = session.scalar(select(CandidateModel).where(CandidateModel.run_id == run_id,
+                                                                   CandidateModel.spec_hash == spec_hash)
+                                      .order_by(CandidateModel.number).limit(1))
+                if twin is not None:
+                    raise DuplicateCandidate(self._candidate(twin))
             # the run's row is locked: no other writer can take the same number between this read and the insert
             number = session.scalar(select(func.coalesce(func.max(CandidateModel.number) + 1, 0))
                                     .where(CandidateModel.run_id == run_id))

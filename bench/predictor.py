@@ -1,0 +1,107 @@
+"""How well recombine's predictor ranks candidates before they are evaluated, measured on stored runs.
+
+``optimizer: recombine`` screens its drafts with a similarity-weighted nearest-neighbour predictor
+(``agentsearch.optimizers._recombine.predict_score``): a draft's predicted dev score is the mean of
+its three most similar scored candidates, weighted by similarity. This bench replays that on runs
+already in a database: for every candidate with a complete dev score, in the order the run scored
+them, it predicts the score from the candidates completed before it (the archive the predictor
+would have had), and compares the predictions with the dev scores the candidates then got:
+
+- Spearman's rank correlation (scipy) between prediction and dev score, with its p-value: does
+  the predictor put better candidates above worse ones?
+- mean absolute error of the prediction, beside that of the uninformed guess (the archive's mean
+  score) on the same candidates: is the similarity weighting worth anything over no predictor?
+
+Candidates predicted from fewer than ``--min-archive`` earlier ones are left out. Runs of any
+search over module-level specs (random, tpe, evolve, recombine) can be replayed; agent designs
+are skipped (the predictor does not apply to them).
+
+    python bench/predictor.py W/*.db [--save]     # e.g. the databases of a bench/quality.py --workdir W
+
+Prints JSON; with --save also writes bench/results/predictor-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import emit  # noqa: E402
+
+from agentsearch.optimizers._evolve import ScoredCandidate  # noqa: E402
+from agentsearch.optimizers._recombine import predict_score  # noqa: E402
+from agentsearch.search_space import CandidateSpec, parse_spec  # noqa: E402
+from agentsearch.store import EvaluationStatus, Split, get_storage  # noqa: E402
+
+
+def replay(url: str, min_archive: int) -> list[dict[str, Any]]:
+    """One row per run in the database: its predictions against its dev scores."""
+    storage = get_storage(url)
+    rows = []
+    for run in storage.list_runs():
+        dev = {e.candidate_id: e for e in storage.list_evaluations(run_id=run.id)
+               if e.split == Split.DEV and e.status is EvaluationStatus.COMPLETE and e.score is not None}
+        scored = []
+        for candidate in storage.list_candidates(run.id):
+            spec = parse_spec(candidate.spec)
+            if candidate.id in dev and isinstance(spec, CandidateSpec):
+                evaluation = dev[candidate.id]
+                scored.append((evaluation.finished_at, candidate.number,
+                               ScoredCandidate(candidate.id, spec, {0: float(evaluation.score or 0.0)},
+                                               number=candidate.number)))
+        scored.sort(key=lambda item: (item[0] is None, item[0], item[1]))
+        predicted, actual, uninformed = [], [], []
+        for index, (_, _, candidate) in enumerate(scored):
+            archive = [entry for _, _, entry in scored[:index]]
+            if len(archive) < min_archive:
+                continue
+            guess = predict_score(candidate.spec, archive)
+            assert guess is not None
+            predicted.append(guess)
+            actual.append(candidate.mean)
+            uninformed.append(sum(entry.mean for entry in archive) / len(archive))
+        row: dict[str, Any] = {"database": Path(url.removeprefix("sqlite:///")).name, "run": run.name,
+                               "scored": len(scored), "predicted": len(predicted)}
+        if len(predicted) >= 3 and len(set(actual)) > 1 and len(set(predicted)) > 1:
+            rho = stats.spearmanr(predicted, actual)
+            row.update(spearman=round(float(rho.statistic), 3), p_value=round(float(rho.pvalue), 4))
+        else:
+            row.update(spearman=None, p_value=None)
+        if predicted:
+            row["mae"] = round(sum(abs(p - a) for p, a in zip(predicted, actual)) / len(actual), 3)
+            row["mae_uninformed"] = round(sum(abs(u - a) for u, a in zip(uninformed, actual)) / len(actual), 3)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("databases", nargs="+", help="SQLite files (or SQLAlchemy URLs) holding runs")
+    parser.add_argument("--min-archive", type=int, default=3, help="earlier scored candidates a prediction needs")
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    for database in args.databases:
+        url = database if "://" in database else f"sqlite:///{Path(database).resolve()}"
+        rows += replay(url, args.min_archive)
+    pooled = [row for row in rows if row["predicted"]]
+    summary = {
+        "runs": len(rows), "runs_with_a_correlation": sum(row["spearman"] is not None for row in rows),
+        "mean_spearman": (round(sum(row["spearman"] for row in rows if row["spearman"] is not None)
+                                / max(1, sum(row["spearman"] is not None for row in rows)), 3)),
+        "predictions": sum(row["predicted"] for row in pooled),
+        "mae": round(sum(row["mae"] * row["predicted"] for row in pooled) / max(1, sum(r["predicted"] for r in pooled)), 3),
+        "mae_uninformed": round(sum(row["mae_uninformed"] * row["predicted"] for row in pooled)
+                                / max(1, sum(r["predicted"] for r in pooled)), 3),
+    }
+    emit({"bench": "predictor", "min_archive": args.min_archive, "summary": summary, "runs": rows}, "predictor",
+         save=args.save)
+
+
+if __name__ == "__main__":
+    main()
