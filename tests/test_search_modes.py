@@ -122,13 +122,24 @@ def test_module_search_with_pruning_resumes_to_the_same_run(write_task, tmp_path
     path = write_task(**{"search.levels": ["prompt", "module"], "search.max_candidates": 8,
                          "search.modules": {"max_samples": 2}, "search.optimizer": optimizer})
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)  # every repeated call would count
+
+    def proposer_prompts() -> list[str]:
+        return [p for p in fake_lm.prompts if p.startswith(("You design programs", "You are improving one module"))]
+
     uninterrupted = agentsearch.optimize(path, storage=f"sqlite:///{tmp_path / 'a.db'}", run_name="a")
-    calls = fake_lm.calls
+    calls, asked = fake_lm.calls, proposer_prompts()
     fake_lm.calls = 0
+    fake_lm.prompts.clear()
     url = f"sqlite:///{tmp_path / 'b.db'}"
     with pytest.raises(_Crash):
-        agentsearch.optimize(path, storage=url, run_name="b", callback=_CrashAfter(150))
+        agentsearch.optimize(path, storage=url, run_name="b", callback=_CrashAfter(150 if optimizer == "tpe" else 120))
+    before = len(proposer_prompts())
     resumed = agentsearch.optimize(path, storage=url, resume=True)
+    # the resumed process's proposer is shown what the uninterrupted one was, notes on earlier drafts included
+    # (recombine keeps them in the store)
+    assert proposer_prompts() == asked and (optimizer != "recombine" or 0 < before < len(asked))
+    # ... its first prompt after the crash included: notes the crashed process kept
+    assert optimizer != "recombine" or "Notes on your earlier proposals" in asked[before]
     # the resumed process's preflight call, and the calls of the one example in flight at the crash (the
     # next example starts while a result is stored): nothing stored is evaluated twice
     store = get_storage(f"sqlite:///{tmp_path / 'a.db'}")

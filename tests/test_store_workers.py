@@ -97,6 +97,21 @@ def test_workers_racing_to_one_spec_create_it_once(storage_url):
     assert len(store.list_candidates(run.id)) == 6
 
 
+def test_run_notes_are_kept_in_order_for_every_reader(storage_url):
+    store = get_storage(storage_url)
+    run, other = store.create_run("r", "t", {}), store.create_run("o", "t", {})
+    race(storage_url, lambda each, i: [each.add_run_note(run.id, "recombine", f"w{i} n{k}") for k in range(5)])
+    notes = get_storage(storage_url).list_run_notes(run.id, "recombine")
+    assert len(notes) == 40 and all(notes.index(f"w{i} n{k}") < notes.index(f"w{i} n{k + 1}")
+                                    for i in range(RACERS) for k in range(4))
+    assert store.list_run_notes(run.id, "recombine", last=3) == notes[-3:]
+    store.add_run_note(run.id, "mcts", "another optimizer's note")
+    store.add_run_note(other.id, "recombine", "another run's note")
+    assert store.list_run_notes(run.id, "recombine") == notes and store.list_run_notes(10_000, "recombine") == []
+    with pytest.raises(StorageError):
+        store.add_run_note(10_000, "recombine", "no such run")
+
+
 def test_the_seed_and_the_space_are_set_once_by_whoever_comes_first(storage_url):
     store = get_storage(storage_url)
     run = store.create_run("r", "t", {})

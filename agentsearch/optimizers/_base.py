@@ -154,6 +154,14 @@ class RunView(abc.ABC):
         """Record in the store that Optuna trial ``trial_number`` stands for the candidate."""
 
     @abc.abstractmethod
+    def notes(self, source: str, last: int) -> list[str]:
+        """The last ``last`` notes ``source`` kept in the run (any worker's, any process's), oldest first."""
+
+    @abc.abstractmethod
+    def keep_note(self, source: str, text: str) -> None:
+        """Keep a note in the run for every later ``notes`` read, in this process or another."""
+
+    @abc.abstractmethod
     def once(self, name: str) -> bool:
         """True for the one worker that should do the one-time step ``name`` now (others get False)."""
 

@@ -136,7 +136,8 @@ def _recombine(view: RunView) -> BaseOptimizer:
         known=lambda: {c.spec_hash: c.number for c in view.candidates()},
         asked=lambda: sum(c.optimizer == "recombine" for c in view.candidates()),
         failures=_failures(view), spend=view.charge, seed=view.task.seed, minibatch=view.task.search.minibatch,
-        task=view.task.program.instructions,
+        task=view.task.program.instructions, notes=lambda last: view.notes("recombine", last),
+        keep_note=lambda text: view.keep_note("recombine", text),
     )
 
 

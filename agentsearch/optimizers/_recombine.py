@@ -18,8 +18,8 @@ A value that is not a choice is repaired (the closest choice by spelling, else t
 a number is clamped to its range); a setting the program does not have is ignored; a setting the
 draft leaves out is the parent's (or the ``from`` donor's). The repairs are kept as notes. A draft
 with no usable setting, one that changes nothing, or one that repeats a known candidate is
-rejected. Notes and rejections are shown to the proposer in its next prompt (hints: a restarted
-process starts without them).
+rejected. Notes and rejections are kept in the run (the store's notes, so a resumed process and
+every worker see them) and the last six are shown to the proposer in its next prompts.
 
 **Screening.** The valid drafts are ranked by a predictor that costs no call: the
 similarity-weighted mean dev score of the ``neighbours`` nearest archive candidates, similarity
@@ -235,6 +235,10 @@ def predict_score(spec: CandidateSpec, archive: Sequence[ScoredCandidate], neigh
 
 
 # the optimizer ---------------------------------------------------------------------------------------
+HINTS = 6
+"""Notes on earlier drafts a prompt shows (the most recent)."""
+
+
 class RecombineOptimizer(MinibatchAcceptance):
     """Ask/tell over module-level candidates; see the module docstring.
 
@@ -252,7 +256,9 @@ class RecombineOptimizer(MinibatchAcceptance):
                  asked: Callable[[], int],
                  failures: Callable[[int, random.Random], list[Failure]],
                  spend: Callable[[Usage], None], seed: int, minibatch: int, task: str = "",
-                 drafts: int = 3, neighbours: int = 3, show: int = 5) -> None:
+                 drafts: int = 3, neighbours: int = 3, show: int = 5,
+                 notes: Callable[[int], list[str]] | None = None,
+                 keep_note: Callable[[str], None] | None = None) -> None:
         self.space, self.proposer = space, proposer
         self.population: Callable[[], list[ScoredCandidate]] = population
         self.known, self.asked, self.failures, self.spend = known, asked, failures, spend
@@ -262,8 +268,9 @@ class RecombineOptimizer(MinibatchAcceptance):
         self._scored: dict[int, Scored] = {}
         self._last_number: int | None = None
         self._repeats = 0
-        self.hints: list[str] = []
-        """Repairs and rejections of recent drafts, shown in the next prompts."""
+        kept: list[str] = []
+        self._notes = notes or (lambda last: kept[-last:])
+        self._keep_note = keep_note or kept.append
         self.last_screen: list[tuple[Draft, Realized | str, float | None]] = []
         """The last ask's drafts: each with what it became (or why it was rejected) and its prediction."""
 
@@ -323,8 +330,13 @@ class RecombineOptimizer(MinibatchAcceptance):
             self._hint(f"repaired: {note}")
         self.last_screen.append((draft, realized, predict_score(realized.spec, archive, self.neighbours)))
 
+    @property
+    def hints(self) -> list[str]:
+        """Repairs and rejections of the last drafts (the run's, kept in the store), shown in the next prompts."""
+        return self._notes(HINTS)
+
     def _hint(self, text: str) -> None:
-        self.hints = [*self.hints, text][-6:]
+        self._keep_note(text)
 
     # drafts ------------------------------------------------------------------------------------------
     def _draft(self, operator: str, archive: list[ScoredCandidate], rng: random.Random, *, rollout: int) -> Draft:

@@ -131,6 +131,12 @@ class StoreView(RunView):
     def mark_trial(self, candidate_id: int, trial_number: int) -> None:
         self.ctx.storage.set_candidate_trial(candidate_id, trial_number)
 
+    def notes(self, source: str, last: int) -> list[str]:
+        return self.ctx.storage.list_run_notes(self.ctx.run.id, source, last=last)
+
+    def keep_note(self, source: str, text: str) -> None:
+        self.ctx.storage.add_run_note(self.ctx.run.id, source, text)
+
     def once(self, name: str) -> bool:
         return self.ctx.storage.acquire_lease(self.ctx.run.id, name, self.ctx.holder, self.ctx.lease_s)
 

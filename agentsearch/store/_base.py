@@ -305,6 +305,16 @@ class BaseStorage(abc.ABC):
         """Count attempts spent on examples left unscored by an LM outage (the budget sees them)."""
 
     @abc.abstractmethod
+    def add_run_note(self, run_id: int, source: str, text: str) -> None:
+        """Keep a note ``source`` (an optimizer's name) wants for the rest of the run, whichever process
+        reads it next; raises StorageError for a missing run."""
+
+    @abc.abstractmethod
+    def list_run_notes(self, run_id: int, source: str, *, last: int | None = None) -> list[str]:
+        """The run's notes from ``source`` in the order they were kept (only the ``last`` ones); [] for a
+        missing run."""
+
+    @abc.abstractmethod
     def heartbeat(self, run_id: int, holder: str | None = None, lease_s: float = LEASE_S) -> None:
         """Record that a worker of the run is alive now (it becomes the run's ``owner``), and renew the
         leases ``holder`` holds."""

@@ -59,6 +59,7 @@ from agentsearch.store._rdb.models import (
     ExampleResultModel,
     LeaseModel,
     RunModel,
+    RunNoteModel,
     utcnow,
 )
 
@@ -467,6 +468,20 @@ class RDBStorage(BaseStorage):
 
     def add_unscored_usage(self, run_id: int, lm_calls: int, tokens: int) -> None:
         self._add_to_run(run_id, unscored_lm_calls=lm_calls, unscored_tokens=tokens)
+
+    def add_run_note(self, run_id: int, source: str, text: str) -> None:
+        with self._session() as session:
+            if session.get(RunModel, run_id) is None:
+                raise StorageError(f"run {run_id} does not exist")
+            session.add(RunNoteModel(run_id=run_id, source=source[:64], text=redact_secrets(text)))
+
+    def list_run_notes(self, run_id: int, source: str, *, last: int | None = None) -> list[str]:
+        query = (select(RunNoteModel.text).where(RunNoteModel.run_id == run_id, RunNoteModel.source == source)
+                 .order_by(RunNoteModel.id.desc()))
+        if last is not None:
+            query = query.limit(last)
+        with self._session() as session:
+            return list(reversed(session.scalars(query).all()))
 
     def _add_to_run(self, run_id: int, **amounts: float) -> None:
         """Add to the run's counters in the database (``SET c = c + n``): a value read here and
