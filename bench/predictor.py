@@ -12,11 +12,18 @@ would have had), and compares the predictions with the dev scores the candidates
 - mean absolute error of the prediction, beside that of the uninformed guess (the archive's mean
   score) on the same candidates: is the similarity weighting worth anything over no predictor?
 
-Candidates predicted from fewer than ``--min-archive`` earlier ones are left out. Runs of any
+Candidates predicted from fewer than ``--min-archive`` earlier ones are left out. A SQLite file is
+read from a copy (upgraded there to this version's schema when older), never changed. Runs of any
 search over module-level specs (random, tpe, evolve, recombine) can be replayed; agent designs
 are skipped (the predictor does not apply to them).
 
     python bench/predictor.py W/*.db [--save]     # e.g. the databases of a bench/quality.py --workdir W
+    python bench/predictor.py --search DIR [--save]   # first a random search to replay (embedded LM, SST-2)
+
+A bench run keeps few scored candidates (300 calls buy five or six on 50 dev examples), too few to
+rank. ``--search DIR`` first runs a search made for this: random over the prompt and module levels
+on SST-2 (train 100, dev 20, test 20) with the embedded SmolLM2-135M, 40 candidates within 1500
+LM calls, kept in ``DIR/predictor-sst2.db`` (started again, it resumes), then replays it.
 
 Prints JSON; with --save also writes bench/results/predictor-<date>.json.
 """
@@ -24,19 +31,49 @@ Prints JSON; with --save also writes bench/results/predictor-<date>.json.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import emit  # noqa: E402
 
+import agentsearch  # noqa: E402
 from agentsearch.optimizers._evolve import ScoredCandidate  # noqa: E402
 from agentsearch.optimizers._recombine import predict_score  # noqa: E402
 from agentsearch.search_space import CandidateSpec, parse_spec  # noqa: E402
 from agentsearch.store import EvaluationStatus, Split, get_storage  # noqa: E402
+
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+
+
+def search(folder: Path) -> Path:
+    """A random search over [prompt, module] on SST-2 with the embedded LM, resumed if one was started."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lm = {"model": "local/smollm2-135m", "max_tokens": 16}
+    task = {
+        "name": "predictor-sst2",
+        "program": {"signature": "sentence -> label",
+                    "instructions": "Classify the sentiment of a movie review sentence as positive or negative."},
+        "data": {**{split: str(SST2 / f"{split}.jsonl") for split in ("train", "dev", "test")},
+                 "limit": {"train": 100, "dev": 20, "test": 20}},
+        "metric": "exact_match", "lm": lm, "proposer_lm": {**lm, "max_tokens": 256},
+        "search": {"optimizer": "random", "levels": ["prompt", "module"], "max_candidates": 40, "max_demos": 8,
+                   "bootstrap_examples": 16, "pruner": "none"},
+        "budget": {"max_lm_calls": 1500}, "seed": 0,
+    }
+    path = folder / "predictor-sst2.yaml"
+    path.write_text(yaml.safe_dump(task), encoding="utf-8")
+    database = folder / "predictor-sst2.db"
+    url = f"sqlite:///{database}"
+    started = database.exists() and any(run.name == "predictor" for run in get_storage(url).list_runs())
+    agentsearch.optimize(path, storage=url, run_name="predictor", resume=started)
+    return database
 
 
 def replay(url: str, min_archive: int) -> list[dict[str, Any]]:
@@ -65,7 +102,8 @@ def replay(url: str, min_archive: int) -> list[dict[str, Any]]:
             predicted.append(guess)
             actual.append(candidate.mean)
             uninformed.append(sum(entry.mean for entry in archive) / len(archive))
-        row: dict[str, Any] = {"database": Path(url.removeprefix("sqlite:///")).name, "run": run.name,
+        row: dict[str, Any] = {"database": Path(url.removeprefix("sqlite:///")).name.split("-", 1)[-1],
+                               "run": run.name,
                                "scored": len(scored), "predicted": len(predicted)}
         if len(predicted) >= 3 and len(set(actual)) > 1 and len(set(predicted)) > 1:
             rho = stats.spearmanr(predicted, actual)
@@ -81,14 +119,26 @@ def replay(url: str, min_archive: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("databases", nargs="+", help="SQLite files (or SQLAlchemy URLs) holding runs")
+    parser.add_argument("databases", nargs="*", help="SQLite files (or SQLAlchemy URLs) holding runs")
+    parser.add_argument("--search", metavar="DIR", help="first run the random search to replay, kept in DIR")
     parser.add_argument("--min-archive", type=int, default=3, help="earlier scored candidates a prediction needs")
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
+    if args.search:
+        args.databases.append(str(search(Path(args.search))))
+    if not args.databases:
+        parser.error("name the databases to replay, or --search DIR")
     rows = []
-    for database in args.databases:
-        url = database if "://" in database else f"sqlite:///{Path(database).resolve()}"
-        rows += replay(url, args.min_archive)
+    with tempfile.TemporaryDirectory(prefix="agentsearch-predictor-") as scratch:
+        for index, database in enumerate(args.databases):
+            if "://" in database:
+                url = database
+            else:
+                copy = Path(scratch) / f"{index}-{Path(database).name}"
+                shutil.copyfile(database, copy)
+                url = f"sqlite:///{copy}"
+                get_storage(url, upgrade=True)
+            rows += replay(url, args.min_archive)
     pooled = [row for row in rows if row["predicted"]]
     summary = {
         "runs": len(rows), "runs_with_a_correlation": sum(row["spearman"] is not None for row in rows),
