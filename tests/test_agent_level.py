@@ -323,3 +323,18 @@ def test_an_outage_in_a_later_round_leaves_the_example_unscored(fake_lm):
     outcome, = next(iter(Evaluator(resolve_metric("exact_match")).run(_sampling_program(code, 3),
                                                                           _positives("a joy"))))
     assert outcome.failure is not None and not outcome.scored
+
+
+def test_evaluate_scores_a_saved_sampling_design_with_the_tasks_rounds(write_task, fake_lm, tmp_path, monkeypatch,
+                                                                        capsys):
+    """``agentsearch evaluate`` re-scores a design as the search did: search.agent.repeats rounds where it samples."""
+    from agentsearch.search_space import save_program
+
+    code = ('def forward(inputs, lm):\n'
+            '    return {"label": lm("Sentence: " + inputs["sentence"] + "\\nLabel:", temperature=0.8).strip()}\n')
+    saved = save_program(_sampling_program(code, 1), tmp_path / "sampler.json", lm={"model": "fake/keyword"})
+    for repeats, new_rounds in ((2, 2), (3, 1)):  # the second run finds rounds 1 and 2 in DSPy's cache
+        task = write_task(f"task{repeats}.yaml", **{"search.agent": {"repeats": repeats}})
+        done, out, _ = run_cli(monkeypatch, capsys, "evaluate", str(saved), str(task), "--split", "test", "--json")
+        assert done == 0 and json.loads(out)["n"] == 10
+        assert json.loads(out)["lm_calls"] == 10 * new_rounds  # each round's samples are requests of their own
