@@ -31,7 +31,7 @@ Prints JSON; with --save also writes bench/results/predictor-<date>.json.
 from __future__ import annotations
 
 import argparse
-import shutil
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -135,7 +135,10 @@ def main() -> None:
                 url = database
             else:
                 copy = Path(scratch) / f"{index}-{Path(database).name}"
-                shutil.copyfile(database, copy)
+                # SQLite's backup, not a file copy: a run's last writes may still be in its write-ahead log
+                with sqlite3.connect(f"file:{Path(database).resolve()}?mode=ro", uri=True) as source, \
+                        sqlite3.connect(copy) as target:
+                    source.backup(target)
                 url = f"sqlite:///{copy}"
                 get_storage(url, upgrade=True)
             rows += replay(url, args.min_archive)

@@ -417,7 +417,8 @@ def reach(args: argparse.Namespace, name: str, contender: str, target: float) ->
             searched[evaluation.candidate_id] = searched.get(evaluation.candidate_id, 0) + evaluation.lm_calls
         if evaluation.split == "dev":
             dev[evaluation.candidate_id] = evaluation
-    spent, best, space = run.proposer_lm_calls, None, SearchSpace.from_dict(run.space)
+    spent, best = run.proposer_lm_calls, None
+    demos = SearchSpace.from_dict(run.space).demos if run.space else {}  # an agent-level run has no space
     lm = build_lm(task.lm)
     dspy.configure(lm=lm)
     for candidate in sorted(storage.list_candidates(run.id), key=lambda c: c.number):
@@ -426,7 +427,7 @@ def reach(args: argparse.Namespace, name: str, contender: str, target: float) ->
         if evaluation is None or evaluation.status != "complete" or (best is not None and evaluation.score <= best):
             continue
         best = evaluation.score
-        program = build_program(parse_spec(candidate.spec), space.demos, lm, base_dir=task.base_dir)
+        program = build_program(parse_spec(candidate.spec), demos, lm, base_dir=task.base_dir)
         test = _scores(task, program, "test")
         if sum(test) / len(test) >= target:
             return {"lm_calls": spent, "candidate": candidate.number, "test": round(sum(test) / len(test), 4)}
