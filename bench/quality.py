@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -274,8 +275,9 @@ def _fresh_start(args: argparse.Namespace, name: str) -> None:
 
     from agentsearch.lm._local import unload_local_models
 
-    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True,
-                         disk_cache_dir=str(Path(args.workdir) / f"cache-{name}"))
+    cache = Path(args.workdir) / f"cache-{name}"
+    shutil.rmtree(cache, ignore_errors=True)  # a contender run again (it failed) pays for its calls again
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(cache))
     unload_local_models()
 
 
