@@ -16,15 +16,6 @@ import dspy  # noqa: E402
 from tests import fakes  # noqa: E402
 
 POSTGRES_ENV = "AGENTSEARCH_TEST_POSTGRES_URL"
-EMBEDDED_LM_FILES = {"test_e2e_local.py", "test_llama_states.py"}
-"""Tests that run llama.cpp: under pytest-xdist (``-n 2 --dist loadgroup``) they share one worker, so two
-llama.cpp processes never run at once (on 2 cores they slow each other several-fold)."""
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name in EMBEDDED_LM_FILES:
-            item.add_marker(pytest.mark.xdist_group("embedded-lm"))
 
 POSITIVE = ["a wonderful film", "pure joy to watch", "brilliant acting", "a delight", "great fun", "charming story",
             "I love it", "a brilliant ending", "wonderful music", "a joy"]
