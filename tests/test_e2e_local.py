@@ -20,9 +20,7 @@ from agentsearch import load_program  # noqa: E402
 from agentsearch.search_space import parse_spec  # noqa: E402
 from tests.fakes import communicate_or_dump, default_sigint  # noqa: E402
 
-# one xdist group for every test that runs llama.cpp: with ``-n 2 --dist loadgroup`` they share a worker,
-# so two llama.cpp processes never run at once (on 2 cores they slow each other several-fold)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("embedded-lm")]
+pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sentiment"
 
 

@@ -11,9 +11,7 @@ from llama_cpp import Llama  # noqa: E402
 from agentsearch.lm._llama_states import PrefixStateLlama  # noqa: E402
 from agentsearch.lm._local import local_model_path  # noqa: E402
 
-# one xdist group for every test that runs llama.cpp: with ``-n 2 --dist loadgroup`` they share a worker,
-# so two llama.cpp processes never run at once (on 2 cores they slow each other several-fold)
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("embedded-lm")]
+pytestmark = pytest.mark.e2e
 
 DEMOS = "".join(f"Sentence: a film, number {i}, that was fine to watch.\nLabel: positive\n\n" for i in range(6))
 SYSTEMS = [f"Answer in the {style} format.\n{DEMOS}" for style in ("chat", "JSON")]
