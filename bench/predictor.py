@@ -49,6 +49,8 @@ from agentsearch.optimizers._recombine import predict_score  # noqa: E402
 from agentsearch.search_space import CandidateSpec, parse_spec  # noqa: E402
 from agentsearch.store import EvaluationStatus, Split, get_storage  # noqa: E402
 
+MIN_RANKED = 10
+"""Predictions a run needs for its rank correlation to enter the summary."""
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
@@ -142,15 +144,16 @@ def main() -> None:
                 url = f"sqlite:///{copy}"
                 get_storage(url, upgrade=True)
             rows += replay(url, args.min_archive)
-    pooled = [row for row in rows if row["predicted"]]
+    # runs with enough predictions to rank (a bench run keeps a handful of candidates: its 2 or 3
+    # predictions say nothing); the others are listed under "runs" only
+    ranked = [row for row in rows if row["predicted"] >= MIN_RANKED and row["spearman"] is not None]
+    count = sum(row["predicted"] for row in ranked)
     summary = {
-        "runs": len(rows), "runs_with_a_correlation": sum(row["spearman"] is not None for row in rows),
-        "mean_spearman": (round(sum(row["spearman"] for row in rows if row["spearman"] is not None)
-                                / max(1, sum(row["spearman"] is not None for row in rows)), 3)),
-        "predictions": sum(row["predicted"] for row in pooled),
-        "mae": round(sum(row["mae"] * row["predicted"] for row in pooled) / max(1, sum(r["predicted"] for r in pooled)), 3),
-        "mae_uninformed": round(sum(row["mae_uninformed"] * row["predicted"] for row in pooled)
-                                / max(1, sum(r["predicted"] for r in pooled)), 3),
+        "runs": len(rows), "runs_ranked": len(ranked), "predictions_ranked": count,
+        "spearman_by_run": {f'{row["database"]}:{row["run"]}': row["spearman"] for row in ranked},
+        "mae": round(sum(row["mae"] * row["predicted"] for row in ranked) / count, 3) if count else None,
+        "mae_uninformed": round(sum(row["mae_uninformed"] * row["predicted"] for row in ranked) / count, 3)
+        if count else None,
     }
     emit({"bench": "predictor", "min_archive": args.min_archive, "summary": summary, "runs": rows}, "predictor",
          save=args.save)
