@@ -100,8 +100,9 @@ def test_eight_workers_end_a_run_with_exactly_its_candidates(task_dir, postgres_
 
 
 def test_workers_grow_one_tree_of_designs(task_dir, postgres_url, env):
-    """Four processes run one mcts search: one root design, every other design a child of an earlier one,
-    no design created twice (workers racing to one design create it once), every request booked."""
+    """Four processes run one mcts search: one root design, every other design a child of an earlier one, no
+    design created twice, every request booked. (Whether two workers race to one design here depends on timing;
+    the race itself is provoked in test_store_workers.test_workers_racing_to_one_spec_create_it_once.)"""
     designs = [f"NAME: Constant {i}\nRATIONALE: answers without the LM.\n```python\ndef forward(inputs, lm):\n"
                f"    return {{'label': {('positive', 'negative')[i % 2]!r}}}  # variant {i}\n```\n" for i in range(16)]
     with running_server(0.05, {**ANSWERS, "text": designs}) as live:
