@@ -504,15 +504,14 @@ def evaluate(
     from agentsearch.evaluators import Evaluator
     from agentsearch.lm import Usage
     from agentsearch.metrics import task_metric
-    from agentsearch.search_space import DesignProgram, load_program
+    from agentsearch.search_space import load_program
     from agentsearch.task import SPLITS, load_task
 
     if split not in SPLITS:
         raise AgentSearchError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
     task = load_task(task_file)
-    program = load_program(program_file, base_dir=task.base_dir)  # where its tools and rewards import from
-    if isinstance(program, DesignProgram):  # a design whose calls sample is scored as the search scored it
-        program.sample_repeats = task.search.agent.repeats
+    # tools and rewards import from beside the task; a design whose calls sample is scored as the search did
+    program = load_program(program_file, base_dir=task.base_dir, repeats=task.search.agent.repeats)
     logging.getLogger("dspy").setLevel(logging.ERROR)
     evaluator = Evaluator(task_metric(task), concurrency=concurrency or task.concurrency, metric_name=task.metric)
     outcomes = evaluator.evaluate(program, load_split(task, split))  # no score over an outage: it raises

@@ -22,8 +22,8 @@ are skipped (the predictor does not apply to them).
 
 A bench run keeps few scored candidates (300 calls buy five or six on 50 dev examples), too few to
 rank. ``--search DIR`` first runs a search made for this: random over the prompt and module levels
-on SST-2 (train 100, dev 20, test 20) with the embedded SmolLM2-135M, 40 candidates within 1500
-LM calls, kept in ``DIR/predictor-sst2.db`` (started again, it resumes), then replays it.
+on SST-2 (train 100, dev 20, test 20) with the embedded SmolLM2-135M, up to 40 candidates within
+1500 LM calls (the budget ended the measured run at 39, 14 min), kept in ``DIR/predictor-sst2.db`` (started again, it resumes), then replays it.
 
 Prints JSON; with --save also writes bench/results/predictor-<date>.json.
 """
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import emit  # noqa: E402
 
 import agentsearch  # noqa: E402
-from agentsearch.optimizers._evolve import ScoredCandidate  # noqa: E402
+from agentsearch.optimizers import ScoredCandidate  # noqa: E402
 from agentsearch.optimizers._recombine import predict_score  # noqa: E402
 from agentsearch.search_space import CandidateSpec, parse_spec  # noqa: E402
 from agentsearch.store import EvaluationStatus, Split, get_storage  # noqa: E402

@@ -76,6 +76,12 @@ class Failure:
     """The program's output could not be parsed (an error, not a wrong answer)."""
 
 
+def mostly_unparsed(failures: Sequence[Failure]) -> bool:
+    """Whether most of a candidate's failures are answers its format could not parse: no instruction
+    or kind fixes those, another format may (evolve and recombine then change the node's format)."""
+    return sum(f.unparsed for f in failures) * 2 > len(failures)
+
+
 def pareto_front(population: Sequence[ScoredCandidate]) -> dict[int, int]:
     """Candidate id -> number of examples on which it has the highest score (ties shared)."""
     best: dict[int, float] = {}
@@ -139,8 +145,8 @@ class EvolveOptimizer(MinibatchAcceptance):
         takes_demos = bool(self.space.demo_sets and self.space.max_demos and node_kind(node.module).fixed_demos)
         kinds = ["reflect", *(["format"] if other_formats else []), *(["demos"] if takes_demos else [])]
         failures = self.failures(parent.candidate_id, rng)
-        if other_formats and sum(f.unparsed for f in failures) * 2 > len(failures):
-            kind = "format"  # no instruction fixes answers the adapter cannot parse; another format may
+        if other_formats and mostly_unparsed(failures):
+            kind = "format"
         else:
             kind = rng.choice(kinds)
         if kind == "format":

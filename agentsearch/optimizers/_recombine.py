@@ -53,7 +53,7 @@ import dspy
 from agentsearch.lm import Usage
 from agentsearch.optimizers._acceptance import MinibatchAcceptance, Scored
 from agentsearch.optimizers._base import Outcome, Proposal
-from agentsearch.optimizers._evolve import Failure, ScoredCandidate
+from agentsearch.optimizers._evolve import Failure, ScoredCandidate, mostly_unparsed
 from agentsearch.optimizers._proposer import MIN_PROPOSAL_TOKENS, ask_proposer
 from agentsearch.optimizers._templates import render
 from agentsearch.search_space import CandidateSpec, PredictorSpec, SearchSpace
@@ -361,7 +361,7 @@ class RecombineOptimizer(MinibatchAcceptance):
         or kind fixes them: the draft moves the node to another format (with demos for the few-shot
         completion format), unless it chose one itself. Evolve does the same."""
         others = [f for f in self.space.formats if f != node.format]
-        if not others or f"{node.name}.format" in draft.settings or sum(f.unparsed for f in failures) * 2 <= len(failures):
+        if not others or f"{node.name}.format" in draft.settings or not mostly_unparsed(failures):
             return
         draft.settings[f"{node.name}.format"] = fmt = rng.choice(others)
         if fmt == "completion" and self.max_demos and not node.demo_ids and f"{node.name}.n_demos" not in draft.settings:

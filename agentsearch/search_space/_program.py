@@ -107,10 +107,11 @@ def _validated(path: Path, key: str, parse: Any, value: Any) -> Any:
 
 
 def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: str | Path | None = None,
-                 pin_lm: bool = False) -> Program:
+                 pin_lm: bool = False, repeats: int = 1) -> Program:
     """Rebuild a saved program. Its LM: ``lm`` if given; else the LM configured where it runs
     (``dspy.configure``, ``dspy.context(lm=...)``); else the file's. ``pin_lm=True`` makes the file's
-    LM win over a configured one.
+    LM win over a configured one. ``repeats``: as ``build_program`` (rounds an evaluator runs a design
+    whose calls sample; re-scoring uses the task's ``search.agent.repeats``).
 
     Only ReAct tools and best-of-n rewards are user code, imported by reference from ``base_dir``
     (or the import path); the rest of the program is in the file. An agent design's code is in
@@ -135,4 +136,5 @@ def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: s
     pinned = lm is not None or pin_lm
     if lm is None and lm_config is not None:
         lm = build_lm(lm_config)
-    return build_program(spec, demos, lm, base_dir=None if base_dir is None else Path(base_dir), pin_lm=pinned)
+    return build_program(spec, demos, lm, base_dir=None if base_dir is None else Path(base_dir), pin_lm=pinned,
+                         repeats=repeats)
