@@ -135,11 +135,42 @@ def test_freed_workers_run_the_next_example_while_the_caller_still_holds_a_batch
         program, _examples(("first", "positive"), ("slow", "positive"), ("third", "positive")))
     try:
         first = next(batches)  # the generator is suspended here, as while the caller writes the batch
-        assert [o.example_id for o in first] == ["dev:0"]
+        assert "dev:0" in [o.example_id for o in first] and "dev:1" not in [o.example_id for o in first]
         assert program.started["third"].wait(timeout=10)
     finally:
         program.release.set()
-    assert sorted(o.example_id for batch in batches for o in batch) == ["dev:1", "dev:2"]
+    rest = [o.example_id for batch in batches for o in batch]
+    assert sorted([*(o.example_id for o in first), *rest]) == ["dev:0", "dev:1", "dev:2"]
+
+
+class _Counting(dspy.Module):
+    """Answers at once; notes each input as it starts and as it ends."""
+
+    def __init__(self, sentences) -> None:
+        super().__init__()
+        self.started = {sentence: threading.Event() for sentence in sentences}
+        self.ended = {sentence: threading.Event() for sentence in sentences}
+
+    def forward(self, sentence):
+        self.started[sentence].set()
+        self.ended[sentence].set()
+        return dspy.Prediction(label="positive")
+
+
+def test_a_single_worker_goes_on_without_the_caller_but_no_further_than_one_example_ahead():
+    """At concurrency 1 the worker takes the next example itself (no hand-over through the caller on
+    every example), but runs at most one example beyond those the caller has received."""
+    sentences = [f"s{i}" for i in range(6)]
+    program = _Counting(sentences)
+    batches = Evaluator(BUILTIN_METRICS["exact_match"], concurrency=1).run(
+        program, _examples(*[(sentence, "positive") for sentence in sentences]))
+    first = next(batches)  # held, as while the caller writes it: the worker does not wait for it
+    received = {o.example_id for o in first}
+    ahead = [f"s{len(received)}", f"s{len(received) + 1}"]
+    assert program.ended[ahead[0]].wait(timeout=10) and program.ended[ahead[1]].wait(timeout=10)
+    batches.close()
+    beyond = sentences[len(received) + 2:]
+    assert beyond and not any(program.started[sentence].is_set() for sentence in beyond)
 
 
 def test_error_texts_never_store_a_key(fake_lm, monkeypatch):

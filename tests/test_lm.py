@@ -18,6 +18,33 @@ def test_hosted_model_calls_go_through_litellm_and_are_priced_by_it():
     assert meter.usage.cost_usd > 0  # litellm knows gpt-4o-mini's price
 
 
+@pytest.mark.parametrize(("model", "flat"), [("openai/gpt-4o-mini", True), ("anthropic/claude-sonnet-4-20250514", True),
+                                           ("dashscope/qwen-plus-latest", False), ("gemini/gemini-2.5-pro", False)])
+def test_a_call_costs_what_litellm_says_at_every_size(model, flat):
+    """The per-model rates kept to spare litellm's lookup on every call give litellm's own figure, and a
+    model whose price is not one rate per token (tiers by prompt length) is left to litellm."""
+    import litellm
+
+    from agentsearch.lm._cost import _RATES, call_cost
+
+    for prompt_tokens, completion_tokens in [(120, 7), (333, 17), (9_000, 450), (150_000, 900), (260_000, 1_500)]:
+        expected = sum(litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens,
+                                              completion_tokens=completion_tokens))
+        assert call_cost(model, prompt_tokens, completion_tokens) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert (_RATES[model] is not None) == flat  # the last two have tiers (by prompt length) in litellm's table
+
+
+def test_a_registered_price_replaces_the_rates_kept_for_the_model():
+    from agentsearch.lm._cost import call_cost, register_price
+    from agentsearch.task import LMConfig as Config
+
+    model = "openai/agentsearch-test-priced"
+    register_price(Config(model=model, price={"input_per_million": 1.0, "output_per_million": 2.0}))
+    assert call_cost(model, 1_000_000, 1_000_000) == pytest.approx(3.0)
+    register_price(Config(model=model, price={"input_per_million": 10.0, "output_per_million": 20.0}))
+    assert call_cost(model, 1_000_000, 1_000_000) == pytest.approx(30.0)
+
+
 def test_cached_call_is_not_metered():
     lm = build_lm(LMConfig(model="openai/gpt-4o-mini", num_retries=0))
     request = {"messages": [{"role": "user", "content": "cache me"}], "mock_response": "ok"}

@@ -140,12 +140,12 @@ def test_module_search_with_pruning_resumes_to_the_same_run(write_task, tmp_path
     assert proposer_prompts() == asked and (optimizer != "recombine" or 0 < before < len(asked))
     # ... its first prompt after the crash included: notes the crashed process kept
     assert optimizer != "recombine" or "Notes on your earlier proposals" in asked[before]
-    # the resumed process's preflight call, and the calls of the one example in flight at the crash (the
-    # next example starts while a result is stored): nothing stored is evaluated twice
+    # the resumed process's preflight call, and the calls of the two examples the crash lost at concurrency
+    # 1 (one in flight, one finished while the caller held its batch): nothing stored is evaluated twice
     store = get_storage(f"sqlite:///{tmp_path / 'a.db'}")
     one_example = max(r.program_calls for e in store.list_evaluations(run_id=uninterrupted.run.id)
                       for r in store.list_example_results(e.id))
-    assert calls + 1 <= fake_lm.calls <= calls + 1 + one_example
+    assert calls + 1 <= fake_lm.calls <= calls + 1 + 2 * one_example
 
     def hashes(url, run):
         return [c.spec_hash for c in get_storage(url).list_candidates(run.id)]

@@ -15,15 +15,18 @@ evaluation); a round that sampled nothing ends the repeats, since another would 
 answers from DSPy's cache.
 
 Results reach the calling thread as they finish, in batches of those that finished together, so the
-store can write each batch at once (one transaction, however many workers) and a crash loses at most
-the examples in flight.
+store can write each batch at once (one transaction, however many workers). Each worker thread takes
+its next example itself, so no example waits on the calling thread (at concurrency 1 the store write
+used to sit between two examples' LM calls); the workers run at most ``concurrency`` examples ahead
+of what the caller has received, so a crash loses at most twice ``concurrency`` examples: those in
+flight and those finished while the caller was storing.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextvars import ContextVar
 from dataclasses import dataclass
 from queue import SimpleQueue
@@ -60,6 +63,13 @@ class ExampleOutcome:
     @property
     def scored(self) -> bool:
         return self.failure is None and self.metric_error is None
+
+
+@dataclass
+class _WorkerEnd:
+    """An evaluation thread is done: no example left, told to stop, or ``error`` raised."""
+
+    error: BaseException | None = None
 
 
 @dataclass
@@ -177,49 +187,85 @@ class Evaluator:
         should_stop: Callable[[], bool] = lambda: False,
         account: Callable[[list[ExampleOutcome]], None] = lambda outcomes: None,
     ) -> Iterator[list[ExampleOutcome]]:
-        """Yield the outcomes that finished since the last yield; stop submitting when ``should_stop()`` turns true.
+        """Yield the outcomes that finished since the last yield; stop starting examples when ``should_stop()`` turns true.
 
-        Each batch goes to ``account`` (the budget) first; the freed workers then get new examples
-        before the batch is yielded, so storing it overlaps the next LM calls instead of holding
-        them back (a single worker too: storing a result would otherwise add its time to every
-        example's), and ``should_stop`` still sees every finished example's cost when it decides.
-        A crash while a batch is stored loses the calls in flight with it. Close the generator (or
-        use ``contextlib.closing``) when leaving early: it returns without waiting for calls in flight.
+        ``concurrency`` threads each take the next example themselves as soon as they finish one:
+        no example waits for this generator's caller (storing a batch, reporting progress) to hand
+        it over, at one worker as at 64. Before taking an example a thread gives its finished
+        outcome to ``account`` (the budget), then asks ``should_stop``, so the decision sees every
+        finished example's cost; the two are called from the worker threads, one call at a time.
+        The workers run at most ``concurrency`` examples ahead of what the caller has received, so
+        a caller that is slow to store (or to notice an outage) holds them back rather than lose
+        track. A crash while a batch is stored loses the examples in flight with it. Close the
+        generator (or use ``contextlib.closing``) when leaving early: it returns without waiting
+        for calls in flight, whose threads end when their call does.
         """
-        pending: set[Future[ExampleOutcome]] = set()
-        # Futures announce themselves as they finish: waiting costs the same with 64 in flight as
-        # with one (``concurrent.futures.wait`` re-registers on every pending future each time).
-        finished: SimpleQueue[Future[ExampleOutcome]] = SimpleQueue()
         items = iter(examples)
         lm_counts = only_our_lms(program)
+        size = len(examples) if isinstance(examples, Sized) else self.concurrency
+        workers = max(1, min(self.concurrency, size))
+        taking = threading.Lock()  # one thread at a time takes an example, accounts and asks should_stop
+        finished: SimpleQueue[ExampleOutcome | _WorkerEnd] = SimpleQueue()
+        # a slot is an example started or finished and not yet received: at most 2 x concurrency
+        slots = threading.Semaphore(2 * self.concurrency)
+        leaving = threading.Event()
 
-        def refill(pool: ThreadPoolExecutor) -> None:
-            while len(pending) < self.concurrency and not should_stop():
-                item = next(items, None)
-                if item is None:
-                    return
-                future = pool.submit(self._score_one, program, item, lm_counts)
-                future.add_done_callback(finished.put)
-                pending.add(future)
+        def take(outcome: ExampleOutcome | None) -> LabelledExample | None:
+            with taking:
+                if outcome is not None:
+                    account([outcome])
+                    finished.put(outcome)
+                if leaving.is_set() or should_stop():
+                    return None
+                return next(items, None)
 
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="agentsearch-eval")
+        def work() -> None:
+            end = _WorkerEnd()
+            outcome: ExampleOutcome | None = None
+            try:
+                while True:
+                    slots.acquire()
+                    if leaving.is_set():
+                        break
+                    item, outcome = take(outcome), None
+                    if item is None:
+                        break
+                    outcome = self._score_one(program, item, lm_counts)
+                if outcome is not None:  # left early: the finished example still reaches the caller
+                    finished.put(outcome)
+            except BaseException as exc:  # a machine's defect (no sandbox, a failing store): the caller raises it
+                end.error = exc
+            finally:
+                finished.put(end)
+
+        threads = [threading.Thread(target=work, name=f"agentsearch-eval-{index}") for index in range(workers)]
         completed = False
         try:
-            refill(pool)
-            while pending:
-                done = [finished.get()]
+            for thread in threads:
+                thread.start()
+            running = len(threads)
+            while running:
+                received = [finished.get()]
                 while not finished.empty():
-                    done.append(finished.get())
-                pending.difference_update(done)
-                outcomes = [future.result() for future in done]
-                account(outcomes)
-                refill(pool)
-                yield outcomes
+                    received.append(finished.get())
+                outcomes = [entry for entry in received if isinstance(entry, ExampleOutcome)]
+                ends = [entry for entry in received if isinstance(entry, _WorkerEnd)]
+                running -= len(ends)
+                error = next((end.error for end in ends if end.error is not None), None)
+                if error is not None:
+                    leaving.set()  # no thread starts another example; those finished are still handed over
+                if outcomes:
+                    slots.release(len(outcomes))
+                    yield outcomes
+                if error is not None:
+                    raise error
             completed = True
         finally:
-            # Stopped early (Ctrl-C, an outage, the caller closed us): do not wait for calls in
-            # flight, which may hang until their timeout; their threads end on their own.
-            pool.shutdown(wait=completed, cancel_futures=True)
+            if not completed:
+                # Stopped early (Ctrl-C, an outage, the caller closed us): do not wait for calls in
+                # flight, which may hang until their timeout; their threads end on their own.
+                leaving.set()
+                slots.release(len(threads))
 
     def evaluate(self, program: dspy.Module, examples: Iterable[LabelledExample]) -> list[ExampleOutcome]:
         """Every example's outcome, all of them results: raises MetricError or LMUnavailableError (after
