@@ -45,9 +45,13 @@ def _version(package: str) -> str | None:
 def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=RESULTS.parent).stdout.strip()
+    # files of the package or the benches changed since that commit: the figures are theirs, not the commit's
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "agentsearch", "bench"], capture_output=True,
+                             text=True, cwd=RESULTS.parent.parent).stdout.splitlines()
     return {
         "platform": platform.platform(), "cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(),
         "python": sys.version.split()[0], "commit": commit or None,
+        "uncommitted": sorted(line[3:] for line in changed if not line[3:].startswith("bench/results/")),
         "packages": {name: _version(name) for name in ("agentsearch", "dspy", "litellm", "optuna", "sqlalchemy",
                                                         "llama_cpp_python")},
     }
