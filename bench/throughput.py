@@ -1,7 +1,7 @@
 """Overhead, concurrency, repetition and store speed, against a fake LM server with fixed latency; prints JSON.
 
     python bench/throughput.py [--examples 500] [--latency 0.1] [--concurrency 1 4 16 64] [--repeats 3]
-                               [--store-candidates 10000] [--store-results 100] [--postgres URL]
+                               [--model openai/fake] [--store-candidates 10000] [--store-results 100] [--postgres URL]
                                [--workers 1 2 4 8] [--worker-concurrency 4] [--candidates-per-worker 8]
                                [--only concurrency repetition store workers] [--save]
 
@@ -49,7 +49,8 @@ os.environ.setdefault("OPENAI_API_KEY", "sk-fake")  # the fake server ignores it
 ANSWERS = {"label": ["positive", "negative"]}
 
 
-def _write_task(directory: Path, base_url: str, *, train: int, dev: int, test: int, **search: Any) -> Path:
+def _write_task(directory: Path, base_url: str, *, train: int, dev: int, test: int, model: str = "openai/fake",
+                **search: Any) -> Path:
     """A sentiment-shaped task on generated sentences (the fake LM answers by hash, not by meaning)."""
     directory.mkdir(parents=True, exist_ok=True)
     for split, size in (("train", train), ("dev", dev), ("test", test)):
@@ -62,7 +63,7 @@ def _write_task(directory: Path, base_url: str, *, train: int, dev: int, test: i
         "program": {"signature": "sentence -> label", "instructions": "Classify the sentiment."},
         "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
         "metric": "exact_match",
-        "lm": {"model": "openai/fake", "api_base": base_url, "max_tokens": 16, "num_retries": 0},
+        "lm": {"model": model, "api_base": base_url, "max_tokens": 16, "num_retries": 0},
         "search": {"optimizer": "tpe", "levels": ["prompt"], **search},
         "seed": 0,
     }
@@ -84,7 +85,7 @@ def concurrency(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     rows = []
     with running_server(args.latency, ANSWERS) as server:
         task_file = _write_task(work / "concurrency", server.base_url, train=4, dev=args.examples, test=1,
-                                max_candidates=1)
+                                model=args.model, max_candidates=1)
         task = agentsearch.load_task(task_file)
         metric = resolve_metric(task.metric)
         devset = [item.example for item in load_split(task, "dev")]
@@ -364,6 +365,9 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=500)
     parser.add_argument("--latency", type=float, default=0.1, help="seconds the fake server waits per call")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--model", default="openai/fake",
+                        help="the model name sent to the fake server in the concurrency part: a name litellm and "
+                             "DSPy price (openai/gpt-4o-mini) makes both sides price each call as for a hosted model")
     parser.add_argument("--repeats", type=int, default=3, help="passes per concurrency level; the median is reported")
     parser.add_argument("--repetition-latency", type=float, default=0.01)
     parser.add_argument("--store-candidates", type=int, default=10_000)
