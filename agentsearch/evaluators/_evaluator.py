@@ -196,9 +196,10 @@ class Evaluator:
         finished example's cost; the two are called from the worker threads, one call at a time.
         The workers run at most ``concurrency`` examples ahead of what the caller has received, so
         a caller that is slow to store (or to notice an outage) holds them back rather than lose
-        track. A crash while a batch is stored loses the examples in flight with it. Close the
-        generator (or use ``contextlib.closing``) when leaving early: it returns without waiting
-        for calls in flight, whose threads end when their call does.
+        track. A crash while a batch is stored loses the examples in flight and those finished and
+        not yet received: at most twice ``concurrency``. Close the generator (or use
+        ``contextlib.closing``) when leaving early: it returns without waiting for calls in flight,
+        whose threads end when their call does.
         """
         items = iter(examples)
         lm_counts = only_our_lms(program)
