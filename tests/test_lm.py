@@ -77,3 +77,41 @@ def test_completion_format_sends_a_raw_prompt_only_to_lms_that_declare_it(fake_l
     assert fake_lm.last_params.get("raw_prompt") is True
     SpecProgram(spec, {}, build_lm(LMConfig(model="fake/keyword", num_retries=0)))(sentence="a joy 2")
     assert "raw_prompt" not in fake_lm.last_params
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "openai/agentsearch-test-unpriced"])
+def test_dspy_records_our_calls_at_the_meters_price_without_its_own_lookup(model, monkeypatch):
+    """DSPy prices each call for ``lm.history`` from its own copy of litellm's table (for a name it does not
+    hold, a scan of the whole table, twice, on every call); our LMs' calls get the meter's price instead:
+    the figure the budget counted, None (not 0) where there is none. A plain ``dspy.LM`` keeps DSPy's."""
+    from dspy.clients import costs
+
+    from agentsearch.lm._cost import call_cost
+    from agentsearch.testing import FakeOpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+    server = FakeOpenAIServer(latency_s=0.0, answers={"label": ["positive"]}).start()
+    looked_up: list[str] = []
+    lookup = costs.model_info
+    monkeypatch.setattr(costs, "model_info", lambda provider, name, **kw: looked_up.append(name) or lookup(
+        provider, name, **kw))
+    try:
+        ours = build_lm(LMConfig(model=model, api_base=server.base_url, num_retries=0))
+        theirs = dspy.LM(model, api_base=server.base_url, num_retries=0, cache=False)
+        meter = UsageMeter()
+        with dspy.context(usage_tracker=meter):
+            ours(messages=[{"role": "user", "content": f"price me {model}"}])
+        assert looked_up == []
+        entry = ours.history[-1]
+        assert entry["usage"]["prompt_tokens"] > 0
+        if model.endswith("unpriced"):
+            assert entry["cost"] is None and entry["cost_details"]["kind"] == "unknown"
+        else:
+            expected = call_cost(model, entry["usage"]["prompt_tokens"], entry["usage"]["completion_tokens"])
+            assert entry["cost"] == pytest.approx(expected) and entry["cost"] == pytest.approx(meter.usage.cost_usd)
+            assert entry["cost"] > 0 and entry["cost_details"]["kind"] == "estimate"
+        theirs(messages=[{"role": "user", "content": f"price me too {model}"}])
+        assert looked_up  # DSPy's own pricing, untouched for an LM that is not ours
+        assert theirs.history[-1]["cost_details"].get("metadata") or theirs.history[-1]["cost"] is None
+    finally:
+        server.stop()

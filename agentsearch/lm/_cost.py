@@ -75,6 +75,12 @@ def call_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
     return float(prompt_cost + completion_cost)
 
 
+def known_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """``call_cost``, or None where there is no price to give (an unknown price is not a price of 0)."""
+    cost = call_cost(model, prompt_tokens, completion_tokens)
+    return None if is_local(model) or model in _UNPRICED else cost
+
+
 _PROBES = ((120, 7), (1_000, 1_000), (5_000, 300), (40_000, 2_000), (250_000, 1_000), (2_000_000, 20_000))
 """Prompt and completion sizes at which litellm's own price must equal the flat rates' for them to be used."""
 
