@@ -36,10 +36,21 @@ def sentiment_rows(offset: int = 0) -> list[dict]:
     return rows
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups on each worker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The embedded LM's tests share one xdist worker (``-n 2 --dist loadgroup``, the README's command):
+    two llama.cpp processes on the project's 2 cores slow each other several-fold."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("embedded-lm"))
+
+
 @pytest.fixture(autouse=True)
-def fresh_lm_cache(tmp_path_factory: pytest.TempPathFactory):
-    """A memory-and-disk DSPy cache private to the test (DSPy's cache is process-global)."""
+def fresh_lm_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """A memory-and-disk DSPy cache private to the test (DSPy's cache is process-global), also for the
+    processes the test starts (``DSPY_CACHEDIR``): tests run side by side must not share one."""
     directory = tmp_path_factory.mktemp("dspy-cache")
+    monkeypatch.setenv("DSPY_CACHEDIR", str(directory))
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(directory))
     yield
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)

@@ -65,10 +65,15 @@ def script(body: str) -> str:
 
 
 class Tracker:
-    """Records the PID namespace of every sandbox started, to look for its processes afterwards."""
+    """Records the PID namespace of every sandbox started, to look for its processes afterwards.
+
+    Each namespace is held open (a file descriptor), or the kernel could give its number to a new
+    namespace once the sandbox ended: a sandbox of a test process running beside this one would then
+    look like one of ours left running."""
 
     def __init__(self) -> None:
         self.namespaces: set[str] = set()
+        self.held: list[int] = []
         self.count = 0
         self.started = threading.Condition()
         self.original = _isolation.Isolation.start
@@ -90,16 +95,28 @@ class Tracker:
             try:
                 pids = children.read_text().split()
                 if pids:
-                    namespace = os.readlink(f"/proc/{pids[0]}/ns/pid")
-                    if namespace != os.readlink("/proc/self/ns/pid"):
+                    # held open, so the namespace's number is not given to a later one (another test
+                    # process's sandbox, say) while this tracker looks for processes by it
+                    held = os.open(f"/proc/{pids[0]}/ns/pid", os.O_RDONLY)
+                    namespace = os.readlink(f"/proc/self/fd/{held}")
+                    if namespace == os.readlink("/proc/self/ns/pid"):
+                        os.close(held)
+                    else:
                         with self.started:
                             self.namespaces.add(namespace)
+                            self.held.append(held)
                             self.count += 1
                             self.started.notify_all()
                         return
             except OSError:
                 pass
             time.sleep(0.001)
+
+    def close(self) -> None:
+        """Let go of the namespaces held."""
+        for held in self.held:
+            os.close(held)
+        self.held.clear()
 
     def wait_for(self, count: int, timeout: float = 20) -> None:
         with self.started:
@@ -410,7 +427,7 @@ def _evaluate(setup: dict[str, Any], code: str, **limits: Any) -> dict[str, Any]
 
 
 def main() -> None:
-    os.environ.setdefault("DSPY_CACHEDIR", str(Path(sys.argv[1]).parent / "dspy-cache"))
+    os.environ["DSPY_CACHEDIR"] = str(Path(sys.argv[1]).parent / "dspy-cache")  # a directory its uid can write
     setup = json.loads(Path(sys.argv[1]).read_text())
     tracker = Tracker().install()
     report = {"uid": os.getuid(), "isolation": _isolation.isolation().describe(), **attacks(setup, tracker)}

@@ -85,7 +85,9 @@ def test_allocating_10_gb_is_stopped_by_the_memory_limit():
 @pytest.fixture
 def tracker(monkeypatch):
     """Records each sandbox's PID namespace, to look for that sandbox's own processes afterwards."""
-    return Tracker().install(monkeypatch.setattr)
+    tracker = Tracker().install(monkeypatch.setattr)
+    yield tracker
+    tracker.close()
 
 
 def test_a_fork_bomb_starts_no_process(tracker):
