@@ -36,13 +36,30 @@ def sentiment_rows(offset: int = 0) -> list[dict]:
     return rows
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups on each worker
+EMBEDDED_LM_FILES = ("tests/test_e2e_local.py", "tests/test_llama_states.py")
+"""The files of the tests marked ``e2e`` (the embedded LM): run in one test process, one after another."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With ``-n 2`` (the README's command) the embedded LM's tests go to one worker, every other test
+    to whichever is free: two llama.cpp processes on the project's 2 cores slow each other several-fold.
+    (pytest-xdist's ``--dist loadgroup`` cannot do it with pytest 9: it marks a group by rewriting an
+    attribute pytest 9 no longer reads, pytest-xdist issue #1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class EmbeddedLMTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "embedded-lm" if nodeid.split("::", 1)[0] in EMBEDDED_LM_FILES else nodeid
+
+    return EmbeddedLMTogether(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The embedded LM's tests share one xdist worker (``-n 2 --dist loadgroup``, the README's command):
-    two llama.cpp processes on the project's 2 cores slow each other several-fold."""
-    for item in items:
-        if item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.xdist_group("embedded-lm"))
+    misplaced = [item.nodeid for item in items
+                 if item.get_closest_marker("e2e") and item.nodeid.split("::", 1)[0] not in EMBEDDED_LM_FILES]
+    if misplaced:
+        raise pytest.UsageError(f"e2e tests outside EMBEDDED_LM_FILES (tests/conftest.py): {misplaced[:3]}")
 
 
 @pytest.fixture(autouse=True)
