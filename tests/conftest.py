@@ -45,7 +45,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """With ``-n 2`` (the README's command) the embedded LM's tests go to one worker, every other test
     to whichever is free: two llama.cpp processes on the project's 2 cores slow each other several-fold.
     (pytest-xdist's ``--dist loadgroup`` cannot do it with pytest 9: it marks a group by rewriting an
-    attribute pytest 9 no longer reads, pytest-xdist issue #1386.)"""
+    attribute pytest 9 no longer reads, pytest-xdist issue #1386.) A ``--dist`` given on the command
+    line other than xdist's default is left to xdist."""
+    if config.getoption("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class EmbeddedLMTogether(LoadScopeScheduling):  # type: ignore[misc]

@@ -98,8 +98,12 @@ class Tracker:
                     # held open, so the namespace's number is not given to a later one (another test
                     # process's sandbox, say) while this tracker looks for processes by it
                     held = os.open(f"/proc/{pids[0]}/ns/pid", os.O_RDONLY)
-                    namespace = os.readlink(f"/proc/self/fd/{held}")
-                    if namespace == os.readlink("/proc/self/ns/pid"):
+                    try:
+                        namespace = os.readlink(f"/proc/self/fd/{held}")
+                        ours = namespace == os.readlink("/proc/self/ns/pid")
+                    except OSError:
+                        ours = True  # not read: let go of it and look again
+                    if ours:
                         os.close(held)
                     else:
                         with self.started:

@@ -112,6 +112,27 @@ def test_dspy_records_our_calls_at_the_meters_price_without_its_own_lookup(model
             assert entry["cost"] > 0 and entry["cost_details"]["kind"] == "estimate"
         theirs(messages=[{"role": "user", "content": f"price me too {model}"}])
         assert looked_up  # DSPy's own pricing, untouched for an LM that is not ours
-        assert theirs.history[-1]["cost_details"].get("metadata") or theirs.history[-1]["cost"] is None
+        assert theirs.history[-1]["cost_details"].get("source") != "agentsearch"
+    finally:
+        server.stop()
+
+
+def test_a_price_that_cannot_be_computed_leaves_the_call_answered(monkeypatch):
+    """Pricing is advisory: if the meter's price raises, the call still answers (no failure that a run would
+    count against the program), and its history says the cost is unknown."""
+    from agentsearch.lm import _factory
+    from agentsearch.testing import FakeOpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("price table unreadable")
+
+    monkeypatch.setattr(_factory, "known_cost", broken)
+    server = FakeOpenAIServer(latency_s=0.0, answers={"label": ["positive"]}).start()
+    try:
+        lm = build_lm(LMConfig(model="openai/gpt-4o-mini", api_base=server.base_url, num_retries=0))
+        assert lm(messages=[{"role": "user", "content": "price me, if you can"}])
+        assert lm.history[-1]["cost"] is None and lm.history[-1]["cost_details"]["kind"] == "unknown"
     finally:
         server.stop()

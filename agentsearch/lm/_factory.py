@@ -93,7 +93,10 @@ def _price_calls_as_the_meter_does() -> None:
         usage = getattr(response, "usage", None)
         prompt = getattr(usage, "input_tokens", None)
         completion = getattr(usage, "output_tokens", None)
-        cost = None if prompt is None or completion is None else known_cost(lm.model, prompt, completion)
+        try:  # advisory, as DSPy's own: a finished call never fails over its price
+            cost = None if prompt is None or completion is None else known_cost(lm.model, prompt, completion)
+        except Exception:
+            cost = None
         result.cost = cost
         result.cost_details = (
             {"kind": "estimate", "currency": "USD", "model": lm.model, "source": "agentsearch"} if cost is not None
