@@ -11,6 +11,7 @@ plain-DSPy module to load into, so they are refused with the reason.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ def write_standalone_design(spec: DesignSpec, path: str | Path, *, model: str, l
 
 
 DSPY_MODULES = {"predict": "dspy.Predict", "chain_of_thought": "dspy.ChainOfThought"}
-DSPY_ADAPTERS = {"chat": None, "json": "dspy.JSONAdapter()", "xml": "dspy.XMLAdapter()"}
-"""Formats plain DSPy has an adapter for (None: its default, ChatAdapter)."""
+DSPY_ADAPTERS = {"chat": None, "json": "agentsearch.search_space.JSONModeAdapter()", "xml": "dspy.XMLAdapter()"}
+"""Formats plain DSPy has an adapter for (None: its default, ChatAdapter). The json format is DSPy's
+JSONAdapter asking for JSON mode wherever the provider takes it, as it was scored (plain
+``dspy.JSONAdapter()`` asks only where the LM object declares it)."""
 
 
 def write_dspy_state(program: Any, path: str | Path) -> str:
@@ -52,11 +55,8 @@ def write_dspy_state(program: Any, path: str | Path) -> str:
 
     if isinstance(program, UserProgram):  # your own program: its state, loaded into a fresh instance of it
         program.program.save(str(path))
-        module, _, function = program.spec.program.partition(":")
         searched = any(isinstance(p, SearchedPredictor) for _, p in program.program.named_predictors())
-        load = (f'agentsearch.load_into({function}(), "{Path(path).name}")  # its predictors\' kinds and formats too'
-                if searched else f'{function}().load("{Path(path).name}")')
-        return f"from {module} import {function}\nprogram = {load}"
+        return _loader(program.spec.program, path, searched)
     if not isinstance(program, SpecProgram):
         raise ExportError("an agent design is Python code run in a sandbox: plain DSPy has no module to load it "
                           "into; use the .py file or agentsearch.load_program")
@@ -74,8 +74,43 @@ def write_dspy_state(program: Any, path: str | Path) -> str:
     program.nodes[0].module.save(str(path))
     lines = [f'program = {DSPY_MODULES[node.module]}("{node.signature}")', f'program.load("{Path(path).name}")']
     if DSPY_ADAPTERS[node.format]:
+        if node.format == "json":
+            lines.insert(0, "import agentsearch.search_space")
         lines.append(f"dspy.configure(adapter={DSPY_ADAPTERS[node.format]})  # the format it was scored with")
     return "\n".join(lines)
+
+
+def write_student_state(student_state: dict[str, Any], reference: str, spec: Any, demos: dict[str, Any],
+                        path: str | Path) -> str:
+    """Write your program's optimized DSPy state from the state the run kept of it (no need to import
+    or build your class); returns the lines that load it into a fresh instance."""
+    from dspy.utils.saving import get_dependency_versions
+
+    from agentsearch.search_space._user import AS_WRITTEN, candidate_state
+
+    state = candidate_state(student_state, spec, demos)
+    state["metadata"] = {"dependency_versions": get_dependency_versions()}
+    Path(path).write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    searched = any({"module": node.module, "format": node.format} != AS_WRITTEN for node in spec.predictors)
+    return _loader(reference, path, searched)
+
+
+def _loader(reference: str, path: str | Path, searched: bool) -> str:
+    """The lines that load a saved state into a fresh instance of your program."""
+    from agentsearch._references import IN_PROCESS
+    from agentsearch.search_space._user import STATE_MARK
+
+    module, _, function = reference.split(STATE_MARK)[0].rpartition(":")
+    name = Path(path).name
+    if searched:
+        lines = ["import agentsearch", f'program = agentsearch.load_into({function}(), "{name}")  # its predictors\' '
+                                       "kinds and formats too"]
+    else:
+        lines = [f"program = {function}()", f'program.load("{name}")']
+    if module.startswith(IN_PROCESS):  # a class defined where it was compiled (a notebook): the user has it there
+        lines[-1] += f"  # {function}: your class, as you compiled it"
+        return "\n".join(lines)
+    return "\n".join([f"from {module} import {function}", *lines])
 
 
 def lm_options(lm: dict[str, Any]) -> dict[str, Any]:

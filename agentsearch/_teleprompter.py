@@ -7,49 +7,119 @@ store and budget as a task file, and returns an optimized deep copy of the stude
 your ``forward``. Asked to (``formats=[...]``, ``levels=["prompt", "module"]``), it also searches
 each predictor's prompt format and reasoning kind; those choices are beyond what DSPy's saved
 state holds, so such a program is reloaded with ``agentsearch.load_into`` rather than plain
-``load`` (by default the search stays within what plain DSPy reloads). The run is in the store like any other (``agentsearch runs``); compiling again
-with the same student, data and settings continues that run, so a killed compile resumes without
-repeating a finished evaluation.
+``load`` (by default the search stays within what plain DSPy reloads). The run is in the store like
+any other (``agentsearch runs``); compiling again with the same student, data and settings
+continues that run, so a killed compile resumes without repeating a finished evaluation.
 
-The student, the metric and the examples stay in this process: the task kept with the run names
-them by in-process references, and the examples are written as JSON lines beside the store (they
-must be JSON values). Another process cannot join such a run.
+What was scored is what comes back. The search calls the LM you configured as you configured it:
+its model, base URL, request options and key (the key in this process's memory only: never
+stored, printed or exported). Whatever a candidate needs of a request (JSON mode for the json
+format, a temperature for the sampling kinds) is done by the program itself, so the returned
+program behaves the same under your ``dspy.LM`` as it did in the search.
+
+The run knows how to make the student again: where its class imports (``package.module:Class``)
+and builds with no arguments, the run keeps that reference and the student's DSPy state, so
+``agentsearch export``, ``evaluate``, ``show`` and ``report`` work from any process. A class that
+does not import that way (defined in a notebook or a script's ``__main__``) stays in this process
+for running, but its state is kept all the same: ``export --format dspy`` writes the optimized
+state, which ``load_into(MyProgram(), path)`` loads. The metric and the examples stay in this
+process (the examples as JSON lines beside the store): another process cannot join such a run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
+import importlib
+import inspect
 import json
+import logging
 import os
 import random
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
+from pydantic import ValidationError
 
+from agentsearch._callbacks import SearchCallback
 from agentsearch._references import in_process_reference
-from agentsearch.exceptions import TaskSpecError
+from agentsearch.exceptions import TaskSpecError, describe_validation_error
+
+logger = logging.getLogger("agentsearch")
+
+AUTO_PRESETS: dict[str, dict[str, int]] = {
+    "light": {"max_candidates": 10, "max_lm_calls": 500},
+    "medium": {"max_candidates": 25, "max_lm_calls": 2_000},
+    "heavy": {"max_candidates": 60, "max_lm_calls": 6_000},
+}
+"""``auto=``: candidates scored on the validation set and LM calls the whole search may make."""
+
+_CALL_SETTINGS = ("temperature", "max_tokens", "max_completion_tokens", "api_base", "base_url", "timeout")
 
 
-def _lm_config(lm: Any) -> dict[str, Any]:
-    """The task file's ``lm`` block for a ``dspy.LM`` (its model and call settings; never its key)."""
+def _json_value(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _lm_config(lm: Any, what: str = "lm") -> dict[str, Any]:
+    """The task file's ``lm`` block for a ``dspy.LM``: its model, call settings and request options as the
+    user set them. Credentials (``api_key``, headers) are handed to this process's LMs in memory and
+    never enter the block (which the store keeps)."""
+    from agentsearch.lm._secrets import hand_over_credentials, is_secret_name
+
     if isinstance(lm, str):
         return {"model": lm}
     if isinstance(lm, dict):
         return dict(lm)
     if lm is None or not getattr(lm, "model", None):
         raise TaskSpecError("AgentSearch: no LM: pass lm=dspy.LM(...) or configure one with dspy.configure(lm=...)")
-    kwargs = getattr(lm, "kwargs", {}) or {}
-    config: dict[str, Any] = {"model": lm.model}
-    for key in ("temperature", "max_tokens", "api_base"):
-        if kwargs.get(key) is not None:
-            config[key] = kwargs[key]
+    kwargs = dict(getattr(lm, "kwargs", {}) or {})
+    config: dict[str, Any] = {
+        "model": lm.model,
+        "temperature": kwargs.get("temperature"),
+        # DSPy sends an OpenAI reasoning model's max_tokens as max_completion_tokens
+        "max_tokens": kwargs.get("max_tokens", kwargs.get("max_completion_tokens")),
+        "model_type": getattr(lm, "model_type", "chat") or "chat",
+    }
+    api_base = kwargs.get("api_base") or kwargs.get("base_url")
+    if api_base:
+        config["api_base"] = api_base
+    if kwargs.get("timeout") is not None:
+        config["timeout"] = kwargs["timeout"]
     if getattr(lm, "num_retries", None) is not None:
-        config["num_retries"] = lm.num_retries
+        config["num_retries"] = min(int(lm.num_retries), 20)
+    credentials = {key: value for key, value in kwargs.items() if is_secret_name(key) and value is not None}
+    options = {}
+    for key, value in kwargs.items():
+        if key in _CALL_SETTINGS or key in credentials or value is None:
+            continue
+        if not _json_value(value):
+            raise TaskSpecError(f"AgentSearch: {what} option {key!r} is a {type(value).__name__}, not a JSON value: "
+                                "a search must be able to keep how its LM was called")
+        options[key] = value
+    if options:
+        config["options"] = options
+    hand_over_credentials(lm.model, api_base, credentials)
     return config
+
+
+def check_model(model: str, field: str) -> None:
+    """Refuse, in one line naming ``field``, a model string no provider can be called for."""
+    from agentsearch.lm import model_problem
+
+    problem = model_problem(model)
+    if problem is not None:
+        raise TaskSpecError(f"{field}: {problem}")
 
 
 def _inputs(example: Any, what: str) -> list[str]:
@@ -69,51 +139,225 @@ def _rows(examples: Sequence[dspy.Example], inputs: list[str], outputs: list[str
             raise TaskSpecError(f"AgentSearch.compile: {what}[{i}] has inputs {sorted(names)}, the "
                                 f"first example {sorted(inputs)} (call .with_inputs(...) on every example)")
         row = {name: example[name] for name in [*inputs, *outputs] if name in example}
-        try:
-            json.dumps(row)
-        except TypeError as exc:
-            raise TaskSpecError(f"AgentSearch.compile: {what}[{i}]: fields must be JSON values ({exc})") from None
+        if not _json_value(row):
+            raise TaskSpecError(f"AgentSearch.compile: {what}[{i}]: fields must be JSON values")
         rows.append(row)
     return rows
 
 
+def _shape(program: dspy.Module) -> list[tuple[str, str, dict[str, str]]]:
+    return [(name, type(predictor).__name__, {field: repr(info.annotation) for field, info in
+                                              predictor.signature.fields.items()})
+            for name, predictor in program.named_predictors()]
+
+
+def student_reference(student: dspy.Module) -> str | None:
+    """``package.module:Class`` when the student's class imports under that name and builds with no
+    arguments into the same predictors (names, classes, fields); None otherwise (a notebook's class,
+    a class whose constructor takes arguments)."""
+    cls = type(student)
+    module_name, qualname = cls.__module__, cls.__qualname__
+    if module_name == "__main__" or "<" in qualname:
+        return None
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        if found is not cls:
+            return None
+        fresh = cls()
+    except Exception:  # noqa: BLE001 - not rebuildable: the run keeps the student in this process
+        return None
+    return f"{module_name}:{qualname}" if _shape(fresh) == _shape(student) else None
+
+
+def student_state(student: dspy.Module) -> dict[str, Any] | None:
+    """The student's DSPy state as the run keeps it: without any predictor's own LM (whose state could
+    hold a key); None when it is not JSON."""
+    state = student.dump_state()
+    for entry in state.values():
+        if isinstance(entry, dict) and "lm" in entry:
+            entry["lm"] = None
+    return state if _json_value(state) else None
+
+
+def _search_fields() -> set[str]:
+    from agentsearch.task import SearchConfig
+
+    return set(SearchConfig.model_fields)
+
+
+class _LogProgress(SearchCallback):
+    """The search's progress through the ``agentsearch`` logger, as DSPy's optimizers log theirs."""
+
+    def __init__(self, max_lm_calls: int | None) -> None:
+        self.max_lm_calls = max_lm_calls
+        self.calls = 0
+
+    def on_phase(self, message: str) -> None:
+        logger.info(message)
+
+    def on_example(self, outcome: Any, usage: Any) -> None:
+        self.calls = usage.lm_calls
+
+    def on_evaluation_end(self, candidate: Any, evaluation: Any, best_dev: float | None) -> None:
+        from agentsearch.search_space import parse_spec
+
+        score = "-" if evaluation.score is None else f"{evaluation.score:.3f}"
+        best = "-" if best_dev is None else f"{best_dev:.3f}"
+        left = "" if self.max_lm_calls is None else f" ({max(0, self.max_lm_calls - self.calls)} left)"
+        pruned = ", pruned" if evaluation.status == "pruned" else ""
+        errors = f", {evaluation.n_errors} errors" if evaluation.n_errors else ""
+        logger.info("candidate #%d [%s] %s: %s on %d examples%s%s | best dev %s | LM calls %d%s", candidate.number,
+                    parse_spec(candidate.spec).structure(), evaluation.split, score, evaluation.n, errors, pruned,
+                    best, self.calls, left)
+
+
+class _Both(SearchCallback):
+    """Several callbacks as one."""
+
+    def __init__(self, *callbacks: SearchCallback) -> None:
+        self.callbacks = callbacks
+
+    def on_phase(self, message: str) -> None:
+        for callback in self.callbacks:
+            callback.on_phase(message)
+
+    def on_evaluation_start(self, candidate: Any, split: str, total: int, done: int) -> None:
+        for callback in self.callbacks:
+            callback.on_evaluation_start(candidate, split, total, done)
+
+    def on_example(self, outcome: Any, usage: Any) -> None:
+        for callback in self.callbacks:
+            callback.on_example(outcome, usage)
+
+    def on_evaluation_end(self, candidate: Any, evaluation: Any, best_dev: float | None) -> None:
+        for callback in self.callbacks:
+            callback.on_evaluation_end(candidate, evaluation, best_dev)
+
+
+@contextlib.contextmanager
+def _shown(verbose: bool) -> Iterator[None]:
+    """While compiling: the ``agentsearch`` logger's INFO lines on stderr, as DSPy shows its own, unless
+    the application configured logging itself (a handler on it or on the root logger) or ``verbose``
+    is off."""
+    handler = None
+    if verbose and not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y/%m/%d %H:%M:%S"))
+        logger.addHandler(handler)
+    level = logger.level
+    if verbose and logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if handler is not None:
+            logger.removeHandler(handler)
+
+
 class AgentSearch(Teleprompter):
-    """Search a DSPy program's prompts with agentsearch; ``compile`` returns the optimized copy.
+    """Search a DSPy program's prompts (and, asked to, its predictors' reasoning kinds and prompt
+    formats) with agentsearch; ``compile`` returns the optimized copy.
 
     ``metric(example, prediction, trace=None)`` as DSPy's optimizers take it (a float, 1 = right).
-    ``lm``: a ``dspy.LM`` (default: the configured one); ``proposer_lm`` writes instructions
-    (default: ``lm``). ``max_candidates`` programs are scored on the validation set, the student as
-    it is among them; ``max_lm_calls`` bounds the whole search. ``storage``: a SQLAlchemy URL
-    (default ``sqlite:///agentsearch.db``). Other keyword arguments are ``search`` fields of a task
-    file (``num_instructions``, ``max_demos``, ``num_demo_sets``, ``bootstrap_examples``,
-    ``optimizer``, ``pruner``, ``minibatch``, ``levels``, ``formats``, ``modules``). ``run`` names
-    the run (default: from the student, data and settings, so the same compile continues it).
+    ``lm``: a ``dspy.LM`` (default: the configured one), called as you configured it: model,
+    ``api_base``, ``api_key`` (kept in memory only), request options. ``proposer_lm`` writes
+    instructions (default: ``lm``).
 
-    ``levels`` (default ``["prompt"]``): add ``"module"`` to search each predictor's reasoning kind
-    (predict as written, chain of thought, self-consistency, best-of-n), where its signature allows.
-    ``reward(inputs: dict, outputs: dict) -> float`` lets best-of-n pick among samples by your
-    reward instead of an LM verdict (never the metric: it needs the gold answer). ``formats``
-    (default ``["chat"]``: the adapter DSPy is configured with): e.g. ``["chat", "json",
-    "completion"]`` to search each predictor's prompt format. A program whose kinds or formats
-    changed reloads with ``agentsearch.load_into(MyProgram(), path)``; plain ``load`` restores only
-    its instructions and demos.
+    How much to search: ``auto="light" | "medium" | "heavy"`` (as DSPy's MIPROv2) sets
+    ``max_candidates`` and ``max_lm_calls`` to 10 and 500, 25 and 2,000, or 60 and 6,000; or give
+    ``max_candidates`` (programs scored on the validation set, the student as it is among them;
+    default 20) and ``max_lm_calls`` (the whole search's calls; default unbounded) yourself.
+    ``num_threads`` (DSPy's name; ``concurrency`` is the same): examples evaluated at once.
+    ``max_bootstrapped_demos`` / ``max_labeled_demos``: each demo set is drawn from your program's
+    passing traces first, then bare train examples, up to the larger of the two (default 8).
+    ``storage``: a SQLAlchemy URL (default ``sqlite:///agentsearch.db``). ``run`` names the run
+    (default: from the student, data and settings, so the same compile continues it). ``verbose``
+    (default True): progress on stderr through the ``agentsearch`` logger (unless you configured
+    logging yourself); ``callback`` (an ``agentsearch.SearchCallback``) gets every event too.
+
+    Other keyword arguments are ``search`` fields of a task file: ``levels`` (default
+    ``["prompt"]``; add ``"module"`` to search each predictor's reasoning kind: predict as written,
+    chain of thought, self-consistency, best-of-n, where its signature allows; prompts are searched
+    first and kinds on top of the best prompts), ``formats`` (default ``["chat"]``, the adapter DSPy
+    is configured with; e.g. ``["chat", "json", "completion"]``), ``num_instructions``,
+    ``num_demo_sets``, ``bootstrap_examples``, ``optimizer``, ``pruner``, ``minibatch``,
+    ``modules``, ``prompt_share``. ``reward(inputs: dict, outputs: dict) -> float`` lets best-of-n
+    pick among samples by your reward instead of an LM verdict (never the metric: it needs the gold
+    answer). Every argument is checked here; an unknown name is refused with the closest valid one.
+
+    A program whose kinds or formats changed reloads with ``agentsearch.load_into(MyProgram(), path)``;
+    plain ``load`` restores only its instructions and demos. After ``compile``, ``result`` holds the
+    run's outcome (``print(optimizer.result)`` shows its summary).
     """
 
     def __init__(self, metric: Callable[..., Any], *, lm: Any = None, proposer_lm: Any = None,
-                 max_candidates: int = 20, max_lm_calls: int | None = None, storage: str | None = None,
-                 run: str | None = None, concurrency: int = 1, seed: int = 0, callback: Any = None,
-                 reward: Callable[[dict, dict], float] | None = None, **search: Any) -> None:
+                 auto: Literal["light", "medium", "heavy"] | None = None, max_candidates: int | None = None,
+                 max_lm_calls: int | None = None, num_threads: int | None = None, concurrency: int | None = None,
+                 max_bootstrapped_demos: int | None = None, max_labeled_demos: int | None = None,
+                 storage: str | None = None, run: str | None = None, seed: int = 0,
+                 callback: SearchCallback | None = None, reward: Callable[[dict, dict], float] | None = None,
+                 verbose: bool = True, **search: Any) -> None:
         super().__init__()
+        own = [name for name in inspect.signature(AgentSearch.__init__).parameters if name not in ("self", "search")]
+        valid = sorted({*own, *_search_fields()})
+        for name in search:
+            if name not in _search_fields():
+                close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"
+                raise TaskSpecError(f"AgentSearch: unknown argument {name!r}{hint}")
+        if not callable(metric):
+            raise TaskSpecError(f"AgentSearch: metric is a {type(metric).__name__}, not a function "
+                                "metric(example, prediction, trace=None)")
+        if auto is not None:
+            if auto not in AUTO_PRESETS:
+                raise TaskSpecError(f"AgentSearch: auto={auto!r}; use one of {', '.join(map(repr, AUTO_PRESETS))}")
+            if max_candidates is not None or max_lm_calls is not None:
+                raise TaskSpecError("AgentSearch: auto sets max_candidates and max_lm_calls; give auto or those")
+            max_candidates, max_lm_calls = AUTO_PRESETS[auto]["max_candidates"], AUTO_PRESETS[auto]["max_lm_calls"]
+        if num_threads is not None and concurrency is not None and num_threads != concurrency:
+            raise TaskSpecError("AgentSearch: num_threads and concurrency are the same setting; give one")
+        threads = num_threads if num_threads is not None else concurrency if concurrency is not None else 1
+        demos = [bound for bound in (max_bootstrapped_demos, max_labeled_demos) if bound is not None]
+        if demos:
+            if "max_demos" in search:
+                raise TaskSpecError("AgentSearch: max_demos and max_bootstrapped_demos/max_labeled_demos are the same "
+                                    "bound; give one")
+            search["max_demos"] = max(demos)
         self.metric = metric
         self.lm, self.proposer_lm = lm, proposer_lm
-        self.max_candidates, self.max_lm_calls = max_candidates, max_lm_calls
-        self.storage, self.run, self.concurrency, self.seed = storage, run, concurrency, seed
+        self.auto = auto
+        self.max_candidates = 20 if max_candidates is None else max_candidates
+        self.max_lm_calls = max_lm_calls
+        self.storage, self.run, self.concurrency, self.seed = storage, run, threads, seed
         self.search = search
         self.reward = reward
+        self.verbose = verbose
         self.callback = callback
         """An ``agentsearch.SearchCallback`` for progress."""
         self.result: Any = None
         """The last compile's ``OptimizeResult`` (scores with intervals, the run, pruning)."""
+        self._check_settings()
+        for name, given in (("lm", lm), ("proposer_lm", proposer_lm)):
+            if given is not None and getattr(given, "model", None):
+                check_model(given.model, f"AgentSearch: {name}")
+
+    def _check_settings(self) -> None:
+        """The settings as a task's ``search``, ``budget`` and ``concurrency``, checked now rather than in compile."""
+        from agentsearch.task import MAX_CONCURRENCY, BudgetConfig, SearchConfig
+
+        try:
+            SearchConfig.model_validate(self._search_block())
+            BudgetConfig.model_validate({"max_lm_calls": self.max_lm_calls})
+        except ValidationError as exc:
+            raise TaskSpecError(f"AgentSearch: {describe_validation_error(exc)}") from None
+        if not isinstance(self.concurrency, int) or not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise TaskSpecError(f"AgentSearch: num_threads must be a whole number from 1 to {MAX_CONCURRENCY}")
+
+    def _search_block(self) -> dict[str, Any]:
+        return {"levels": ["prompt"], "formats": ["chat"], "max_candidates": self.max_candidates, **self.search}
 
     def compile(self, student: dspy.Module, *, trainset: Sequence[dspy.Example],
                 valset: Sequence[dspy.Example] | None = None, teacher: Any = None, **kwargs: Any) -> dspy.Module:
@@ -138,8 +382,16 @@ class AgentSearch(Teleprompter):
             train, dev = shuffled[cut:] or shuffled[:cut], shuffled[:cut]
         rows = {"train": _rows(train, inputs, outputs, "trainset"), "dev": _rows(dev, inputs, outputs, "valset")}
         lm = _lm_config(self.lm or dspy.settings.lm)
-        identity = json.dumps({"program": type(student).__qualname__, "state": student.dump_state(), "rows": rows,
-                               "lm": lm, "search": self.search, "reward": getattr(self.reward, "__qualname__", None),
+        check_model(lm["model"], "AgentSearch: lm")
+        state = student_state(student)
+        if state is not None:  # as the store keeps it (a key-shaped demo masked), so the digest is the stored one's
+            from agentsearch.lm import redact_tree
+
+            state = redact_tree(state)
+        reference = student_reference(student) if state is not None else None
+        identity = json.dumps({"program": type(student).__qualname__, "state": state or student.dump_state(),
+                               "rows": rows, "lm": lm, "search": self.search,
+                               "reward": getattr(self.reward, "__qualname__", None),
                                "max_candidates": self.max_candidates, "seed": self.seed}, sort_keys=True, default=str)
         digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
         name = self.run or f"compile-{type(student).__name__}-{digest}"
@@ -152,15 +404,18 @@ class AgentSearch(Teleprompter):
         for split, split_rows in rows.items():
             (workdir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in split_rows),
                                                    encoding="utf-8")
-        search: dict[str, Any] = {"levels": ["prompt"], "formats": ["chat"], "max_candidates": self.max_candidates,
-                                  **self.search}
+        search = self._search_block()
         if self.reward is not None:
             search["modules"] = {**(search.get("modules") or {}),
                                  "reward": in_process_reference(f"{name}:reward", self.reward)}
+        program: dict[str, Any] = {
+            "signature": f"{', '.join(inputs)} -> {', '.join(outputs)}",
+            "module": reference or in_process_reference(f"{name}:{type(student).__qualname__}", lambda: student)}
+        if state is not None:
+            program["state"] = state
         task: dict[str, Any] = {
             "name": name,
-            "program": {"signature": f"{', '.join(inputs)} -> {', '.join(outputs)}",
-                        "module": in_process_reference(f"{name}:program", lambda: student)},
+            "program": program,
             "data": {"train": "train.jsonl", "dev": "dev.jsonl"},
             "metric": in_process_reference(f"{name}:metric", self.metric),
             "lm": lm,
@@ -170,10 +425,24 @@ class AgentSearch(Teleprompter):
             "seed": self.seed,
         }
         if self.proposer_lm is not None:
-            task["proposer_lm"] = _lm_config(self.proposer_lm)
+            task["proposer_lm"] = _lm_config(self.proposer_lm, "proposer_lm")
         if self.storage is not None:
             task["storage"] = self.storage
-        self.result = optimize(validate_task(task, source="AgentSearch.compile", base_dir=workdir), run_name=name,
-                               callback=self.callback)
+        if reference is None:
+            logger.info("%s is not importable as package.module:Class with no arguments: this run's program can be "
+                        "run in this process only (export --format dspy still writes its state)",
+                        type(student).__qualname__)
+        progress: SearchCallback = _LogProgress(self.max_lm_calls)
+        if self.callback is not None:
+            progress = _Both(progress, self.callback)
+        with _shown(self.verbose):
+            self.result = optimize(validate_task(task, source="AgentSearch.compile", base_dir=workdir), run_name=name,
+                                   callback=progress)
+            logger.info("best: candidate #%d, dev %s (the student: %s); run %s", self.result.best.candidate.number,
+                        _score(self.result.best.dev_score), _score(self.result.seed.dev_score), self.result.run.name)
         best = self.result.best_program
         return best.program if hasattr(best, "program") else best
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

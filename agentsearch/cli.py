@@ -184,29 +184,11 @@ def _drive(search: Any, max_candidates: int, *, url: str, again: str, as_json: b
     if as_json:
         _emit_json(summary)
         return
-    from agentsearch._stats import verdict
-
-    out.print(f"run {result.run.name}: {result.run.status} ({result.stop_reason})")
-    table = Table()
-    for column in ("", "candidate", "dev", "test"):
-        table.add_column(column)
-    table.add_row("seed", f"#{result.seed.candidate.number} (id {result.seed.candidate.id})",
-                  _score(result.seed.dev_score), _score(result.seed.test_score))
-    table.add_row("best", f"#{result.best.candidate.number} (id {result.best.candidate.id})",
-                  _score(result.best.dev_score), _score(result.best.test_score))
-    out.print(table)
-    for key, label in (("best_dev", "best dev"), ("best_test", "best test"),
-                       ("best_minus_seed_dev", "best - seed, dev"), ("best_minus_seed_test", "best - seed, test")):
-        if key in result.intervals:
-            estimate, sign = result.intervals[key], "+" if "minus" in key else ""
-            claim = f": {verdict(estimate)}" if "minus" in key else ""
-            out.print(f"{label}: {estimate.mean:{sign}.3f} (95% CI {estimate.low:{sign}.3f} to {estimate.high:{sign}.3f},"
-                      f" {estimate.n} examples){claim}")
-    out.print(f"LM calls {result.usage.lm_calls}, tokens {result.usage.tokens}, cost ${result.usage.cost_usd:.4f}, "
-              f"wall {result.wall_s:.1f} s")
-    if result.pruning.pruned:
-        out.print(f"pruned {result.pruning.pruned} candidates early: {result.pruning.lm_calls_spent} LM calls spent on "
-                  f"them, about {result.pruning.lm_calls_saved} saved against scoring them on all of dev")
+    for part in result.summary_parts():
+        if isinstance(part, str):
+            out.print(part, markup=False, highlight=False)
+        else:
+            out.print(part)
     out.print(f"export the best program: agentsearch export {result.run.name} --out best.json"
               + (f" --storage {mask_url(url)}" if url != DEFAULT_STORAGE else ""), markup=False, highlight=False,
               soft_wrap=True)  # a command to copy: one line, however long
@@ -472,14 +454,23 @@ def export(run: str = typer.Argument(..., help="run name or id"),
     spec = parse_spec(candidate.spec)
     metadata = program_metadata(record, CandidateResult(candidate, dev, test))
     lm = redact_tree(record.task["lm"])  # stored masked; runs of older versions may not be
+    demos = (record.space or {}).get("demos", {})
+    student = _stored_program(record)  # AgentSearch.compile's student: how to build it, its DSPy state
+    if file_format == "dspy" and student is not None and student.state is not None and spec.topology == "program":
+        from agentsearch._export import write_student_state
+
+        loader = write_student_state(student.state, str(spec.program), spec, demos, out_file)  # no class needed
+        out.print(f"wrote {out_file}: candidate {candidate.id} (#{candidate.number}), dev {_score(dev.score)}, as "
+                  f"DSPy state; load it with:\n{loader}", markup=False, highlight=False, soft_wrap=True)
+        return
     # your own program (program.module) is imported from where you run export, as from beside the task file
-    program = build_program(spec, (record.space or {}).get("demos", {}), base_dir=Path.cwd())
+    program = build_program(spec, demos, base_dir=Path.cwd())
     if file_format == "dspy":
         from agentsearch._export import write_dspy_state
 
         loader = write_dspy_state(program, out_file)  # refuses, writing nothing, what DSPy cannot load
         out.print(f"wrote {out_file}: candidate {candidate.id} (#{candidate.number}), dev {_score(dev.score)}, as "
-                  f"DSPy state; load it with plain DSPy:\n{loader}")
+                  f"DSPy state; load it with:\n{loader}", markup=False, highlight=False, soft_wrap=True)
         return
     save_program(program, out_file, lm=lm, metadata=metadata)
     out.print(f"wrote {out_file}: candidate {candidate.id} (#{candidate.number}), dev {_score(dev.score)}")
@@ -489,6 +480,22 @@ def export(run: str = typer.Argument(..., help="run name or id"),
         standalone = write_standalone_design(spec, out_file.with_suffix(".py"), model=lm["model"],
                                              lm_options=lm_options(lm), metadata=metadata)
         out.print(f"wrote {standalone}: the design as a standalone Python program")
+
+
+def _stored_program(record: Any) -> Any:
+    """The run's ``program`` block, read so this process can build the program it names (a compiled
+    student's DSPy state is kept there); None for a run of a program built from a signature."""
+    from pydantic import ValidationError
+
+    from agentsearch.task import ProgramConfig
+
+    block = record.task.get("program") or {}
+    if not block.get("module"):
+        return None
+    try:
+        return ProgramConfig.model_validate(block)
+    except ValidationError as exc:
+        raise AgentSearchError(f"run {record.name}: its stored program block cannot be read ({exc.errors()[0]['msg']})")
 
 
 @app.command()

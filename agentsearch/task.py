@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     field_validator,
     model_validator,
@@ -40,6 +41,10 @@ class LMPrice(_Strict):
     output_per_million: float = Field(ge=0)
 
 
+CALL_SETTINGS = ("model", "temperature", "max_tokens", "api_base", "model_type", "num_retries", "timeout")
+"""LMConfig's own fields: not request ``options``."""
+
+
 class LMConfig(_Strict):
     """One LM: a litellm model string plus the call settings that change its outputs.
 
@@ -48,9 +53,13 @@ class LMConfig(_Strict):
     """
 
     model: str = Field(min_length=1)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=256, gt=0)
+    temperature: float | None = Field(default=0.0, ge=0.0, le=2.0,
+                                      description="null: the provider's default, as a dspy.LM given none")
+    max_tokens: int | None = Field(default=256, gt=0, description="null: the provider's default")
     api_base: str | None = None
+    model_type: Literal["chat", "text", "responses"] = Field(default="chat", description="as dspy.LM's model_type")
+    options: dict[str, JsonValue] = Field(default_factory=dict, description="other request options sent as they are "
+                                                                             "(top_p, stop, seed, ...)")
     num_retries: int = Field(default=3, ge=0, le=20, description="attempts after the first for a call that fails "
                                                                    "for infrastructure reasons (429, 5xx, timeout)")
     timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds per attempt (litellm's own default is 600)")
@@ -60,6 +69,18 @@ class LMConfig(_Strict):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"model": value} if isinstance(value, str) else value
+
+    @field_validator("options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from agentsearch.lm._secrets import is_secret_name
+
+        for name in value:
+            if is_secret_name(name) or name in CALL_SETTINGS:
+                raise ValueError(f"{name!r}: " + ("set it as lm." + name if name in CALL_SETTINGS else
+                                 "credentials are not kept in a task; give the key through the environment "
+                                 "(e.g. OPENAI_API_KEY)"))
+        return value
 
     @field_validator("api_base")
     @classmethod
@@ -79,6 +100,31 @@ class ProgramConfig(_Strict):
     module: str | None = Field(default=None, description="'package.module:function' returning your own dspy.Module "
                                                          "(called with no arguments); its named predictors are "
                                                          "searched instead of a program built from the signature")
+    state: dict[str, JsonValue] | None = Field(default=None, description="DSPy state (dump_state) loaded into what "
+                                                                         "module builds: AgentSearch.compile's student "
+                                                                         "as it was passed")
+
+    @model_validator(mode="after")
+    def _keep_state(self) -> ProgramConfig:
+        if self.state is not None:
+            if self.module is None:
+                raise ValueError("state: only a program.module has a DSPy state")
+            from agentsearch.search_space._user import keep_program_state
+
+            keep_program_state(self.state)  # content-addressed: this process can now build ``reference``
+        return self
+
+    @property
+    def reference(self) -> str | None:
+        """What a program spec names: ``module``, with the digest of its ``state`` when it has one (a
+        student handed over in memory is the state already)."""
+        from agentsearch._references import IN_PROCESS
+
+        if self.module is None or self.state is None or self.module.startswith(IN_PROCESS):
+            return self.module
+        from agentsearch.search_space._user import with_state
+
+        return with_state(self.module, self.state)
 
     @field_validator("signature")
     @classmethod
@@ -338,7 +384,7 @@ def _check_references(task: Task, source: str) -> None:
         from agentsearch.search_space._user import load_user_program
 
         try:
-            load_user_program(task.program.module, base_dir=task.base_dir)
+            load_user_program(task.program.reference or task.program.module, base_dir=task.base_dir)
         except TaskSpecError as exc:
             raise TaskSpecError(f"{source}: program.module: {exc}") from None
     modules = task.search.modules
@@ -353,7 +399,12 @@ def _check_references(task: Task, source: str) -> None:
     except TaskSpecError as exc:
         raise TaskSpecError(f"{source}: metric: {exc}") from None
     _check_metric_on_gold(task, metric, splits, source)
+    from agentsearch.lm import model_problem
+
     for field, lm in (("lm", task.lm), ("proposer_lm", task.proposer_lm)):
+        problem = None if lm is None else model_problem(lm.model)
+        if problem is not None:
+            raise TaskSpecError(f"{source}: {field}.model: {problem}")
         if lm is not None and lm.model.startswith("local/"):
             from agentsearch.lm._local import local_model_path
 

@@ -262,7 +262,7 @@ def test_export_as_dspy_refuses_what_plain_dspy_cannot_load_and_writes_nothing(t
         assert not path.exists()
     loader = write_dspy_state(SpecProgram(CandidateSpec(predictors=(node(module="chain_of_thought", format="json"),)),
                                           {}), path)
-    assert 'dspy.ChainOfThought("sentence -> label")' in loader and "JSONAdapter()" in loader
+    assert 'dspy.ChainOfThought("sentence -> label")' in loader and "JSONModeAdapter()" in loader
     loaded = dspy.ChainOfThought("sentence -> label")
     loaded.load(str(path))
     assert loaded.predict.signature.instructions == "Classify."

@@ -244,9 +244,15 @@ def _cli(*args: str, env: dict[str, str] | None = None, wrap: list[str] | None =
                           timeout=120, cwd=PROJECT, env={**os.environ, **(env or {})})
 
 
+SUBPROCESS_LM = "openai/keyword"
+"""The fake provider is registered in the test process only; a CLI process refuses ``fake/keyword`` (no
+provider), so its task names a routable model it never calls (these commands stop before any LM call)."""
+
+
 @pytest.mark.parametrize("levels", [["agent"], ["prompt", "module"]])
 def test_without_bubblewrap_a_search_that_runs_llm_code_refuses_to_start(write_task, tmp_path, levels):
-    task = write_task(**{"search.levels": levels, "search.modules": {"kinds": ["predict", "program_of_thought"]}})
+    task = write_task(lm=SUBPROCESS_LM, **{"search.levels": levels,
+                                           "search.modules": {"kinds": ["predict", "program_of_thought"]}})
     database = tmp_path / "never.db"
     done = _cli("optimize", str(task), "--storage", f"sqlite:///{database}",
                 env={"AGENTSEARCH_BWRAP": str(tmp_path / "no-bwrap")})
@@ -259,14 +265,14 @@ def test_without_bubblewrap_a_search_that_runs_llm_code_refuses_to_start(write_t
 
 
 def test_a_search_without_llm_code_needs_no_sandbox(write_task, tmp_path):
-    task = write_task(**{"search.levels": ["prompt", "module"], "search.modules": {"kinds": ["predict"]}})
+    task = write_task(lm=SUBPROCESS_LM, **{"search.levels": ["prompt", "module"], "search.modules": {"kinds": ["predict"]}})
     checked = _cli("validate", str(task), env={"AGENTSEARCH_BWRAP": str(tmp_path / "no-bwrap")})
     assert checked.returncode == 0, checked.stderr
     assert "sandbox: not needed" in checked.stdout
 
 
 def test_validate_names_the_isolation_a_search_will_use(write_task):
-    checked = _cli("validate", str(write_task(**{"search.levels": ["agent"]})), "--json")
+    checked = _cli("validate", str(write_task(lm=SUBPROCESS_LM, **{"search.levels": ["agent"]})), "--json")
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["sandbox"].startswith("bubblewrap ")
 
@@ -274,7 +280,7 @@ def test_validate_names_the_isolation_a_search_will_use(write_task):
 def test_with_user_namespaces_disabled_the_sandbox_refuses_to_start(write_task):
     """The parent runs where no user namespace can be made (bubblewrap's --disable-userns around it)."""
     wrap = ["bwrap", "--unshare-user", "--disable-userns", "--dev-bind", "/", "/", "--"]
-    done = _cli("validate", str(write_task(**{"search.levels": ["agent"]})), wrap=wrap)
+    done = _cli("validate", str(write_task(lm=SUBPROCESS_LM, **{"search.levels": ["agent"]})), wrap=wrap)
     assert done.returncode == 2, done.stderr
     assert "enable unprivileged user namespaces" in done.stderr and "Traceback" not in done.stderr
 
@@ -366,6 +372,6 @@ def test_a_bubblewrap_too_old_for_the_options_used_is_refused_by_name(write_task
     old = tmp_path / "bwrap"
     old.write_text("#!/bin/sh\necho 'bubblewrap 0.6.1'\n")
     old.chmod(0o755)
-    done = _cli("validate", str(write_task(**{"search.levels": ["agent"]})), env={"AGENTSEARCH_BWRAP": str(old)})
+    done = _cli("validate", str(write_task(lm=SUBPROCESS_LM, **{"search.levels": ["agent"]})), env={"AGENTSEARCH_BWRAP": str(old)})
     assert done.returncode == 2
     assert "is bubblewrap 0.6.1, older than 0.8.0" in done.stderr and "Traceback" not in done.stderr

@@ -12,6 +12,7 @@ from agentsearch.exceptions import ProgramFileError
 from agentsearch.search_space import (
     CandidateSpec,
     CompletionAdapter,
+    JSONModeAdapter,
     PredictorSpec,
     SpecProgram,
 )
@@ -92,7 +93,7 @@ def test_completion_adapter_formats_a_few_shot_text_prompt_and_parses_it():
         adapter.parse(two, " only reasoning")
 
 
-@pytest.mark.parametrize(("fmt", "adapter"), [("chat", dspy.ChatAdapter), ("json", dspy.JSONAdapter),
+@pytest.mark.parametrize(("fmt", "adapter"), [("chat", dspy.ChatAdapter), ("json", JSONModeAdapter),
                                               ("xml", dspy.XMLAdapter), ("completion", CompletionAdapter)])
 def test_each_format_compiles_to_its_adapter(fmt, adapter):
     program = SpecProgram(_spec(format=fmt), DEMOS)

@@ -33,6 +33,8 @@ class RetryingLM(dspy.LM):
     """The run's stop signal: set, no attempt starts and no backoff goes on."""
     gate: CallGate | None = None
     """The run's LM-call budget: each attempt reserves a call first (a cache hit gives it back)."""
+    server: str | None = None
+    """The ``api_base`` the calls go to (no credentials): part of each cache key, see ``_cache_per_server``."""
 
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         from agentsearch.lm._failures import call_with_retries
@@ -57,17 +59,6 @@ class RetryingLM(dspy.LM):
         outputs = call_with_retries(self.model, self.retries, attempt, self.cancelled)
         _count_program_call()
         return outputs
-
-    @property
-    def supported_params(self) -> set[str]:
-        """DSPy's default engine declares only what its native client knows of the model; for a server
-        it does not know (vLLM, a llama.cpp server) that leaves out JSON mode, which litellm declares
-        for the provider and the native client sends as well. Keeping it keeps the ``json`` format's
-        JSON mode (DSPy's JSONAdapter asks for it only where the LM declares it)."""
-        params = set(super().supported_params)
-        if "response_format" not in params and "response_format" in _litellm_params(self.model):
-            params.add("response_format")
-        return params
 
 
 def _price_calls_as_the_meter_does() -> None:
@@ -110,13 +101,54 @@ def _price_calls_as_the_meter_does() -> None:
 _price_calls_as_the_meter_does()
 
 
+def _cache_per_server() -> None:
+    """Key DSPy's cache entries for our LMs by the server too.
+
+    DSPy leaves ``api_base`` out of its cache key (``dspy.clients.execution.IGNORED_CACHE_KEYS``), so
+    two servers under one model name (a vLLM on two ports, a fake and a real one) answer each
+    other's requests from the cache: a run against the second server would be scored with the
+    first one's answers. Our LMs add the server to the key (``PreparedCall.key``); other LMs keep
+    DSPy's. If a DSPy release moves the method, nothing is replaced (its test fails first).
+    """
+    from dspy.clients import execution
+
+    prepared = getattr(execution, "PreparedCall", None)
+    original = getattr(prepared, "key", None)
+    if prepared is None or original is None or getattr(original, "agentsearch_server", False):
+        return
+
+    def key(self: Any, lm: Any, asynchronous: bool) -> dict[str, Any]:
+        found = original(self, lm, asynchronous)
+        server = getattr(lm, "server", None) if isinstance(lm, RetryingLM) else None
+        return found if server is None else {**found, "agentsearch_server": server}
+
+    key.agentsearch_server = True  # type: ignore[attr-defined]
+    prepared.key = key
+
+
+_cache_per_server()
+
+
 @functools.lru_cache(maxsize=64)
-def _litellm_params(model: str) -> frozenset[str]:
-    """The request parameters litellm declares for ``model`` (what DSPy's litellm engine would send)."""
+def provider_params(model: str) -> frozenset[str]:
+    """The request parameters litellm declares for ``model``'s provider (what DSPy's litellm engine would send)."""
     try:
         return frozenset(dspy.LM(model, engine="litellm").supported_params)
     except Exception:  # a provider litellm cannot describe: nothing to add
         return frozenset()
+
+
+def model_problem(model: str) -> str | None:
+    """Why no provider can be called for ``model`` (litellm routes none for it); None when one can."""
+    if is_local(model):
+        return None
+    try:
+        litellm.get_llm_provider(model)
+    except Exception:  # litellm's BadRequestError: "LLM Provider NOT provided"
+        head = model.split("/", 1)[-1]
+        return (f"{model!r} names no provider; write provider/model, e.g. openai/{head} for an OpenAI-compatible "
+                "server (with api_base), or local/smollm2-135m for the embedded model")
+    return None
 
 
 def _count_program_call() -> None:
@@ -169,15 +201,17 @@ def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None, gate
     else:
         extra["timeout"] = config.timeout  # litellm's own default is 600 s per attempt
         register_price(config)
-    if config.api_base:
-        from agentsearch.lm._secrets import split_url_credentials
+    from agentsearch.lm._secrets import handed_over_credentials, split_url_credentials
 
+    credentials = handed_over_credentials(config.model, config.api_base)  # a dspy.LM's api_key, in memory only
+    if config.api_base:
         extra["api_base"], headers = split_url_credentials(config.api_base)
         if headers:  # the same request, without the password in the URL litellm copies into each response
-            extra["extra_headers"] = headers
+            credentials["extra_headers"] = {**headers, **(credentials.get("extra_headers") or {})}
     lm_class = LocalLM if is_local(config.model) else RetryingLM
     lm = lm_class(
         config.model,
+        model_type=config.model_type,
         # a local model is a litellm provider of ours; a hosted one goes through DSPy's default engine
         # (its native client where it can serve the request, about half of litellm's CPU per call,
         # else litellm); failures reach us as DSPy's own error classes either way
@@ -186,8 +220,9 @@ def build_lm(config: LMConfig, *, cancelled: threading.Event | None = None, gate
         max_tokens=config.max_tokens,
         num_retries=0,  # one attempt per DSPy call: RetryingLM makes the attempts
         cache=True,
-        **extra,
+        **dict(config.options), **extra, **credentials,
     )
+    lm.server = extra.get("api_base")
     lm.retries = config.num_retries
     lm.cancelled = cancelled
     lm.gate = gate

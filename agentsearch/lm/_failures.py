@@ -79,7 +79,8 @@ _WRAPPERS = re.compile(r"litellm\.\w+: (?:\w+: )?(?:\w+Exception - )?")
 """The class names litellm stacks before a provider's message (``litellm.X: X: OpenAIException - ``)."""
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The error's first line, without litellm's stacked class names, secrets redacted."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return redact_secrets(_WRAPPERS.sub("", text)).strip()[:300]
 
@@ -120,7 +121,7 @@ def classify(exc: BaseException, model: str) -> LMFailure | None:
     if kind is None:
         return None
     retry_after = getattr(exc, "retry_after", None)
-    return LMFailure(kind, model, _first_line(exc), retry_after if isinstance(retry_after, (int, float)) else None)
+    return LMFailure(kind, model, first_line(exc), retry_after if isinstance(retry_after, (int, float)) else None)
 
 
 def backoff_s(attempt: int, failure: LMFailure) -> float:

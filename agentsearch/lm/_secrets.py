@@ -49,10 +49,40 @@ def split_url_credentials(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(netloc=netloc)), header
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether a variable or option of this name holds a credential (``OPENAI_API_KEY``, ``api_key``, headers)."""
+    return bool(_SECRET_NAME.search(name)) or "header" in name.lower()
+
+
+_HANDED_OVER: dict[tuple[str, str | None], dict[str, Any]] = {}
+_HANDED_OVER_VALUES: set[str] = set()
+
+
+def hand_over_credentials(model: str, api_base: str | None, credentials: dict[str, Any]) -> None:
+    """Credentials given in memory (a ``dspy.LM``'s ``api_key``, its ``extra_headers``) for ``model`` at
+    ``api_base``: this process's LMs for that model and server send them; nothing stores them, and
+    every string agentsearch shows or writes has them masked, as an environment key's value."""
+    _HANDED_OVER[(model, api_base)] = dict(credentials)
+    for value in credentials.values():
+        for text in (value.values() if isinstance(value, dict) else [value]):
+            if isinstance(text, str) and len(text) >= MIN_SECRET_LENGTH:
+                _HANDED_OVER_VALUES.add(text)
+                _HANDED_OVER_VALUES.update(part for part in text.split() if len(part) >= MIN_SECRET_LENGTH)
+
+
+def handed_over_credentials(model: str, api_base: str | None) -> dict[str, Any]:
+    """What ``hand_over_credentials`` keeps for ``model`` at ``api_base`` (empty: the environment's key applies)."""
+    return dict(_HANDED_OVER.get((model, api_base), {}))
+
+
 def redact_secrets(text: str) -> str:
-    """Mask the values of credential-like environment variables, key-shaped tokens and URL credentials."""
+    """Mask the values of credential-like environment variables, credentials handed over in memory,
+    key-shaped tokens and URL credentials."""
     for name, value in os.environ.items():
         if _SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH and value in text:
+            text = text.replace(value, MASK)
+    for value in sorted(_HANDED_OVER_VALUES, key=len, reverse=True):
+        if value in text:
             text = text.replace(value, MASK)
     return mask_url(_KEY_SHAPE.sub(MASK, text))
 

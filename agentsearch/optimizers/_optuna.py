@@ -26,11 +26,11 @@ from optuna.trial import TrialState
 
 from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal, RunView
 from agentsearch.search_space import (
-    PROMPT_LEVEL,
     CandidateSpec,
     SearchSpace,
     module_lifts,
     parse_spec,
+    prompt_level,
     seed_trial,
 )
 
@@ -163,7 +163,7 @@ class OptunaOptimizer(BaseOptimizer):
         finished = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         for trial in sorted(finished, key=lambda t: (-t.values[0], t.number)):
             key = tuple(sorted(trial.params.items()))
-            if key not in seen and all(trial.params.get(k, v) == v for k, v in PROMPT_LEVEL.items()):
+            if key not in seen and all(trial.params.get(k, v) == v for k, v in prompt_level(self.space).items()):
                 seen.add(key)
                 ranked.append(trial)
         return ranked
@@ -181,7 +181,7 @@ class OptunaOptimizer(BaseOptimizer):
         lifted = bool(self.study.user_attrs.get(LIFTED))
         if self.prompt_trials and not lifted:
             if count < self.prompt_trials:
-                sampler = optuna.samplers.PartialFixedSampler(PROMPT_LEVEL, sampler)
+                sampler = optuna.samplers.PartialFixedSampler(prompt_level(self.space), sampler)
             else:
                 self._enqueue_lifts()
         self.study.sampler = sampler

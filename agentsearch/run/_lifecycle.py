@@ -10,7 +10,9 @@ PostgreSQL; SQLite serves one process, and a second process on a running SQLite 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,9 +22,11 @@ from typing import Any
 import dspy
 
 from agentsearch._callbacks import SearchCallback
+from agentsearch._references import IN_PROCESS
 from agentsearch.data import LabelledExample, load_split
 from agentsearch.exceptions import AgentSearchError, BudgetRefusal, LMUnavailableError
 from agentsearch.lm import UsageMeter, build_lm, redact_secrets, redact_tree
+from agentsearch.lm._failures import FailureKind, LMFailure, first_line
 from agentsearch.optimizers import BaseOptimizer, make_optimizer
 from agentsearch.run._context import RunContext, worker_name
 from agentsearch.run._evaluation import Scoring
@@ -138,20 +142,40 @@ class _Heartbeat:
             self.stopping.set()
 
 
+_MISSING_KEY = re.compile(r"no API key found for provider '[^']*'\. Set (\w+) in the environment")
+
+
 def preflight(config: Any, ctx: RunContext) -> None:
-    """One uncached call to the LM before anything is scored: a missing key, a wrong model or a
-    server that is down stops the run here, in seconds, naming the model and the cause."""
+    """One uncached call to the LM before anything is scored: a missing key, a wrong model, a request
+    the provider refuses or a server that is down stops the run here, in seconds, naming the model
+    and the cause. A request this trivial that fails is one no program could fix: nothing is scored."""
     lm = build_lm(config, cancelled=ctx.cancelled, gate=ctx.budget.gate)
     meter = UsageMeter()
     try:
         with dspy.context(usage_tracker=meter):
             lm(PREFLIGHT_PROMPT, max_tokens=8, cache=False)
-    except LMUnavailableError:
+    except BudgetRefusal:
         raise
-    except Exception:  # noqa: BLE001 - the LM answered (even oddly): it is reachable
-        pass
+    except LMUnavailableError as exc:
+        raise _said_for_the_user(exc, ctx.task) from None
+    except Exception as exc:  # noqa: BLE001 - the provider refused the simplest request: a configuration error
+        raise LMUnavailableError(LMFailure(FailureKind.CONFIG, config.model, first_line(exc))) from None
     finally:
         ctx.charge(meter.usage)
+
+
+def _said_for_the_user(exc: LMUnavailableError, task: Task) -> LMUnavailableError:
+    """A missing key told as it applies to the user in front of it: a task file names no key (the
+    environment's applies); a ``dspy.LM`` handed to AgentSearch may carry one."""
+    found = _MISSING_KEY.search(exc.failure.message)
+    if found is None:
+        return exc
+    variable = found.group(1)
+    if task.metric.startswith(IN_PROCESS):  # AgentSearch.compile: the user holds a dspy.LM
+        message = f"no API key: pass api_key=... to dspy.LM(...), or set {variable} in the environment"
+    else:
+        message = f"no API key: set {variable} in the environment (a task file holds no key)"
+    return LMUnavailableError(dataclasses.replace(exc.failure, message=message), attempts=exc.attempts)
 
 
 def _keep_examples(ctx: RunContext) -> None:

@@ -36,7 +36,7 @@ from agentsearch.task import Task
 FINISH_LEASE = "finish"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class OptimizeResult:
     run: RunRecord
     seed: CandidateResult
@@ -52,6 +52,64 @@ class OptimizeResult:
     @property
     def stop_reason(self) -> str | None:
         return self.run.stop_reason
+
+    def summary_parts(self) -> list[Any]:
+        """The summary as the CLI prints it: lines, and the seed/best table (a rich Table)."""
+        from rich.table import Table
+
+        from agentsearch._stats import verdict
+
+        def score(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        parts: list[Any] = [f"run {self.run.name}: {self.run.status} ({self.stop_reason})"]
+        table = Table()
+        for column in ("", "candidate", "dev", "test"):
+            table.add_column(column)
+        for label, result in (("seed", self.seed), ("best", self.best)):
+            table.add_row(label, f"#{result.candidate.number} (id {result.candidate.id})", score(result.dev_score),
+                          score(result.test_score))
+        parts.append(table)
+        for key, label in (("best_dev", "best dev"), ("best_test", "best test"),
+                           ("best_minus_seed_dev", "best - seed, dev"), ("best_minus_seed_test", "best - seed, test")):
+            if key in self.intervals:
+                estimate, sign = self.intervals[key], "+" if "minus" in key else ""
+                claim = f": {verdict(estimate)}" if "minus" in key else ""
+                parts.append(f"{label}: {estimate.mean:{sign}.3f} (95% CI {estimate.low:{sign}.3f} to "
+                             f"{estimate.high:{sign}.3f}, {estimate.n} examples){claim}")
+        parts.append(f"LM calls {self.usage.lm_calls}, tokens {self.usage.tokens}, cost ${self.usage.cost_usd:.4f}, "
+                     f"wall {self.wall_s:.1f} s")
+        if self.pruning.pruned:
+            parts.append(f"pruned {self.pruning.pruned} candidates early: {self.pruning.lm_calls_spent} LM calls spent "
+                         f"on them, about {self.pruning.lm_calls_saved} saved against scoring them on all of dev")
+        return parts
+
+    def summary(self, width: int = 80) -> str:
+        """The run's outcome as the CLI prints it after a search: status, the seed and the best program's
+        dev and test scores, 95% intervals with what they allow one to claim, calls, tokens, cost."""
+        import io
+
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=width, color_system=None, highlight=False)
+        for part in self.summary_parts():
+            if isinstance(part, str):
+                console.print(part, markup=False, soft_wrap=True)
+            else:
+                console.print(part)
+        return buffer.getvalue().rstrip("\n")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        def score(value: float | None) -> str:
+            return "None" if value is None else f"{value:.3f}"
+
+        return (f"OptimizeResult(run={self.run.name!r}, status={str(self.run.status.value)!r}, best=#{self.best.candidate.number} "
+                f"dev {score(self.best.dev_score)} test {score(self.best.test_score)}, seed dev "
+                f"{score(self.seed.dev_score)}, lm_calls={self.usage.lm_calls})")
 
     def save(self, path: str | Path) -> Path:
         """Write the best program as a self-contained JSON file (``agentsearch.load_program`` reads it);

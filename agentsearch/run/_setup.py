@@ -45,8 +45,8 @@ def seed_spec(task: Task) -> CandidateSpec:
     """The program as the user wrote it: one Predict with the task's instructions, DSPy's chat format;
     or the user's own program (``program.module``) with its predictors as they are."""
     if task.program.module is not None:
-        program = load_user_program(task.program.module, base_dir=task.base_dir)
-        return CandidateSpec(topology="program", program=task.program.module, predictors=tuple(
+        program = load_user_program(task.program.reference or task.program.module, base_dir=task.base_dir)
+        return CandidateSpec(topology="program", program=task.program.reference, predictors=tuple(
             PredictorSpec(name=name, signature=predictor_signature(predictor),
                           instructions=predictor.signature.instructions, format="chat")
             for name, predictor in program.named_predictors()))
@@ -72,7 +72,7 @@ def planned_space(task: Task, *, train_size: int) -> SearchSpace:
             if search.max_demos and train_size else (),
             retrieval_pool=(), demos={}, formats=tuple(search.formats), max_demos=min(search.max_demos, train_size),
             levels=tuple(search.space_levels), modules=search.modules,
-            program={"reference": task.program.module, "nodes": nodes})
+            program={"reference": task.program.reference, "nodes": nodes})
     demo_sets = tuple((f"demo{i}",) * min(search.max_demos, train_size) for i in range(search.num_demo_sets))
     return SearchSpace(
         signature=node_signature(task.program.signature, "answer"),
@@ -145,15 +145,23 @@ def _read_space(ctx: RunContext, stored: dict[str, Any]) -> SearchSpace:
     return SearchSpace.from_dict(stored)
 
 
-def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace | None:
+UNPARSED_SEED = ("every dev answer of your program failed to parse under DSPy's chat adapter (a small model often "
+                 "writes another format): let the search try others too, formats=[\"chat\", \"json\", "
+                 "\"completion\"] (AgentSearch) or search.formats (a task file)")
+
+
+def _build_program_space(ctx: RunContext, seed: CandidateRecord, seed_dev: EvaluationRecord) -> SearchSpace | None:
     """The space of the user's own program: demo sets from its passing traces on train (every
     predictor's demos from the same traces), instruction variants proposed per predictor from what
     it read and wrote there."""
     task, search = ctx.task, ctx.task.search
+    if seed_dev.n and seed_dev.n_errors == seed_dev.n and list(search.formats) == ["chat"] \
+            and "AdapterParseError" in (seed_dev.top_error or ""):
+        ctx.callback.on_phase(UNPARSED_SEED)
     rng = random.Random(task.seed)
     spec = seed_spec(task)
     traces: dict[str, dict[str, dict[str, Any]]] = {}
-    shape = {"reference": task.program.module,
+    shape = {"reference": task.program.reference,
              "nodes": [{"name": node.name, "signature": node.signature} for node in spec.predictors]}
     try:
         if search.bootstrap_examples and search.max_demos:
@@ -204,13 +212,13 @@ def _build_program_space(ctx: RunContext, seed: CandidateRecord) -> SearchSpace 
         retrieval_pool=(), demos={f"{name}:{example_id}": fields for example_id, steps in steps_of.items()
                                   if example_id in used for name, fields in steps.items()},
         formats=tuple(search.formats), max_demos=search.max_demos if demo_sets else 0, levels=tuple(search.space_levels),
-        modules=search.modules, program={"reference": task.program.module, "nodes": nodes})
+        modules=search.modules, program={"reference": task.program.reference, "nodes": nodes})
 
 
 def _build_space(ctx: RunContext, scoring: Scoring, seed: CandidateRecord,
                  seed_dev: EvaluationRecord) -> SearchSpace | None:
     if ctx.task.program.module is not None:
-        return _build_program_space(ctx, seed)
+        return _build_program_space(ctx, seed, seed_dev)
     task, storage = ctx.task, ctx.storage
     search = task.search
     rng = random.Random(task.seed)

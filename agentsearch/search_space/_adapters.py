@@ -99,11 +99,34 @@ class CompletionAdapter(Adapter):
         return parsed
 
 
+class JSONModeAdapter(dspy.JSONAdapter):
+    """DSPy's JSONAdapter, asking for JSON mode wherever the model's provider accepts it.
+
+    DSPy's own asks for it only where the LM object declares ``response_format``, and a ``dspy.LM``
+    for a server DSPy's native client does not know (vLLM, llama.cpp, any self-hosted name) declares
+    nothing, while litellm states the provider takes it. What a prompt format needs from a request
+    is the program's, not the LM object's: decided here from the model name alone, the request is
+    the same under the search's LM and under the ``dspy.LM`` the user runs the program with.
+    """
+
+    def _prepare_response_format(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any) -> None:
+        super()._prepare_response_format(lm, lm_kwargs, signature)
+        if "response_format" not in lm_kwargs and accepts_json_mode(getattr(lm, "model", None)):
+            lm_kwargs["response_format"] = {"type": "json_object"}
+
+
+def accepts_json_mode(model: str | None) -> bool:
+    """Whether litellm says ``model``'s provider takes ``response_format`` (JSON mode)."""
+    from agentsearch.lm import provider_params
+
+    return bool(model) and "response_format" in provider_params(str(model))
+
+
 def make_adapter(prompt_format: str) -> Adapter:
     if prompt_format == "completion":
         return CompletionAdapter()
     if prompt_format == "json":
-        return dspy.JSONAdapter()
+        return JSONModeAdapter()
     if prompt_format == "xml":
         return dspy.XMLAdapter()
     # No silent JSON retry: a parse failure is recorded as the candidate's error, not paid for twice.

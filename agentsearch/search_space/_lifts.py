@@ -27,10 +27,22 @@ PROMPT_LEVEL: Params = {"topology": "single", "answer.module": "predict"}
 """The module choices that make a trial a prompt-level one: a single Predict node."""
 
 
+def prompt_level(space: SearchSpace) -> Params:
+    """The module choices that make a trial of ``space`` a prompt-level one: a single Predict node, or
+    every predictor of your program as written."""
+    if space.program is not None:
+        return {f"{node['name']}.module": "predict" for node in space.program["nodes"]}
+    return PROMPT_LEVEL
+
+
 def stages_prompt_first(space: SearchSpace) -> bool:
     """Whether the space has both a prompt level to search first and module choices to lift into."""
+    if "prompt" not in space.levels:
+        return False
+    if space.program is not None:  # your program: some predictor may run as another kind
+        return any(len(space.kinds_for(node["signature"])) > 1 for node in space.program["nodes"])
     has_modules = len(space.topologies) > 1 or len(space.kinds) > 1
-    return "prompt" in space.levels and has_modules and "single" in space.topologies and "predict" in space.kinds
+    return has_modules and "single" in space.topologies and "predict" in space.kinds
 
 
 class _ParamsTrial:
@@ -97,6 +109,8 @@ def module_lifts(space: SearchSpace, ranked: Sequence[Params]) -> list[Lift]:
     ``suggest``, so an enqueued lift is always a candidate the space could have sampled. Lifts
     that need two prompts (an ensemble, a debate) are left out when there is only one.
     """
+    if space.program is not None:
+        return _program_lifts(space, ranked)
     lifts, seen = [], set()
     for needs, count, build in _lift_rules(space):
         prompts = ranked[:count]
@@ -106,4 +120,30 @@ def module_lifts(space: SearchSpace, ranked: Sequence[Params]) -> list[Lift]:
         if fitted is not None and fitted[0].hash not in seen:
             seen.add(fitted[0].hash)
             lifts.append(Lift(fitted[1], tuple(range(len(prompts)))))
+    return lifts
+
+
+def _program_lifts(space: SearchSpace, ranked: Sequence[Params]) -> list[Lift]:
+    """Your program's lifts: the best prompt configuration with one predictor at a time run as another
+    kind, cheapest kind first (chain of thought before the sampling kinds, which multiply a
+    predictor's calls by their samples), then every predictor that fits it at once."""
+    if not ranked:
+        return []
+    best = ranked[0]
+    nodes = [node for node in space.program["nodes"]] if space.program is not None else []
+    lifts, seen = [], set()
+    for kind in sorted((node_kind(name) for name in space.kinds), key=lambda k: k.lift_rank or float("inf")):
+        if kind.lift_rank is None:
+            continue
+        options = kind.lift(space, {})
+        fitting = [node["name"] for node in nodes if kind.name in space.kinds_for(node["signature"])]
+        groups = [[name] for name in fitting] + ([fitting] if len(fitting) > 1 else [])
+        for group in groups:
+            params = {**best, **{key: value for name in group
+                                 for key, value in {f"{name}.module": kind.name,
+                                                    **{f"{name}.{k}": v for k, v in options.items()}}.items()}}
+            fitted = suggest_fixed(space, params)
+            if fitted is not None and fitted[0].hash not in seen:
+                seen.add(fitted[0].hash)
+                lifts.append(Lift(fitted[1], (0,)))
     return lifts

@@ -82,13 +82,16 @@ def build_program(spec: AnySpec, demos: Demos, lm: dspy.BaseLM | None = None, *,
 
 
 def _program_document(program: Program, *, lm: dict[str, Any] | None, metadata: dict[str, Any]) -> dict[str, Any]:
-    return {
+    document = {
         "agentsearch_program": PROGRAM_FILE_VERSION,
         "spec": program.spec.model_dump(mode="json"),
         "demos": getattr(program, "demo_texts", {}),
         "lm": lm,
         "metadata": metadata,
     }
+    if getattr(program, "student_state", None) is not None:  # a compiled student's state: its class is built with it
+        document["student_state"] = program.student_state  # type: ignore[union-attr]
+    return document
 
 
 def save_program(program: Program, path: str | Path, *, lm: dict[str, Any] | None = None,
@@ -130,6 +133,10 @@ def load_program(path: str | Path, *, lm: dspy.BaseLM | None = None, base_dir: s
     spec = _validated(path, "spec", parse_spec, document.get("spec"))
     lm_config = _validated(path, "lm", LMConfig.model_validate, document["lm"]) if document.get("lm") else None
     demos = document.get("demos") or {}
+    if isinstance(document.get("student_state"), dict):
+        from agentsearch.search_space._user import keep_program_state
+
+        keep_program_state(document["student_state"])  # the program's reference names it by its digest
     missing = spec.demo_ids() - set(demos)
     if missing:
         raise ProgramFileError(f"{path}: demos: missing demo {sorted(missing)[0]!r}")

@@ -18,6 +18,7 @@ for a reasoning kind or an adapter, so its ``dump_state`` adds an ``agentsearch`
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -38,23 +39,60 @@ from agentsearch.search_space._spec import PredictorSpec
 from agentsearch.search_space.kinds import node_kind
 
 _BUILT: dict[tuple[str, str], dspy.Module] = {}
+_STATES: dict[str, dict[str, Any]] = {}
 _LOCK = threading.Lock()
+STATE_MARK = "@"
+"""``package.module:Class@<digest>``: the class, built and then given the DSPy state of that digest."""
+
+
+def state_digest(state: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def keep_program_state(state: Mapping[str, Any]) -> str:
+    """Remember a program's DSPy state in this process, by its digest (a task that carries one was read)."""
+    digest = state_digest(state)
+    with _LOCK:
+        _STATES.setdefault(digest, json.loads(json.dumps(state)))
+    return digest
+
+
+def with_state(reference: str, state: Mapping[str, Any]) -> str:
+    return f"{reference}{STATE_MARK}{keep_program_state(state)}"
+
+
+def split_reference(reference: str) -> tuple[str, dict[str, Any] | None]:
+    """The reference to build, and the state to load into it (None: none)."""
+    base, mark, digest = reference.rpartition(STATE_MARK) if STATE_MARK in reference else (reference, "", "")
+    if not mark:
+        return reference, None
+    with _LOCK:
+        state = _STATES.get(digest)
+    if state is None:
+        raise TaskSpecError(f"program {reference!r}: its DSPy state is kept with the run's task (program.state), "
+                            "which this process has not read")
+    return base, state
 
 
 def load_user_program(reference: str, *, base_dir: Path | None = None) -> dspy.Module:
-    """The module ``reference``'s function returns (built once per process; never mutate it: copy it)."""
+    """The module ``reference``'s function returns (built once per process; never mutate it: copy it),
+    with the DSPy state the reference's digest names loaded into it."""
     key = (reference, str(base_dir))
     with _LOCK:
         if key in _BUILT and not reference.startswith("object:"):
             return _BUILT[key]
-        build = resolve_callable(reference, base_dir=base_dir, what="program")
+    built, state = split_reference(reference)
+    with _LOCK:
+        build = resolve_callable(built, base_dir=base_dir, what="program")
         try:
             program = build()
+            if state is not None:
+                program.load_state(state)
         except Exception as exc:  # noqa: BLE001 - the user's code: say what it raised, in one line
             first = (str(exc).splitlines() or [""])[0]
-            raise TaskSpecError(f"{reference}() raised {type(exc).__name__}: {first}") from None
+            raise TaskSpecError(f"{built}() raised {type(exc).__name__}: {first}") from None
         if not isinstance(program, dspy.Module):
-            raise TaskSpecError(f"{reference}() returned {type(program).__name__}, not a dspy.Module")
+            raise TaskSpecError(f"{built}() returned {type(program).__name__}, not a dspy.Module")
         if not program.named_predictors():
             raise TaskSpecError(f"{reference}() returned a {type(program).__name__} with no predictors to search "
                                 "(no dspy.Predict, ChainOfThought or other module holding one)")
@@ -143,9 +181,14 @@ def run_as(predictor: dspy.Predict, settings: Mapping[str, Any], base_dir: Path 
                 _SEARCHED[cls] = type(cls.__name__, (SearchedPredictor, cls), {"__doc__": cls.__doc__})
             predictor.__class__ = _SEARCHED[cls]
     searched: Any = predictor
-    searched.agentsearch = spec.model_dump(include=set(RUN_OPTIONS), exclude_defaults=True) | {
-        "module": spec.module, "format": spec.format}
+    searched.agentsearch = run_settings(spec)
     searched._agentsearch_base_dir = base_dir
+
+
+def run_settings(spec: PredictorSpec) -> dict[str, Any]:
+    """A node's ``agentsearch`` entry in its predictor's DSPy state: how it runs."""
+    return spec.model_dump(include=set(RUN_OPTIONS), exclude_defaults=True) | {"module": spec.module,
+                                                                               "format": spec.format}
 
 
 def load_into(program: dspy.Module, path: str | Path, *, base_dir: str | Path | None = None) -> dspy.Module:
@@ -195,6 +238,25 @@ def configured(program: dspy.Module, spec: Any, demos: Mapping[str, Mapping[str,
     return copy
 
 
+def candidate_state(student_state: Mapping[str, Any], spec: Any, demos: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The DSPy state of the candidate's program, written from the student's state without its class:
+    what ``configured(...).dump_state()`` gives (each predictor's instructions, its demos where the
+    candidate chose some, its ``agentsearch`` entry where it runs other than as written)."""
+    state = json.loads(json.dumps(dict(student_state)))
+    for node in spec.predictors:
+        entry = state.get(node.name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("signature"), dict):
+            raise TaskSpecError(f"the student's state has no predictor {node.name!r}: the program changed since the "
+                                "run began")
+        entry["signature"]["instructions"] = node.instructions
+        if node.demo_ids:
+            entry["demos"] = [dict(demos[demo_id]) for demo_id in node.demo_ids]
+        entry.pop("agentsearch", None)
+        if {"module": node.module, "format": node.format} != AS_WRITTEN:
+            entry["agentsearch"] = run_settings(node)
+    return state
+
+
 class UserProgram(dspy.Module):
     """The candidate's configured copy of your program, run under the search's LM."""
 
@@ -206,6 +268,8 @@ class UserProgram(dspy.Module):
         self.lm = lm
         self.pin_lm = pin_lm
         self.program = configured(load_user_program(spec.program, base_dir=base_dir), spec, demos, base_dir=base_dir)
+        self.student_state = split_reference(spec.program)[1]
+        """The DSPy state the student was given (AgentSearch.compile's, kept with the run); None: as built."""
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         from agentsearch.search_space._program import lm_override

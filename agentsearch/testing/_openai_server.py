@@ -10,7 +10,8 @@ Benchmarks use it to measure what agentsearch itself costs per LM call (everythi
 the server) and how close concurrent evaluation comes to ``concurrency / latency``; tests use it to
 count the requests that really left the process, independently of any client-side accounting.
 
-The answer fills the output fields a DSPy ChatAdapter or JSONAdapter prompt asks for, each value
+The answer fills the output fields a DSPy ChatAdapter or JSONAdapter prompt asks for (or, for a
+text prompt ending in an open ``Label:``, as agentsearch's completion format writes, that field), each value
 picked by a hash of the whole request, so the same prompt always gets the same answer and
 different prompts get varied ones. ``running_server`` runs it in a child process, so its work does
 not compete with the measured client for the GIL.
@@ -35,6 +36,7 @@ from typing import Any
 
 _OUTPUT_FIELDS = re.compile(r"Your output fields are:\n((?:\s*\d+\.\s*`\w+`.*\n?)+)")
 _FIELD_NAME = re.compile(r"\d+\.\s*`(\w+)`")
+_OPEN_LABEL = re.compile(r"(?:^|\n)([A-Za-z][\w ]*):$")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class FakeOpenAIServer:
     """When set, a request must carry ``Authorization: Bearer <api_key>`` or it gets a 401."""
     hang_s: float = 3600.0
     fault_seed: int = 0
+    models: Sequence[str] | None = None
+    """When set, a request for any other model gets a 404 ``model_not_found``, as a provider answers a mistyped name."""
+    unsupported: Sequence[str] = ()
+    """Request parameters answered with a 400 ``Unsupported parameter``, as a provider refuses an option its model lacks."""
     _requests: int = 0
     _held_s: float = 0.0
     _in_flight: int = 0
@@ -89,6 +95,11 @@ class FakeOpenAIServer:
         names = _FIELD_NAME.findall(found.group(1)) if found else []
         values = {name: self._value(name, digest) for name in names}
         if not names:
+            # a completion prompt (no system message) ends with the label of the field it wants next
+            last = str((request.get("messages") or [{}])[-1].get("content") or "")
+            open_label = _OPEN_LABEL.search(last)
+            if open_label:
+                return " " + self._value(open_label.group(1).strip().lower().replace(" ", "_"), digest)
             return self._value("text", digest)
         if request.get("response_format"):
             return json.dumps(values)
@@ -162,6 +173,17 @@ class FakeOpenAIServer:
             self._count("unauthorized")
             return 401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                                    "code": "invalid_api_key"}}
+        if self.models is not None and request.get("model") not in self.models:
+            self._count("model_not_found")
+            return 404, {"error": {"message": f"The model `{request.get('model')}` does not exist or you do not have "
+                                              "access to it.", "type": "invalid_request_error",
+                                   "code": "model_not_found"}}
+        refused = sorted(set(request) & set(self.unsupported))
+        if refused:
+            self._count("unsupported")
+            return 400, {"error": {"message": f"Unsupported parameter: '{refused[0]}' is not supported with this "
+                                              "model.", "type": "invalid_request_error", "param": refused[0],
+                                   "code": "unsupported_parameter"}}
         fault = self._fault()
         if fault is not None:
             self._count(fault)
@@ -288,11 +310,16 @@ class ServerProcess:
 @contextlib.contextmanager
 def running_server(latency_s: float = 0.1, answers: Mapping[str, Sequence[str]] | None = None, *,
                    faults: Mapping[str, float] | None = None, api_key: str | None = None,
-                   hang_s: float = 3600.0, fault_seed: int = 0) -> Iterator[ServerProcess]:
+                   hang_s: float = 3600.0, fault_seed: int = 0,
+                   models: Sequence[str] | None = None, unsupported: Sequence[str] = ()) -> Iterator[ServerProcess]:
     """Start the server in a child process on a free port; stop it on exit."""
     command = [sys.executable, "-m", "agentsearch.testing", "--latency", str(latency_s),
                "--answers", json.dumps(dict(answers or {})), "--faults", json.dumps(dict(faults or {})),
                "--hang", str(hang_s), "--fault-seed", str(fault_seed)]
+    if models is not None:
+        command += ["--models", json.dumps(list(models))]
+    if unsupported:
+        command += ["--unsupported", json.dumps(list(unsupported))]
     if api_key is not None:
         command += ["--api-key", api_key]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -317,10 +344,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--api-key", default=None, help="require this bearer key (else 401)")
     parser.add_argument("--hang", type=float, default=3600.0, help="seconds a 'hang' fault holds the request")
     parser.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument("--models", default=None, help='JSON: ["model", ...] served (else any); others get a 404')
+    parser.add_argument("--unsupported", default="[]", help='JSON: ["param", ...] a request may not carry (a 400)')
     args = parser.parse_args(argv)
     server = FakeOpenAIServer(latency_s=args.latency, answers=json.loads(args.answers), port=args.port,
                               faults=json.loads(args.faults), api_key=args.api_key, hang_s=args.hang,
-                              fault_seed=args.fault_seed)
+                              fault_seed=args.fault_seed, models=None if args.models is None else json.loads(args.models),
+                              unsupported=json.loads(args.unsupported))
     loop = asyncio.new_event_loop()
     loop.run_until_complete(server._serve())
     print(server.base_url, flush=True)
