@@ -101,6 +101,7 @@ def _loader(reference: str, path: str | Path, searched: bool) -> str:
     from agentsearch.search_space._user import STATE_MARK
 
     module, _, function = reference.split(STATE_MARK)[0].rpartition(":")
+    imported = function.split(".")[0]  # a nested class: its outer class is what imports
     name = Path(path).name
     if searched:
         lines = ["import agentsearch", f'program = agentsearch.load_into({function}(), "{name}")  # its predictors\' '
@@ -110,7 +111,7 @@ def _loader(reference: str, path: str | Path, searched: bool) -> str:
     if module.startswith(IN_PROCESS):  # a class defined where it was compiled (a notebook): the user has it there
         lines[-1] += f"  # {function}: your class, as you compiled it"
         return "\n".join(lines)
-    return "\n".join([f"from {module} import {function}", *lines])
+    return "\n".join([f"from {module} import {imported}", *lines])
 
 
 def lm_options(lm: dict[str, Any]) -> dict[str, Any]:

@@ -140,3 +140,8 @@ def score_intervals(storage: BaseStorage, best: CandidateResult, seed: Candidate
         if seed_scores and best.candidate.id != seed.candidate.id:
             intervals[f"best_minus_seed_{split}"] = paired_difference(best_scores, seed_scores)
     return intervals
+
+
+def score_text(value: float | None) -> str:
+    """A score as every summary shows it: three decimals, ``-`` for none."""
+    return "-" if value is None else f"{value:.3f}"

@@ -41,7 +41,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
@@ -49,7 +49,13 @@ from pydantic import ValidationError
 
 from agentsearch._callbacks import SearchCallback
 from agentsearch._references import in_process_reference
+from agentsearch._report import score_text
 from agentsearch.exceptions import TaskSpecError, describe_validation_error
+from agentsearch.search_space._user import in_process_override
+
+if TYPE_CHECKING:
+    from agentsearch.evaluators import ExampleOutcome
+    from agentsearch.store import CandidateRecord, EvaluationRecord, RunUsage
 
 logger = logging.getLogger("agentsearch")
 
@@ -75,7 +81,7 @@ def _lm_config(lm: Any, what: str = "lm") -> dict[str, Any]:
     """The task file's ``lm`` block for a ``dspy.LM``: its model, call settings and request options as the
     user set them. Credentials (``api_key``, headers) are handed to this process's LMs in memory and
     never enter the block (which the store keeps)."""
-    from agentsearch.lm._secrets import hand_over_credentials, is_secret_name
+    from agentsearch.lm._secrets import hand_over_credentials, holds_secret
 
     if isinstance(lm, str):
         return {"model": lm}
@@ -98,7 +104,8 @@ def _lm_config(lm: Any, what: str = "lm") -> dict[str, Any]:
         config["timeout"] = kwargs["timeout"]
     if getattr(lm, "num_retries", None) is not None:
         config["num_retries"] = min(int(lm.num_retries), 20)
-    credentials = {key: value for key, value in kwargs.items() if is_secret_name(key) and value is not None}
+    credentials = {key: value for key, value in kwargs.items()
+                   if key not in _CALL_SETTINGS and value is not None and holds_secret(key, value)}
     options = {}
     for key, value in kwargs.items():
         if key in _CALL_SETTINGS or key in credentials or value is None:
@@ -113,11 +120,14 @@ def _lm_config(lm: Any, what: str = "lm") -> dict[str, Any]:
     return config
 
 
-def check_model(model: str, field: str) -> None:
-    """Refuse, in one line naming ``field``, a model string no provider can be called for."""
+def check_model(lm: Any, field: str) -> None:
+    """Refuse, in one line naming ``field``, a ``dspy.LM`` (or its ``lm`` block) no provider can be called for."""
     from agentsearch.lm import model_problem
 
-    problem = model_problem(model)
+    model = lm["model"] if isinstance(lm, dict) else lm.model
+    options = lm.get("options") or {} if isinstance(lm, dict) else getattr(lm, "kwargs", {}) or {}
+    provider = options.get("custom_llm_provider")
+    problem = model_problem(model, provider if isinstance(provider, str) else None)
     if problem is not None:
         raise TaskSpecError(f"{field}: {problem}")
 
@@ -151,13 +161,33 @@ def _shape(program: dspy.Module) -> list[tuple[str, str, dict[str, str]]]:
             for name, predictor in program.named_predictors()]
 
 
-def student_reference(student: dspy.Module) -> str | None:
-    """``package.module:Class`` when the student's class imports under that name and builds with no
-    arguments into the same predictors (names, classes, fields); None otherwise (a notebook's class,
-    a class whose constructor takes arguments)."""
+_STATE_ATTRIBUTES = {"demos", "signature", "traces", "train", "lm", "callbacks", "history", "config", "stage"}
+"""Attributes DSPy's state (or DSPy itself) owns: compared through the state, not as plain attributes."""
+
+
+def _attributes(program: dspy.Module) -> list[tuple[str, str, str]]:
+    """Every plain attribute of the program and its sub-modules (``k`` of a retriever, a tool list),
+    as text: what a fresh instance must also have for the state to rebuild the same program."""
+    from dspy.primitives.base_module import BaseModule
+
+    found = []
+    for path, module in [("", program), *program.named_sub_modules()]:
+        for key, value in sorted(vars(module).items()):
+            if key in _STATE_ATTRIBUTES or key.startswith("_") or isinstance(value, BaseModule):
+                continue
+            found.append((path, key, repr(value)))
+    return found
+
+
+def student_reference(student: dspy.Module, state: dict[str, Any]) -> str | None:
+    """``package.module:Class`` when another process can make the student again: its class imports
+    under that name and builds with no arguments into the same predictors and the same plain
+    attributes, and no predictor has an LM of its own (the kept state holds none). None otherwise
+    (a notebook's class, a constructor that takes arguments, ``RAG(k=10)``): the run's program is
+    then run in this process only."""
     cls = type(student)
     module_name, qualname = cls.__module__, cls.__qualname__
-    if module_name == "__main__" or "<" in qualname:
+    if module_name == "__main__" or "<" in qualname or any(p.lm is not None for _, p in student.named_predictors()):
         return None
     try:
         found: Any = importlib.import_module(module_name)
@@ -166,19 +196,27 @@ def student_reference(student: dspy.Module) -> str | None:
         if found is not cls:
             return None
         fresh = cls()
+        fresh.load_state(state)
     except Exception:  # noqa: BLE001 - not rebuildable: the run keeps the student in this process
         return None
-    return f"{module_name}:{qualname}" if _shape(fresh) == _shape(student) else None
+    same = _shape(fresh) == _shape(student) and _attributes(fresh) == _attributes(student)
+    return f"{module_name}:{qualname}" if same else None
 
 
 def student_state(student: dspy.Module) -> dict[str, Any] | None:
     """The student's DSPy state as the run keeps it: without any predictor's own LM (whose state could
-    hold a key); None when it is not JSON."""
+    hold a key); None when it is not JSON, or when the store's masking of secrets would change it (a
+    key-shaped word in a demo): the run then keeps no state rather than an altered one."""
+    from agentsearch.lm import redact_tree
+
     state = student.dump_state()
     for entry in state.values():
         if isinstance(entry, dict) and "lm" in entry:
             entry["lm"] = None
-    return state if _json_value(state) else None
+    if not _json_value(state):
+        return None
+    state = json.loads(json.dumps(state))
+    return state if redact_tree(state) == state else None
 
 
 def _search_fields() -> set[str]:
@@ -197,14 +235,14 @@ class _LogProgress(SearchCallback):
     def on_phase(self, message: str) -> None:
         logger.info(message)
 
-    def on_example(self, outcome: Any, usage: Any) -> None:
+    def on_example(self, outcome: ExampleOutcome, usage: RunUsage) -> None:
         self.calls = usage.lm_calls
 
-    def on_evaluation_end(self, candidate: Any, evaluation: Any, best_dev: float | None) -> None:
+    def on_evaluation_end(self, candidate: CandidateRecord, evaluation: EvaluationRecord,
+                          best_dev: float | None) -> None:
         from agentsearch.search_space import parse_spec
 
-        score = "-" if evaluation.score is None else f"{evaluation.score:.3f}"
-        best = "-" if best_dev is None else f"{best_dev:.3f}"
+        score, best = score_text(evaluation.score), score_text(best_dev)
         left = "" if self.max_lm_calls is None else f" ({max(0, self.max_lm_calls - self.calls)} left)"
         pruned = ", pruned" if evaluation.status == "pruned" else ""
         errors = f", {evaluation.n_errors} errors" if evaluation.n_errors else ""
@@ -223,15 +261,16 @@ class _Both(SearchCallback):
         for callback in self.callbacks:
             callback.on_phase(message)
 
-    def on_evaluation_start(self, candidate: Any, split: str, total: int, done: int) -> None:
+    def on_evaluation_start(self, candidate: CandidateRecord, split: str, total: int, done: int) -> None:
         for callback in self.callbacks:
             callback.on_evaluation_start(candidate, split, total, done)
 
-    def on_example(self, outcome: Any, usage: Any) -> None:
+    def on_example(self, outcome: ExampleOutcome, usage: RunUsage) -> None:
         for callback in self.callbacks:
             callback.on_example(outcome, usage)
 
-    def on_evaluation_end(self, candidate: Any, evaluation: Any, best_dev: float | None) -> None:
+    def on_evaluation_end(self, candidate: CandidateRecord, evaluation: EvaluationRecord,
+                          best_dev: float | None) -> None:
         for callback in self.callbacks:
             callback.on_evaluation_end(candidate, evaluation, best_dev)
 
@@ -342,7 +381,7 @@ class AgentSearch(Teleprompter):
         self._check_settings()
         for name, given in (("lm", lm), ("proposer_lm", proposer_lm)):
             if given is not None and getattr(given, "model", None):
-                check_model(given.model, f"AgentSearch: {name}")
+                check_model(given, f"AgentSearch: {name}")
 
     def _check_settings(self) -> None:
         """The settings as a task's ``search``, ``budget`` and ``concurrency``, checked now rather than in compile."""
@@ -382,13 +421,9 @@ class AgentSearch(Teleprompter):
             train, dev = shuffled[cut:] or shuffled[:cut], shuffled[:cut]
         rows = {"train": _rows(train, inputs, outputs, "trainset"), "dev": _rows(dev, inputs, outputs, "valset")}
         lm = _lm_config(self.lm or dspy.settings.lm)
-        check_model(lm["model"], "AgentSearch: lm")
+        check_model(lm, "AgentSearch: lm")
         state = student_state(student)
-        if state is not None:  # as the store keeps it (a key-shaped demo masked), so the digest is the stored one's
-            from agentsearch.lm import redact_tree
-
-            state = redact_tree(state)
-        reference = student_reference(student) if state is not None else None
+        reference = student_reference(student, state) if state is not None else None
         identity = json.dumps({"program": type(student).__qualname__, "state": state or student.dump_state(),
                                "rows": rows, "lm": lm, "search": self.search,
                                "reward": getattr(self.reward, "__qualname__", None),
@@ -413,6 +448,10 @@ class AgentSearch(Teleprompter):
             "module": reference or in_process_reference(f"{name}:{type(student).__qualname__}", lambda: student)}
         if state is not None:
             program["state"] = state
+        if reference is not None and state is not None:  # elsewhere the class is built and given the state; here the
+            from agentsearch.search_space._user import with_state
+
+            in_process_override(with_state(reference, state), student)  # student itself is copied
         task: dict[str, Any] = {
             "name": name,
             "program": program,
@@ -432,17 +471,15 @@ class AgentSearch(Teleprompter):
             logger.info("%s is not importable as package.module:Class with no arguments: this run's program can be "
                         "run in this process only (export --format dspy still writes its state)",
                         type(student).__qualname__)
-        progress: SearchCallback = _LogProgress(self.max_lm_calls)
-        if self.callback is not None:
-            progress = _Both(progress, self.callback)
+        callbacks = [callback for callback in (_LogProgress(self.max_lm_calls) if self.verbose else None,
+                                               self.callback) if callback is not None]
+        progress = callbacks[0] if len(callbacks) == 1 else _Both(*callbacks)
         with _shown(self.verbose):
             self.result = optimize(validate_task(task, source="AgentSearch.compile", base_dir=workdir), run_name=name,
                                    callback=progress)
             logger.info("best: candidate #%d, dev %s (the student: %s); run %s", self.result.best.candidate.number,
-                        _score(self.result.best.dev_score), _score(self.result.seed.dev_score), self.result.run.name)
+                        score_text(self.result.best.dev_score), score_text(self.result.seed.dev_score),
+                        self.result.run.name)
         best = self.result.best_program
         return best.program if hasattr(best, "program") else best
 
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich import box
@@ -20,6 +20,10 @@ from rich.table import Table
 from agentsearch.exceptions import AgentSearchError
 from agentsearch.lm._secrets import mask_url, redact_secrets, redact_tree
 from agentsearch.store._base import DEFAULT_STORAGE, STORAGE_ENV, resolve_storage_url
+
+if TYPE_CHECKING:
+    from agentsearch.store import RunRecord
+    from agentsearch.task import ProgramConfig
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Search agent programs for a task.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the experiment database.")
@@ -482,18 +486,18 @@ def export(run: str = typer.Argument(..., help="run name or id"),
         out.print(f"wrote {standalone}: the design as a standalone Python program")
 
 
-def _stored_program(record: Any) -> Any:
+def _stored_program(record: RunRecord) -> ProgramConfig | None:
     """The run's ``program`` block, read so this process can build the program it names (a compiled
     student's DSPy state is kept there); None for a run of a program built from a signature."""
     from pydantic import ValidationError
 
-    from agentsearch.task import ProgramConfig
+    from agentsearch.task import ProgramConfig as Config
 
     block = record.task.get("program") or {}
     if not block.get("module"):
         return None
     try:
-        return ProgramConfig.model_validate(block)
+        return Config.model_validate(block)
     except ValidationError as exc:
         raise AgentSearchError(f"run {record.name}: its stored program block cannot be read ({exc.errors()[0]['msg']})")
 

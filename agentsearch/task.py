@@ -73,11 +73,11 @@ class LMConfig(_Strict):
     @field_validator("options")
     @classmethod
     def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from agentsearch.lm._secrets import is_secret_name
+        from agentsearch.lm._secrets import holds_secret
 
-        for name in value:
-            if is_secret_name(name) or name in CALL_SETTINGS:
-                raise ValueError(f"{name!r}: " + ("set it as lm." + name if name in CALL_SETTINGS else
+        for name, option in value.items():
+            if holds_secret(name, option) or name in CALL_SETTINGS:
+                raise ValueError(f"{name}: " + ("set it as lm." + name if name in CALL_SETTINGS else
                                  "credentials are not kept in a task; give the key through the environment "
                                  "(e.g. OPENAI_API_KEY)"))
         return value
@@ -384,7 +384,7 @@ def _check_references(task: Task, source: str) -> None:
         from agentsearch.search_space._user import load_user_program
 
         try:
-            load_user_program(task.program.reference or task.program.module, base_dir=task.base_dir)
+            load_user_program(str(task.program.reference), base_dir=task.base_dir)
         except TaskSpecError as exc:
             raise TaskSpecError(f"{source}: program.module: {exc}") from None
     modules = task.search.modules
@@ -402,7 +402,8 @@ def _check_references(task: Task, source: str) -> None:
     from agentsearch.lm import model_problem
 
     for field, lm in (("lm", task.lm), ("proposer_lm", task.proposer_lm)):
-        problem = None if lm is None else model_problem(lm.model)
+        provider = None if lm is None else lm.options.get("custom_llm_provider")
+        problem = None if lm is None else model_problem(lm.model, provider if isinstance(provider, str) else None)
         if problem is not None:
             raise TaskSpecError(f"{source}: {field}.model: {problem}")
         if lm is not None and lm.model.startswith("local/"):

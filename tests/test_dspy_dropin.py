@@ -47,14 +47,16 @@ def exact(example, prediction, trace=None) -> float:
 
 @pytest.fixture
 def server():
-    fake = FakeOpenAIServer(latency_s=0.0, answers=ANSWERS, api_key=KEY).start()
+    # answers picked by the whole request: a search LM sending other options than the user's would score otherwise
+    fake = FakeOpenAIServer(latency_s=0.0, answers=ANSWERS, api_key=KEY, answer_by="request").start()
     yield fake
     fake.stop()
 
 
 def user_lm(server: FakeOpenAIServer, **options) -> dspy.LM:
     """The LM a user writes: DSPy's default engine, their key, their server, DSPy's cache off."""
-    return dspy.LM("openai/fake", api_base=server.base_url, api_key=KEY, cache=False, **options)
+    return dspy.LM("openai/fake", api_base=server.base_url, api_key=KEY, cache=False,
+                   **{"max_tokens": 1000, "top_p": 0.9, **options})
 
 
 def user_score(program: dspy.Module, lm: dspy.LM, devset: list[dspy.Example]) -> float:
@@ -208,7 +210,8 @@ def test_dspy_names_map_to_the_search_and_auto_sets_the_budget(server, sqlite_ur
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     light = agentsearch.AgentSearch(exact, auto="light")
     assert (light.max_candidates, light.max_lm_calls) == (10, 500)
-    optimizer = agentsearch.AgentSearch(exact, lm=user_lm(server, top_p=0.5), storage=sqlite_url, num_threads=3,
+    optimizer = agentsearch.AgentSearch(exact, lm=user_lm(server, top_p=0.5, max_tokens=None), storage=sqlite_url,
+                                        num_threads=3,
                                         max_bootstrapped_demos=2, max_labeled_demos=3, max_candidates=2,
                                         num_instructions=2, verbose=False)
     optimizer.compile(KeyThenLabel(), trainset=examples(0, 8), valset=examples(100, 6))
@@ -378,3 +381,15 @@ with dspy.context(lm=lm):
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     for answers in json.loads(loaded.stdout.strip().splitlines()[-1]):
         assert answers == made["answers"]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"api_key": "sk-never-in-a-task-file"}, "lm.options.api_key: credentials are not kept in a task"),
+    ({"extra_headers": {"Authorization": "Bearer x"}}, "lm.options.extra_headers: credentials are not kept"),
+    ({"temperature": 0.3}, "lm.options.temperature: set it as lm.temperature"),
+])
+def test_a_task_files_request_options_hold_no_credentials(write_task, options, message):
+    from agentsearch.task import load_task
+
+    with pytest.raises(TaskSpecError, match=message):
+        load_task(write_task(lm={"model": "openai/fake", "options": options}))

@@ -138,12 +138,13 @@ def provider_params(model: str) -> frozenset[str]:
         return frozenset()
 
 
-def model_problem(model: str) -> str | None:
-    """Why no provider can be called for ``model`` (litellm routes none for it); None when one can."""
+def model_problem(model: str, provider: str | None = None) -> str | None:
+    """Why no provider can be called for ``model`` (litellm routes none for it, given the LM's
+    ``custom_llm_provider`` if it names one); None when one can."""
     if is_local(model):
         return None
     try:
-        litellm.get_llm_provider(model)
+        litellm.get_llm_provider(model, custom_llm_provider=provider)
     except Exception:  # litellm's BadRequestError: "LLM Provider NOT provided"
         head = model.split("/", 1)[-1]
         return (f"{model!r} names no provider; write provider/model, e.g. openai/{head} for an OpenAI-compatible "

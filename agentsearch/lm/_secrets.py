@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from typing import Any
 
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -50,29 +51,56 @@ def split_url_credentials(url: str) -> tuple[str, dict[str, str]]:
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether a variable or option of this name holds a credential (``OPENAI_API_KEY``, ``api_key``, headers)."""
-    return bool(_SECRET_NAME.search(name)) or "header" in name.lower()
+    """Whether a variable or option of this name holds a credential (``OPENAI_API_KEY``, ``api_key``,
+    headers); a count of tokens (``max_tokens``, ``max_completion_tokens``) is none."""
+    lowered = name.lower()
+    if lowered.endswith("tokens"):
+        return False
+    return bool(_SECRET_NAME.search(name)) or "header" in lowered
+
+
+def holds_secret(name: str, value: Any) -> bool:
+    """Whether an option is a credential or holds one anywhere inside (``extra_body={"api_key": ...}``)."""
+    if is_secret_name(name):
+        return True
+    if isinstance(value, dict):
+        return any(holds_secret(str(key), item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(holds_secret("", item) for item in value)
+    return False
 
 
 _HANDED_OVER: dict[tuple[str, str | None], dict[str, Any]] = {}
 _HANDED_OVER_VALUES: set[str] = set()
+_LOCK = threading.Lock()
 
 
 def hand_over_credentials(model: str, api_base: str | None, credentials: dict[str, Any]) -> None:
     """Credentials given in memory (a ``dspy.LM``'s ``api_key``, its ``extra_headers``) for ``model`` at
     ``api_base``: this process's LMs for that model and server send them; nothing stores them, and
     every string agentsearch shows or writes has them masked, as an environment key's value."""
-    _HANDED_OVER[(model, api_base)] = dict(credentials)
-    for value in credentials.values():
-        for text in (value.values() if isinstance(value, dict) else [value]):
-            if isinstance(text, str) and len(text) >= MIN_SECRET_LENGTH:
-                _HANDED_OVER_VALUES.add(text)
-                _HANDED_OVER_VALUES.update(part for part in text.split() if len(part) >= MIN_SECRET_LENGTH)
+    texts = [text for text in _strings(credentials) if len(text) >= MIN_SECRET_LENGTH]
+    with _LOCK:
+        _HANDED_OVER[(model, api_base)] = dict(credentials)
+        for text in texts:  # a header's "Bearer <key>" is masked whole and by its parts
+            _HANDED_OVER_VALUES.add(text)
+            _HANDED_OVER_VALUES.update(part for part in text.split() if len(part) >= MIN_SECRET_LENGTH)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _strings(item)]
+    return []
 
 
 def handed_over_credentials(model: str, api_base: str | None) -> dict[str, Any]:
     """What ``hand_over_credentials`` keeps for ``model`` at ``api_base`` (empty: the environment's key applies)."""
-    return dict(_HANDED_OVER.get((model, api_base), {}))
+    with _LOCK:
+        return dict(_HANDED_OVER.get((model, api_base), {}))
 
 
 def redact_secrets(text: str) -> str:
@@ -81,7 +109,9 @@ def redact_secrets(text: str) -> str:
     for name, value in os.environ.items():
         if _SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH and value in text:
             text = text.replace(value, MASK)
-    for value in sorted(_HANDED_OVER_VALUES, key=len, reverse=True):
+    with _LOCK:
+        handed_over = sorted(_HANDED_OVER_VALUES, key=len, reverse=True)
+    for value in handed_over:
         if value in text:
             text = text.replace(value, MASK)
     return mask_url(_KEY_SHAPE.sub(MASK, text))

@@ -142,7 +142,7 @@ class _Heartbeat:
             self.stopping.set()
 
 
-_MISSING_KEY = re.compile(r"no API key found for provider '[^']*'\. Set (\w+) in the environment")
+_MISSING_KEY = re.compile(r"no API key found for provider '[^']*'\. Set (.+?) in the environment")
 
 
 def preflight(config: Any, ctx: RunContext) -> None:

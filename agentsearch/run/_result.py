@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentsearch._report import (
     CandidateResult,
@@ -15,6 +15,7 @@ from agentsearch._report import (
     finalists,
     pruning_summary,
     score_intervals,
+    score_text,
 )
 from agentsearch._stats import Estimate
 from agentsearch.exceptions import AgentSearchError
@@ -32,6 +33,9 @@ from agentsearch.store import (
     Split,
 )
 from agentsearch.task import Task
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 FINISH_LEASE = "finish"
 
@@ -53,16 +57,14 @@ class OptimizeResult:
     def stop_reason(self) -> str | None:
         return self.run.stop_reason
 
-    def summary_parts(self) -> list[Any]:
+    def summary_parts(self) -> list[str | Table]:
         """The summary as the CLI prints it: lines, and the seed/best table (a rich Table)."""
         from rich.table import Table
 
         from agentsearch._stats import verdict
 
-        def score(value: float | None) -> str:
-            return "-" if value is None else f"{value:.3f}"
-
-        parts: list[Any] = [f"run {self.run.name}: {self.run.status} ({self.stop_reason})"]
+        score = score_text
+        parts: list[str | Table] = [f"run {self.run.name}: {self.run.status} ({self.stop_reason})"]
         table = Table()
         for column in ("", "candidate", "dev", "test"):
             table.add_column(column)
@@ -95,7 +97,7 @@ class OptimizeResult:
         console = Console(file=buffer, width=width, color_system=None, highlight=False)
         for part in self.summary_parts():
             if isinstance(part, str):
-                console.print(part, markup=False, soft_wrap=True)
+                console.print(part, markup=False)
             else:
                 console.print(part)
         return buffer.getvalue().rstrip("\n")
@@ -104,9 +106,7 @@ class OptimizeResult:
         return self.summary()
 
     def __repr__(self) -> str:
-        def score(value: float | None) -> str:
-            return "None" if value is None else f"{value:.3f}"
-
+        score = score_text
         return (f"OptimizeResult(run={self.run.name!r}, status={str(self.run.status.value)!r}, best=#{self.best.candidate.number} "
                 f"dev {score(self.best.dev_score)} test {score(self.best.test_score)}, seed dev "
                 f"{score(self.seed.dev_score)}, lm_calls={self.usage.lm_calls})")

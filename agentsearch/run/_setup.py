@@ -45,7 +45,7 @@ def seed_spec(task: Task) -> CandidateSpec:
     """The program as the user wrote it: one Predict with the task's instructions, DSPy's chat format;
     or the user's own program (``program.module``) with its predictors as they are."""
     if task.program.module is not None:
-        program = load_user_program(task.program.reference or task.program.module, base_dir=task.base_dir)
+        program = load_user_program(str(task.program.reference), base_dir=task.base_dir)
         return CandidateSpec(topology="program", program=task.program.reference, predictors=tuple(
             PredictorSpec(name=name, signature=predictor_signature(predictor),
                           instructions=predictor.signature.instructions, format="chat")

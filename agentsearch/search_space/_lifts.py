@@ -130,11 +130,10 @@ def _program_lifts(space: SearchSpace, ranked: Sequence[Params]) -> list[Lift]:
     if not ranked:
         return []
     best = ranked[0]
-    nodes = [node for node in space.program["nodes"]] if space.program is not None else []
+    nodes = space.program["nodes"] if space.program is not None else []
     lifts, seen = [], set()
-    for kind in sorted((node_kind(name) for name in space.kinds), key=lambda k: k.lift_rank or float("inf")):
-        if kind.lift_rank is None:
-            continue
+    liftable = [node_kind(name) for name in space.kinds if node_kind(name).lift_rank is not None]
+    for kind in sorted(liftable, key=lambda k: float(k.lift_rank or 0)):
         options = kind.lift(space, {})
         fitting = [node["name"] for node in nodes if kind.name in space.kinds_for(node["signature"])]
         groups = [[name] for name in fitting] + ([fitting] if len(fitting) > 1 else [])

@@ -74,11 +74,23 @@ def split_reference(reference: str) -> tuple[str, dict[str, Any] | None]:
     return base, state
 
 
+_OVERRIDES: dict[str, dspy.Module] = {}
+
+
+def in_process_override(reference: str, program: dspy.Module) -> None:
+    """In this process, ``reference`` is ``program`` (a copy of it): the student AgentSearch.compile was
+    handed, with whatever its constructor cannot make again; other processes build the reference."""
+    with _LOCK:
+        _OVERRIDES[reference] = program.deepcopy()
+
+
 def load_user_program(reference: str, *, base_dir: Path | None = None) -> dspy.Module:
     """The module ``reference``'s function returns (built once per process; never mutate it: copy it),
     with the DSPy state the reference's digest names loaded into it."""
     key = (reference, str(base_dir))
     with _LOCK:
+        if reference in _OVERRIDES:
+            return _OVERRIDES[reference]
         if key in _BUILT and not reference.startswith("object:"):
             return _BUILT[key]
     built, state = split_reference(reference)

@@ -75,6 +75,9 @@ class FakeOpenAIServer:
     fault_seed: int = 0
     models: Sequence[str] | None = None
     """When set, a request for any other model gets a 404 ``model_not_found``, as a provider answers a mistyped name."""
+    answer_by: str = "messages"
+    """What picks an answer: the ``messages`` alone, or the whole ``request`` (model, temperature, every
+    option), so two clients get the same answers only if they send the same requests."""
     unsupported: Sequence[str] = ()
     """Request parameters answered with a 400 ``Unsupported parameter``, as a provider refuses an option its model lacks."""
     _requests: int = 0
@@ -89,7 +92,9 @@ class FakeOpenAIServer:
 
     # answering ---------------------------------------------------------------------------------
     def answer(self, request: dict[str, Any]) -> str:
-        digest = hashlib.sha256(json.dumps(request.get("messages"), sort_keys=True).encode()).hexdigest()
+        hashed = request.get("messages") if self.answer_by == "messages" else {
+            key: value for key, value in request.items() if key != "stream"}
+        digest = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
         system = "\n".join(str(m.get("content")) for m in request.get("messages", []) if m.get("role") == "system")
         found = _OUTPUT_FIELDS.search(system)
         names = _FIELD_NAME.findall(found.group(1)) if found else []
