@@ -64,7 +64,8 @@ def user_score(program: dspy.Module, lm: dspy.LM, devset: list[dspy.Example]) ->
     with dspy.context(lm=lm):
         evaluate = dspy.Evaluate(devset=devset, metric=exact, num_threads=1, display_progress=False,
                                  max_errors=len(devset) + 1, provide_traceback=False)
-        return evaluate(program).score / 100
+        results = evaluate(program).results  # its .score is a rounded percentage
+        return sum(float(score) for _, _, score in results) / len(results)
 
 
 @pytest.mark.parametrize("prompt_format", ["chat", "json", "xml", "completion"])
@@ -393,3 +394,32 @@ def test_a_task_files_request_options_hold_no_credentials(write_task, options, m
 
     with pytest.raises(TaskSpecError, match=message):
         load_task(write_task(lm={"model": "openai/fake", "options": options}))
+
+
+def test_a_student_its_constructor_cannot_make_again_is_searched_and_returned_as_passed(server, sqlite_url,
+                                                                                       monkeypatch, tmp_path):
+    """``Retrieving(k=10)``: ``Retrieving()`` would build k=3, so the run does not name the class for other
+    processes (they could not make the student again); the search, the returned program and the DSPy
+    export all keep k=10."""
+    from agentsearch._teleprompter import student_reference, student_state
+    from tests.user_programs import Retrieving
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert student_reference(Retrieving(), student_state(Retrieving())) == "tests.user_programs:Retrieving"
+    student = Retrieving(k=10)
+    assert student_reference(student, student_state(student)) is None
+    with_lm = Retrieving()
+    with_lm.classify.lm = user_lm(server)  # a predictor's own LM: the kept state holds none, so no rebuild
+    assert student_reference(with_lm, student_state(with_lm)) is None
+    optimizer = agentsearch.AgentSearch(exact, lm=user_lm(server), storage=sqlite_url, max_candidates=3,
+                                        num_instructions=2, verbose=False)
+    compiled = optimizer.compile(student, trainset=examples(0, 8), valset=examples(100, 6))
+    assert compiled.k == 10 and student.k == 10 and compiled is not student
+    run = optimizer.result.run
+    assert run.task["program"]["module"].startswith("object:") and run.task["program"]["state"]
+    assert user_score(compiled, user_lm(server), examples(100, 6)) == pytest.approx(optimizer.result.best.dev_score)
+    done = subprocess.run([sys.executable, "-m", "agentsearch", "export", run.name, "--format", "dspy", "--out",
+                           "x.json", "--storage", sqlite_url], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    fresh = agentsearch.load_into(Retrieving(k=10), tmp_path / "x.json")
+    assert fresh.dump_state() == compiled.dump_state()

@@ -33,3 +33,16 @@ class Empty(dspy.Module):
 
 def no_predictors() -> Empty:
     return Empty()
+
+
+class Retrieving(dspy.Module):
+    """A student whose constructor takes an argument with a default (``RAG(k=10)``-like): ``Retrieving()``
+    is not the ``Retrieving(k=10)`` a user compiles."""
+
+    def __init__(self, k: int = 3) -> None:
+        super().__init__()
+        self.k = k
+        self.classify = dspy.Predict("sentence, context -> label")
+
+    def forward(self, sentence: str) -> dspy.Prediction:
+        return self.classify(sentence=sentence, context=f"k={self.k}")
