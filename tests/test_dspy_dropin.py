@@ -263,6 +263,18 @@ def test_a_search_of_a_user_program_holds_its_first_trials_to_prompts_then_lifts
         {"extract": "best_of_n", "classify": "predict"}, {"extract": "predict", "classify": "best_of_n"},
         {"extract": "best_of_n", "classify": "best_of_n"}]
     assert all(lift.params["extract.instruction"] == 1 for lift in module_lifts(space, [best]))
+    # the prompt stage: prompt_share of the candidates, and no more than prompt_share of the budget buys
+    from types import SimpleNamespace
+
+    from agentsearch.optimizers._optuna import prompt_trials
+
+    def task(budget):
+        return SimpleNamespace(search=SimpleNamespace(space_candidates=12, prompt_share=0.5),
+                               budget=SimpleNamespace(max_lm_calls=budget))
+
+    assert prompt_trials(task(None), space, 50) == 6 and prompt_trials(task(10_000), space, 50) == 6
+    assert prompt_trials(task(300), space, 50) == 4  # 150 calls buy 3 candidates besides the seed's trial
+    assert prompt_trials(task(300), space, 500) == 2  # at least one prompt-level candidate
 
 
 def test_compile_with_module_level_starts_with_prompt_level_candidates(server, sqlite_url, monkeypatch):

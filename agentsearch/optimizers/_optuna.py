@@ -15,6 +15,7 @@ prompt level, then module-level *lifts* of the best prompts are enqueued (see
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -273,9 +274,11 @@ class OptunaOptimizer(BaseOptimizer):
         def number_of(candidate_id: int) -> int | None:
             return next((c.number for c in view.candidates() if c.id == candidate_id), None)
 
+        seed_dev = view.dev_evaluation(view.seed_candidate_id)
+        seed_calls = None if seed_dev is None else view.program_calls(view.seed_candidate_id) * seed_dev.n
         optimizer = cls(space, study=study, name=name, seed_candidate_id=view.seed_candidate_id,
-                        sampler_for=sampler_for, prompt_trials=prompt_trials(task, space), candidate_of=candidate_of,
-                        number_of=number_of)
+                        sampler_for=sampler_for, prompt_trials=prompt_trials(task, space, seed_calls),
+                        candidate_of=candidate_of, number_of=number_of)
         seed = next(c for c in view.candidates() if c.id == view.seed_candidate_id)
         spec = parse_spec(seed.spec)
         known = seed_trial(space, spec) if isinstance(spec, CandidateSpec) else None
@@ -301,10 +304,20 @@ def _cost(view: RunView, candidate_id: int, measure: str) -> float:
     return 0.0 if evaluation is None else cost_per_example(evaluation, measure)
 
 
-def prompt_trials(task: Any, space: SearchSpace) -> int:
-    """How many trials (the seed's included) a staged search holds to the prompt level; 0 when not staged."""
+def prompt_trials(task: Any, space: SearchSpace, calls_per_candidate: float | None = None) -> int:
+    """How many trials (the seed's included) a staged search holds to the prompt level; 0 when not staged.
+
+    ``search.prompt_share`` of the candidates, and, under ``budget.max_lm_calls``, no more than that
+    share of the budget buys at ``calls_per_candidate`` (the seed's dev pass: a prompt-level
+    candidate costs about as much), so the module-level lifts are still compared before the budget
+    ends rather than crowded out by it. Both figures are fixed when the run starts, so a resumed run
+    stages as the uninterrupted one."""
     from agentsearch.search_space import stages_prompt_first
 
     if not stages_prompt_first(space):
         return 0
-    return round(task.search.space_candidates * task.search.prompt_share)
+    trials = round(task.search.space_candidates * task.search.prompt_share)
+    budget = task.budget.max_lm_calls
+    if budget and calls_per_candidate:
+        trials = min(trials, 1 + max(1, math.floor(budget * task.search.prompt_share / calls_per_candidate)))
+    return trials
