@@ -18,7 +18,7 @@ from typing import Any
 import dspy
 
 from agentsearch.optimizers._templates import render
-from agentsearch.search_space import DesignSpec
+from agentsearch.search_space import CandidateSpec, DesignSpec
 
 
 def write_standalone_design(spec: DesignSpec, path: str | Path, *, model: str, lm_options: dict[str, Any],
@@ -80,8 +80,8 @@ def write_dspy_state(program: Any, path: str | Path) -> str:
     return "\n".join(lines)
 
 
-def write_student_state(student_state: dict[str, Any], reference: str, spec: Any, demos: dict[str, Any],
-                        path: str | Path) -> str:
+def write_student_state(student_state: dict[str, Any], reference: str, spec: CandidateSpec,
+                        demos: dict[str, Any], path: str | Path) -> str:
     """Write your program's optimized DSPy state from the state the run kept of it (no need to import
     or build your class); returns the lines that load it into a fresh instance."""
     from dspy.utils.saving import get_dependency_versions

@@ -5,7 +5,10 @@ predictors get the candidate's instructions and demos, so what is scored is exac
 returned (an instance of your class, which DSPy's own ``save``/``load`` round-trip). The program
 comes from a ``package.module:function`` reference called with no arguments (a task file's
 ``program.module``), or from memory (``AgentSearch.compile``); it is built once per process and
-copied for every candidate.
+copied for every candidate. A compiled student whose class another process can make again is
+named ``package.module:Class@<digest>``: the class, given the DSPy state of that digest, which the
+run's task keeps (``program.state``); in the compiling process the name stands for a copy of the
+student itself.
 
 A candidate may also run a predictor another way (the module level: chain of thought,
 self-consistency, best-of-n; the prompt level: its own prompt format). That predictor stays in
@@ -35,7 +38,7 @@ from agentsearch.exceptions import (
     describe_validation_error,
 )
 from agentsearch.search_space._adapters import make_adapter
-from agentsearch.search_space._spec import PredictorSpec
+from agentsearch.search_space._spec import CandidateSpec, PredictorSpec
 from agentsearch.search_space.kinds import node_kind
 
 _BUILT: dict[tuple[str, str], dspy.Module] = {}
@@ -250,7 +253,8 @@ def configured(program: dspy.Module, spec: Any, demos: Mapping[str, Mapping[str,
     return copy
 
 
-def candidate_state(student_state: Mapping[str, Any], spec: Any, demos: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def candidate_state(student_state: Mapping[str, Any], spec: CandidateSpec,
+                    demos: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The DSPy state of the candidate's program, written from the student's state without its class:
     what ``configured(...).dump_state()`` gives (each predictor's instructions, its demos where the
     candidate chose some, its ``agentsearch`` entry where it runs other than as written)."""
