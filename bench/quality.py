@@ -84,9 +84,11 @@ COMPILE_CONTENDERS = {
     "agentsearch_compile": {"levels": ["prompt"]},
     "agentsearch_compile_modules": {"levels": ["prompt", "module"]},
 }
-"""``AgentSearch(...).compile`` as a drop-in where the DSPy contenders run: the same student and
-data, the tpe search settings of ``agentsearch_tpe`` (its formats too, per predictor), at the prompt
-level, or with each predictor's reasoning kind as well."""
+"""``AgentSearch(...).compile`` as a drop-in where the DSPy contenders run: the same student, data,
+budget and demo bounds (``max_bootstrapped_demos``/``max_labeled_demos`` as dspy_bootstrap_rs gets
+them), the other search settings of ``agentsearch_tpe`` (its formats too, per predictor), at the
+prompt level, or with each predictor's reasoning kind as well. Each is compared with
+dspy_bootstrap_rs on the same test examples (``drop_in``)."""
 AGENTSEARCH_CONTENDERS = {  # search settings over the task's
     "agentsearch_random": {"optimizer": "random", "levels": ["prompt"]},
     "agentsearch_tpe": {"optimizer": "tpe", "levels": ["prompt"]},
@@ -220,9 +222,11 @@ def _run_compile(contender: str, task: Any, args: argparse.Namespace) -> Any:
     optimizer = agentsearch.AgentSearch(
         metric=_dspy_metric(task), lm=task.lm.model_dump(exclude_none=True),
         proposer_lm=task.effective_proposer_lm.model_dump(exclude_none=True),
-        max_candidates=search.max_candidates, max_lm_calls=args.budget, concurrency=task.concurrency, seed=0,
+        max_candidates=search.max_candidates, max_lm_calls=args.budget, num_threads=task.concurrency, seed=0,
+        # the demo bounds dspy_bootstrap_rs is given, under DSPy's names, as a user swapping optimizers would
+        max_bootstrapped_demos=MAX_DEMOS, max_labeled_demos=MAX_DEMOS,
         storage=f"sqlite:///{Path(args.workdir) / f'{task.name}-{contender}.db'}",
-        optimizer="tpe", max_demos=search.max_demos, bootstrap_examples=search.bootstrap_examples,
+        optimizer="tpe", bootstrap_examples=search.bootstrap_examples,
         formats=list(search.formats), **COMPILE_CONTENDERS[contender])
     return optimizer.compile(student, trainset=train, valset=dev)
 
@@ -313,7 +317,8 @@ def run_task(args: argparse.Namespace) -> None:
             _keep(args, args.run_task, contender, report)
         print(RESULT + json.dumps(report), flush=True)
         rows.append(report)
-    print(RESULT + json.dumps({"comparison": compare(args, args.run_task, rows)}), flush=True)
+    print(RESULT + json.dumps({"comparison": compare(args, args.run_task, rows), "drop_in": drop_in(rows)}),
+          flush=True)
 
 
 def _settings_key(args: argparse.Namespace) -> dict[str, Any]:
@@ -372,6 +377,7 @@ def run_one(args: argparse.Namespace, name: str, contender: str, counter: CallCo
         search_lm_calls=search["lm_calls"], search_tokens=search["tokens"], search_wall_s=round(search_wall, 1),
         dev=round(sum(dev) / len(dev), 4), test=round(interval.mean, 4),
         test_ci95=[round(interval.low, 4), round(interval.high, 4)], n_dev=len(dev), n_test=len(test),
+        test_scores=test,  # per test example, in the split's order: paired comparisons (``drop_in``)
     )
     return report
 
@@ -460,6 +466,27 @@ def compare(args: argparse.Namespace, task: str, rows: list[dict[str, Any]]) -> 
     return summary
 
 
+DROP_IN_PAIRS = (("agentsearch_compile", "dspy_bootstrap_rs"), ("agentsearch_compile_modules", "dspy_bootstrap_rs"),
+                 ("agentsearch_compile_modules", "agentsearch_compile"))
+
+
+def drop_in(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The compile contenders against DSPy's BootstrapFewShotWithRandomSearch and against each other:
+    the mean test difference over the same examples, with its paired 95% interval and what it allows
+    one to claim."""
+    from agentsearch._stats import paired_difference, verdict
+
+    scored = {row["contender"]: row["test_scores"] for row in rows if "test_scores" in row}
+    pairs = []
+    for first, second in DROP_IN_PAIRS:
+        if first in scored and second in scored and len(scored[first]) == len(scored[second]):
+            difference = paired_difference(dict(enumerate(scored[first])), dict(enumerate(scored[second])))
+            pairs.append({"first": first, "second": second, "test_difference": round(difference.mean, 4),
+                          "ci95": [round(difference.low, 4), round(difference.high, 4)],
+                          "verdict": verdict(difference)})
+    return pairs
+
+
 # ---- the whole bench ------------------------------------------------------------------------------
 def _child(args: argparse.Namespace, task: str) -> list[dict[str, Any]]:
     """Run one task's contenders in a child process (``--run-task``); its JSON lines, as it printed them."""
@@ -524,13 +551,14 @@ def main() -> None:
     report["tasks"] = {}
     for task in args.tasks:
         rows = _child(args, task)
-        comparison = next((row["comparison"] for row in rows if "comparison" in row),
-                          {"note": "not compared: the bench process ended first"})
+        ending = next((row for row in rows if "comparison" in row),
+                      {"comparison": {"note": "not compared: the bench process ended first"}})
         rows = [row for row in rows if "comparison" not in row]
         done = {row.get("contender") for row in rows}
         rows += [{"task": task, "contender": c, "error": "not run: the bench process ended first"}
                  for c in args.contenders if c not in done]
-        report["tasks"][task] = {"contenders": rows, "agentsearch_vs_dspy": comparison}
+        report["tasks"][task] = {"contenders": rows, "agentsearch_vs_dspy": ending["comparison"],
+                                 "drop_in": ending.get("drop_in", [])}
     report["wall_s"] = round(time.perf_counter() - started, 1)
     emit(report, "quality" if mode_name(args) == "full" else f"quality-{mode_name(args)}", save=args.save)
 

@@ -151,3 +151,34 @@ def test_bbh_web_of_lies_module_search_completes_on_the_fake_lm(tmp_path, sqlite
     assert len({s.topology for s in specs}) >= 3
     assert len(set().union(*(s.modules() for s in specs))) >= 4
     assert result.best.test is not None and result.best.test.n == 20
+
+
+def _first_trials(url: str, run) -> tuple[SearchSpace, list[CandidateSpec]]:
+    storage = get_storage(url)
+    space = SearchSpace.from_dict(storage.get_run(run.id).space)
+    candidates = sorted(storage.list_candidates(run.id), key=lambda c: c.number)
+    return space, [CandidateSpec.model_validate(c.spec) for c in candidates]
+
+
+@pytest.mark.parametrize("optimizer", ["tpe", "random"])
+def test_the_first_candidate_after_the_seed_is_the_seed_with_its_bootstrapped_demos(
+        write_task, sqlite_url, fake_lm, optimizer):
+    """BootstrapFewShot's program (the seed's instructions and format, the demo set led by its passing
+    traces, in full) is always scored, as DSPy's BootstrapFewShotWithRandomSearch scores it: with few
+    trials a sampler's random start would mostly pair proposed instructions with partial demo sets."""
+    path = write_task(**{"search.optimizer": optimizer, "search.max_candidates": 4, "search.num_instructions": 4})
+    result = agentsearch.optimize(path, storage=sqlite_url)
+    space, specs = _first_trials(sqlite_url, result.run)
+    seed, first = specs[0].predictors[0], specs[1].predictors[0]
+    assert space.demo_sets and len(space.instructions) == 4
+    assert (first.instructions, first.format, first.module) == (seed.instructions, seed.format, seed.module)
+    assert first.demo_ids == space.demo_sets[0][:4] and len(first.demo_ids) == 4
+    study = optuna.load_study(study_name=f"agentsearch:{result.run.name}", storage=sqlite_url)
+    assert study.trials[1].user_attrs.get("agentsearch:bootstrap") is True
+
+
+def test_no_bootstrapped_candidate_where_the_space_searches_no_demos(write_task, sqlite_url, fake_lm):
+    path = write_task(**{"search.max_candidates": 3, "search.max_demos": 0})
+    result = agentsearch.optimize(path, storage=sqlite_url)
+    study = optuna.load_study(study_name=f"agentsearch:{result.run.name}", storage=sqlite_url)
+    assert not any(t.user_attrs.get("agentsearch:bootstrap") for t in study.trials)

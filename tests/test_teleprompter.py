@@ -26,9 +26,10 @@ def exact(example, prediction, trace=None) -> float:
 @pytest.fixture
 def teleprompter(sqlite_url):
     def make(**options):
+        settings = {"max_candidates": 8, "num_instructions": 2, "max_demos": 4, "num_demo_sets": 3,
+                    "bootstrap_examples": 10, **options}
         return agentsearch.AgentSearch(metric=exact, lm=dspy.LM("fake/keyword", num_retries=0, cache=True),
-                                       storage=sqlite_url, max_candidates=8, num_instructions=2, max_demos=4,
-                                       num_demo_sets=3, bootstrap_examples=10, **options)
+                                       storage=sqlite_url, **settings)
     return make
 
 
@@ -125,3 +126,20 @@ def test_compile_searches_a_chain_of_thought_student_and_its_demos_keep_the_reas
     (name, predictor), = compiled.named_predictors()
     assert name == "predict" and predictor.demos
     assert all({"sentence", "reasoning", "label"} <= set(dict(demo)) for demo in predictor.demos)
+
+
+def test_compile_scores_the_student_with_its_bootstrapped_demos_first(teleprompter, fake_lm, sqlite_url):
+    """Trial 1 of a compile is BootstrapFewShot's program: every predictor as written (instructions,
+    chat) with the demo set that leads with the student's own passing traces, in full."""
+    from agentsearch.search_space import SearchSpace
+
+    optimizer = teleprompter(max_candidates=3, num_instructions=4)
+    optimizer.compile(KeyThenLabel(), trainset=examples(0, 20), valset=examples(100, 12))
+    storage = get_storage(sqlite_url)
+    run = optimizer.result.run
+    space = SearchSpace.from_dict(storage.get_run(run.id).space)
+    seed, first = (agentsearch.CandidateSpec.model_validate(c.spec)
+                   for c in sorted(storage.list_candidates(run.id), key=lambda c: c.number)[:2])
+    for written, node in zip(seed.predictors, first.predictors):
+        assert (node.instructions, node.format, node.module) == (written.instructions, written.format, "predict")
+        assert node.demo_ids == space.node_demos(node.name, space.demo_sets[0][:4]) and node.demo_ids

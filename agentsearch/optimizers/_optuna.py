@@ -10,6 +10,10 @@ examples.
 With both levels on, the search is staged (``prompt_trials``): the first trials are held to the
 prompt level, then module-level *lifts* of the best prompts are enqueued (see
 ``search_space._lifts``), then the sampler has the whole space.
+
+The seed program is trial 0 and, where the space searches demos, trial 1 is the seed with its
+bootstrapped demo set (``bootstrap_params``): the program DSPy's BootstrapFewShot returns, which a
+sampler's random start would seldom try when a budget buys only a few trials.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from agentsearch.optimizers._base import BaseOptimizer, Outcome, Proposal, RunVi
 from agentsearch.search_space import (
     CandidateSpec,
     SearchSpace,
+    bootstrap_params,
     module_lifts,
     parse_spec,
     prompt_level,
@@ -44,6 +49,9 @@ LIFTED = "agentsearch:lifted"
 """Study attribute set once the module-level lifts are enqueued: the prompt stage is over."""
 LIFTED_FROM = "agentsearch:lifted_from"
 """Trial attribute of a lift: the trial numbers of the prompt-level trials it was built from."""
+BOOTSTRAP = "agentsearch:bootstrap"
+"""Trial attribute of trial 1 when the space searches demos: the seed with its bootstrapped demo set
+(``search_space.bootstrap_params``), enqueued with the seed's trial."""
 INSTRUCTION_CHARS = 300
 """Instructions longer than this are cut in a trial's attributes (the candidate's spec has them whole)."""
 
@@ -292,6 +300,9 @@ class OptunaOptimizer(BaseOptimizer):
                 optimizer.record_known(params, distributions, values=[score, cost] if cost_aware else [score],
                                        example_scores=scores, user_attrs=trial_attributes(spec, seed.id, seed.number))
                 view.mark_trial(seed.id, 0)  # trial 0 is the seed's, in the store as in the study
+                bootstrap = bootstrap_params(space, params)
+                if bootstrap is not None:  # trial 1: the seed with its bootstrapped demos
+                    study.enqueue_trial(bootstrap, user_attrs={BOOTSTRAP: True})
             else:  # another worker is adding it: trial 0 must be the seed's for every worker
                 view.wait_for(lambda: bool(study.get_trials(deepcopy=False)), "the seed's Optuna trial")
         return optimizer

@@ -7,7 +7,8 @@ from agentsearch._lazy import lazy_attributes
 __getattr__, __dir__, __all__ = lazy_attributes(__name__, {
     "agentsearch.search_space._adapters": ("CompletionAdapter", "JSONModeAdapter", "make_adapter"),
     "agentsearch.search_space._design": ("DesignError", "DesignProgram"),
-    "agentsearch.search_space._lifts": ("PROMPT_LEVEL", "Lift", "module_lifts", "prompt_level", "stages_prompt_first"),
+    "agentsearch.search_space._lifts": ("PROMPT_LEVEL", "Lift", "bootstrap_params", "module_lifts", "prompt_level",
+                                        "stages_prompt_first"),
     "agentsearch.search_space._program": ("Program", "SpecProgram", "build_program", "load_program", "node_signature",
                                           "save_program"),
     "agentsearch.search_space._space": ("ModuleSpaceConfig", "SearchSpace", "seed_trial"),

@@ -74,6 +74,27 @@ def suggest_fixed(space: SearchSpace, params: Params) -> tuple[CandidateSpec, Pa
         return None
 
 
+def bootstrap_params(space: SearchSpace, seed_params: Params) -> Params | None:
+    """The seed's own choices with each of its predictors given the first demo set in full: the program
+    DSPy's BootstrapFewShot would return (the seed's instructions and format, demos led by its passing
+    traces on train). None when the space searches no demos for the seed.
+
+    A search enqueues it right after the seed. Its sampler starts from random points, and with a
+    few trials those mostly pair proposed instructions (a small proposer's are often worse than the
+    user's) with partial demo sets; DSPy's BootstrapFewShotWithRandomSearch always scores this one.
+    """
+    counts = [name for name in seed_params if name.endswith(".n_demos")]
+    if not counts or not space.demo_sets:
+        return None
+    size = min(space.max_demos, len(space.demo_sets[0]))
+    if size == 0:
+        return None
+    params = {**seed_params, **{name: size for name in counts},
+              **{name.removesuffix(".n_demos") + ".demo_set": 0 for name in counts}}
+    fitted = suggest_fixed(space, params)
+    return None if fitted is None else fitted[1]
+
+
 @dataclass(frozen=True)
 class Lift:
     params: Params
