@@ -276,20 +276,36 @@ class _Both(SearchCallback):
 
 
 @contextlib.contextmanager
-def _shown(verbose: bool) -> Iterator[None]:
+def _shown(verbose: bool, max_candidates: int, max_lm_calls: int | None) -> Iterator[SearchCallback | None]:
     """While compiling: the ``agentsearch`` logger's INFO lines on stderr, as DSPy shows its own, unless
     the application configured logging itself (a handler on it or on the root logger) or ``verbose``
-    is off."""
-    handler = None
+    is off. On a terminal the lines print above the CLI's live display (candidates scored, elapsed
+    time, best dev, LM calls left), which is yielded as a callback to feed; elsewhere (a pipe, a
+    file, a notebook) the lines alone, so a log holds no redrawn frames."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from agentsearch._progress import RichProgress
+
+    handler: logging.Handler | None = None
+    live: RichProgress | None = None
     if verbose and not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y/%m/%d %H:%M:%S"))
+        console = Console(stderr=True)
+        if console.is_terminal and not console.is_dumb_terminal:
+            handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False,
+                                  log_time_format="%H:%M:%S")
+            live = RichProgress(console, max_candidates, max_lm_calls, narrate=False)
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                                   "%Y/%m/%d %H:%M:%S"))
         logger.addHandler(handler)
     level = logger.level
     if verbose and logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
     try:
-        yield
+        with live if live is not None else contextlib.nullcontext():
+            yield live
     finally:
         logger.setLevel(level)
         if handler is not None:
@@ -471,10 +487,10 @@ class AgentSearch(Teleprompter):
             logger.info("%s is not importable as package.module:Class with no arguments: this run's program can be "
                         "run in this process only (export --format dspy still writes its state)",
                         type(student).__qualname__)
-        callbacks = [callback for callback in (_LogProgress(self.max_lm_calls) if self.verbose else None,
-                                               self.callback) if callback is not None]
-        progress = callbacks[0] if len(callbacks) == 1 else _Both(*callbacks)
-        with _shown(self.verbose):
+        with _shown(self.verbose, self.max_candidates, self.max_lm_calls) as live:
+            callbacks = [callback for callback in (_LogProgress(self.max_lm_calls) if self.verbose else None,
+                                                   live, self.callback) if callback is not None]
+            progress = callbacks[0] if len(callbacks) == 1 else _Both(*callbacks)
             self.result = optimize(validate_task(task, source="AgentSearch.compile", base_dir=workdir), run_name=name,
                                    callback=progress)
             logger.info("best: candidate #%d, dev %s (the student: %s); run %s", self.result.best.candidate.number,

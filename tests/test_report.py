@@ -185,3 +185,22 @@ def test_the_live_display_shows_the_best_program_and_the_calls_left(write_task, 
     assert re.search(r"single: predict; (chat|completion); \d+ demos?", progress.best_program)
     # as the terminal shows it: the brackets are text, not rich markup that swallows the description
     assert f"[{progress.best_program}] | LM calls {used}, {500 - used} left" in console.export_text()
+
+
+def test_the_live_display_keeps_its_count_and_time_at_80_columns(write_task, sqlite_url, fake_lm):
+    """At 80 columns the bars keep their count and elapsed time and the status wraps under them, whole:
+    once in one row with the bars, it was cut to ``can… best dev …`` (and stayed so in a piped log)."""
+    from rich.console import Console
+
+    from agentsearch._progress import RichProgress
+
+    console = Console(record=True, width=80, force_terminal=False)
+    progress = RichProgress(console, 6, max_lm_calls=500)
+    with progress:
+        agentsearch.optimize(write_task(**{"search.max_candidates": 6}), storage=sqlite_url, callback=progress)
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert any(re.fullmatch(r"candidates +━+ +6/6 +\d:\d\d:\d\d", line.strip()) for line in lines), lines[-6:]
+    status = " ".join(line.strip() for line in lines[lines.index(next(l for l in lines if l.startswith("best dev"))):])
+    assert progress._status() in status
+    assert "…" not in "\n".join(lines)

@@ -143,3 +143,60 @@ def test_compile_scores_the_student_with_its_bootstrapped_demos_first(teleprompt
     for written, node in zip(seed.predictors, first.predictors):
         assert (node.instructions, node.format, node.module) == (written.instructions, written.format, "predict")
         assert node.demo_ids == space.node_demos(node.name, space.demo_sets[0][:4]) and node.demo_ids
+
+
+def _compile_child_on(tmp_path, stderr_to_terminal: bool) -> tuple[int, str]:
+    """tests/compile_child.py with its stderr on a 100x40 pseudo-terminal, or on a pipe; its exit code
+    and all it wrote to stderr."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from pathlib import Path
+
+    env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "cache"), "TERM": "xterm-256color"}
+    for name in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "tests.compile_child", f"sqlite:///{tmp_path / 'runs.db'}", "0"]
+    root = Path(__file__).parent.parent
+    if not stderr_to_terminal:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=600)
+        return done.returncode, done.stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower, env=env, cwd=root)
+    os.close(follower)
+    written = bytearray()
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed its end (EIO on Linux)
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(leader)
+    return child.wait(timeout=600), written.decode("utf-8", "replace")
+
+
+def test_compile_on_a_terminal_shows_the_live_display_under_its_log_lines(tmp_path):
+    """As DSPy users see bars in a terminal: the CLI's live display (candidates scored of the budget,
+    best dev, LM calls) with each log line printed once above it; on a pipe the log lines alone."""
+    import re
+
+    code, shown = _compile_child_on(tmp_path, stderr_to_terminal=True)
+    assert code == 0, shown[-2000:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # the terminal's control sequences
+    assert re.search(r"candidates .*━.* \d+/8 ", text), text[-2000:]  # the bar, the count of 8
+    assert "best dev" in text and "LM calls" in text
+    for number in range(3):  # a log line, not a redrawn frame: once each
+        assert len(re.findall(rf"candidate #{number} \[", text)) == 1, text[-3000:]
+
+    (tmp_path / "piped").mkdir()
+    code, piped = _compile_child_on(tmp_path / "piped", stderr_to_terminal=False)
+    assert code == 0, piped[-2000:]
+    assert "INFO agentsearch: candidate #0 [" in piped
+    assert "━" not in piped and "\x1b[" not in piped  # no frames in a log
