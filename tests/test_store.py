@@ -195,3 +195,63 @@ def test_a_running_run_whose_process_is_gone_is_lost_at_once(sqlite_url):
                            {"owner": f"{socket.gethostname()}:{gone.stdout.strip()}", "id": dead.id})
     assert not store.get_run("mine").lost and store.get_run("dead").lost
     assert store.get_run("mine").owner == mine.owner and mine.owner.endswith(f":{__import__('os').getpid()}")
+
+
+def test_text_with_a_nul_is_stored_in_every_text_field_on_both_databases(storage_url):
+    """PostgreSQL refuses NUL in text (SQLite keeps it): a design raising ``ValueError('no answer\\x00here')``
+    stopped a PostgreSQL run with a StorageError, again on every resume. Every text the store writes
+    is now kept: as written on SQLite, visibly escaped (``\\x00``) on PostgreSQL; JSON as written on both."""
+    def kept_as(text: str) -> str:
+        return text if storage_url.startswith("sqlite") else text.replace("\x00", "\\x00")
+
+    nul = "no answer\x00here"
+    store = get_storage(storage_url)
+    run = store.create_run("r\x00n", "t\x00k", {"instructions": nul})
+    candidate = store.create_candidate(run.id, {"instructions": nul}, "h", level="prompt", optimizer="seed")
+    store.set_candidate_status(candidate.id, "failed", note=nul)
+    evaluation = store.get_or_create_evaluation(candidate.id, "dev")
+    store.add_example_results(evaluation.id, [
+        ExampleOutcome("e\x001", {"label": nul}, 0.0, f"ValueError: {nul}", Usage(1, 10, 2, 0.0), 0.05)])
+    store.complete_evaluation(evaluation.id, 1.0, pruned_because=nul)
+    store.add_examples(run.id, "dev", [("x\x00y", {"sentence": nul}, {"label": nul})])
+    store.add_run_note(run.id, "meta", nul)
+    store.set_run_status(run.id, "stopped", nul)
+
+    again = get_storage(storage_url)
+    kept = again.get_run(run.id)
+    assert (kept.name, kept.task_name, kept.stop_reason) == (kept_as("r\x00n"), kept_as("t\x00k"), kept_as(nul))
+    assert kept.task == {"instructions": nul}
+    (candidate,) = again.list_candidates(run.id)
+    assert (candidate.note, candidate.spec) == (kept_as(nul), {"instructions": nul})
+    (result,) = again.list_example_results(evaluation.id)
+    assert (result.example_id, result.error, result.prediction) == (
+        kept_as("e\x001"), kept_as(f"ValueError: {nul}"), {"label": nul})
+    (evaluated,) = again.list_evaluations(run_id=run.id)
+    assert (evaluated.note, evaluated.top_error) == (kept_as(nul), kept_as(f"ValueError: {nul}"))
+    (example,) = again.list_examples(run.id, "dev")
+    assert (example.example_id, example.inputs, example.gold) == (kept_as("x\x00y"), {"sentence": nul}, {"label": nul})
+    assert again.list_run_notes(run.id, "meta") == [kept_as(nul)]
+
+
+def test_a_run_whose_program_raises_a_nul_finishes_on_postgresql(write_task, task_dir, postgres_url, fake_lm):
+    """The case as met: a program's error text with a NUL, stored as the example's error, once stopped
+    the run (and every resume) with a StorageError on PostgreSQL."""
+    import agentsearch
+
+    (task_dir / "nul_program.py").write_text(
+        "import dspy\n\n\n"
+        "class Nul(dspy.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.answer = dspy.Predict('sentence -> label')\n\n"
+        "    def forward(self, sentence):\n"
+        "        if sentence.endswith('1'):\n"
+        "            raise ValueError('no answer\\x00here')\n"
+        "        return self.answer(sentence=sentence)\n")
+    task = write_task(**{"program.module": "nul_program:Nul", "search.max_candidates": 3})
+    result = agentsearch.optimize(task, storage=postgres_url)
+    assert result.run.status == "finished"
+    store = get_storage(postgres_url)
+    errors = [r.error for e in store.list_evaluations(run_id=result.run.id) for r in store.list_example_results(e.id)
+              if r.error]
+    assert errors and all("no answer\\x00here" in error for error in errors)
