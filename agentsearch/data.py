@@ -31,7 +31,8 @@ class LabelledExample:
 
 def _read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as handle:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is read as one, not as a header's first characters
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         if suffix == ".jsonl":
             rows = []
             for number, line in enumerate(handle, start=1):
@@ -80,6 +81,8 @@ def read_split(
 ) -> list[LabelledExample]:
     import dspy
 
+    if path.is_dir():
+        raise TaskSpecError(f"{source}: {field}: {path} is a folder; name a .jsonl or .csv file")
     if not path.is_file():
         raise TaskSpecError(f"{source}: {field}: file not found: {path}")
     try:

@@ -138,3 +138,25 @@ def test_a_credential_in_the_api_base_query_is_refused(task_dir, tmp_path, monke
     path.write_text(yaml.safe_dump(task), encoding="utf-8")
     line = _expect_refused(monkeypatch, capsys, path, tmp_path / "s.db", "lm.api_base", "environment")
     assert "abc123" not in line
+
+
+def test_a_csv_with_excels_byte_order_mark_reads_its_header(task_dir, fake_lm):
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark; it was read as part of the first
+    header ("row 1 lacks field 'sentence'" though the header has it)."""
+    from agentsearch.data import load_split
+    from agentsearch.task import load_task
+
+    rows = "".join(f"{row['sentence']},{row['label']}\r\n" for row in sentiment_rows(100)[:6])
+    (task_dir / "data" / "dev.csv").write_bytes(b"\xef\xbb\xbf" + f"sentence,label\r\n{rows}".encode())
+    path = task_dir / "task.yaml"
+    path.write_text(yaml.safe_dump(base_task(**{"data.dev": "data/dev.csv"})), encoding="utf-8")
+    dev = load_split(load_task(path), "dev")
+    assert [item.example.sentence for item in dev] == [row["sentence"] for row in sentiment_rows(100)[:6]]
+
+
+def test_a_folder_given_as_a_data_file_is_named_a_folder(task_dir, tmp_path, monkeypatch, capsys, fake_lm):
+    (task_dir / "data" / "dev_dir").mkdir()
+    path = task_dir / "task.yaml"
+    path.write_text(yaml.safe_dump(base_task(**{"data.dev": "data/dev_dir"})), encoding="utf-8")
+    line = _expect_refused(monkeypatch, capsys, path, tmp_path / "s.db", "data.dev", "is a folder")
+    assert "not found" not in line
