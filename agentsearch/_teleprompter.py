@@ -375,6 +375,12 @@ class AgentSearch(Teleprompter):
         if num_threads is not None and concurrency is not None and num_threads != concurrency:
             raise TaskSpecError("AgentSearch: num_threads and concurrency are the same setting; give one")
         threads = num_threads if num_threads is not None else concurrency if concurrency is not None else 1
+        if storage is not None:
+            from agentsearch.store import storage_url_problem
+
+            problem = storage_url_problem(storage)
+            if problem is not None:
+                raise TaskSpecError(f"AgentSearch: storage: {problem}")
         demos = [bound for bound in (max_bootstrapped_demos, max_labeled_demos) if bound is not None]
         if demos:
             if "max_demos" in search:

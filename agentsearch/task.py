@@ -317,6 +317,16 @@ class Task(_Strict):
     seed: int = 0
     base_dir: Path = Field(default=Path("."), exclude=True, description="where relative data paths start")
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, url: str | None) -> str | None:
+        from agentsearch.store import storage_url_problem
+
+        problem = None if url is None else storage_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
     @model_validator(mode="after")
     def _program_levels(self) -> Task:
         if self.program.module is not None and "agent" in self.search.levels:

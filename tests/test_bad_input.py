@@ -160,3 +160,43 @@ def test_a_folder_given_as_a_data_file_is_named_a_folder(task_dir, tmp_path, mon
     path.write_text(yaml.safe_dump(base_task(**{"data.dev": "data/dev_dir"})), encoding="utf-8")
     line = _expect_refused(monkeypatch, capsys, path, tmp_path / "s.db", "data.dev", "is a folder")
     assert "not found" not in line
+
+
+STORAGE_URLS = [
+    ("sqlit:///runs.db", "unknown database 'sqlit'; did you mean sqlite:///runs.db?"),
+    ("postgresq://u@127.0.0.1/test", "unknown database 'postgresq'; did you mean postgresql://u@127.0.0.1/test?"),
+    ("runs.db", "is a file name, not a URL: write sqlite:///runs.db"),
+    ("sqlite://runs.db", "names no file (SQLite URLs take three slashes"),
+    ("sqlite:///:memory:", "in-memory database"),
+]
+
+
+@pytest.mark.parametrize(("url", "said"), STORAGE_URLS)
+def test_validate_refuses_a_mistyped_storage_url_in_one_line(task_dir, monkeypatch, capsys, fake_lm, url, said):
+    """``validate`` passed these (SQLAlchemy only met them when a run opened the store, with
+    "Can't load plugin: sqlalchemy.dialects:sqlit" or a five-line list of URL forms)."""
+    monkeypatch.chdir(task_dir)
+    path = task_dir / "task.yaml"
+    path.write_text(yaml.safe_dump(base_task(storage=url)), encoding="utf-8")
+    code, out, err = run_cli(monkeypatch, capsys, "validate", str(path))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert str(path) in lines[0] and "storage:" in lines[0] and said in lines[0], lines[0]
+    assert not any(task_dir.glob("*.db")) and not (task_dir / "runs.db").exists()
+
+
+@pytest.mark.parametrize(("url", "said"), STORAGE_URLS)
+def test_a_mistyped_storage_option_is_one_line_naming_it(tmp_path, monkeypatch, capsys, url, said):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(monkeypatch, capsys, "runs", "--storage", url)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and said in lines[0] and "Traceback" not in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_agentsearch_refuses_a_mistyped_storage_url_when_built(fake_lm):
+    import agentsearch
+    from agentsearch.exceptions import TaskSpecError
+
+    with pytest.raises(TaskSpecError, match=r"AgentSearch: storage: 'sqlit:///r.db': unknown database 'sqlit'"):
+        agentsearch.AgentSearch(metric=lambda example, prediction, trace=None: 1.0, storage="sqlit:///r.db")

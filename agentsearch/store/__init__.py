@@ -17,7 +17,7 @@ from agentsearch.store._base import (
     RunUsage,
     Split,
 )
-from agentsearch.store._rdb.storage import RDBStorage
+from agentsearch.store._rdb.storage import RDBStorage, storage_url_problem
 
 
 def get_storage(storage: str | BaseStorage, *, upgrade: bool = False) -> BaseStorage:
@@ -41,4 +41,5 @@ __all__ = [
     "RunUsage",
     "Split",
     "get_storage",
+    "storage_url_problem",
 ]

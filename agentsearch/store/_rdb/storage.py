@@ -183,11 +183,52 @@ _INSERT_RESULT = insert(ExampleResultModel)
 """Built once: building a statement costs more CPU than SQLite takes to run it."""
 
 
+BACKENDS = ("sqlite", "postgresql")
+"""The databases the store runs on (a URL's backend, before any ``+driver``)."""
+
+
+def storage_url_problem(url: str) -> str | None:
+    """What is wrong with a storage URL, in one line, or None: checked before anything connects (and by
+    ``validate``), where SQLAlchemy would say "Can't load plugin: sqlalchemy.dialects:sqlit" or list
+    five URL forms."""
+    import difflib
+    from importlib.util import find_spec
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    forms = "sqlite:///file.db (one process) or postgresql+psycopg://user@host/db (many workers)"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        if url.endswith((".db", ".sqlite", ".sqlite3")) and "://" not in url:
+            return f"{url!r} is a file name, not a URL: write sqlite:///{url}"
+        return f"{url!r} is not a database URL: write {forms}"
+    backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        close = difflib.get_close_matches(backend, BACKENDS, n=1, cutoff=0.6)
+        fixed = url.replace(backend, close[0], 1) if close else None
+        hint = f"did you mean {fixed}?" if fixed else f"write {forms}"
+        return f"{url!r}: unknown database {backend!r}; {hint}"
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        named = url.split("://", 1)[1].split("?", 1)[0]
+        if named and not named.startswith("/"):  # sqlite://x.db: the file read as a host
+            return (f"{url!r} names no file (SQLite URLs take three slashes, four for an absolute path): "
+                    f"write sqlite:///{named}")
+        return f"{url!r} is an in-memory database: a run would be lost when it ends; name a file, sqlite:///file.db"
+    if backend == "postgresql" and parsed.get_driver_name() == "psycopg2" and find_spec("psycopg2") is None:
+        return f"{url!r} asks for the psycopg2 driver, which is not installed: write postgresql+psycopg://…"
+    return None
+
+
 class RDBStorage(BaseStorage):
     """Opens (and on first use creates) the schema; an older schema asks for ``agentsearch db upgrade``."""
 
     def __init__(self, url: str, *, upgrade: bool = False) -> None:
         self.url = url
+        problem = storage_url_problem(url)
+        if problem is not None:
+            raise StorageError(f"storage: {redact_secrets(problem)}")
         try:
             # A worker uses one connection at a time, and its heartbeat another now and then: a small pool
             # lets a PostgreSQL server's connection limit serve many workers (one or two each).
