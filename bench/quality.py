@@ -170,7 +170,7 @@ def task_dict(args: argparse.Namespace, name: str, search: dict[str, Any] | None
         # where [prompt, module] turns from the prompt level to the module level (half way)
         "search": {"max_candidates": max(4, 2 * args.budget // sizes["dev"]), "max_demos": 2 * MAX_DEMOS,
                    "bootstrap_examples": mode["bootstrap_examples"], **(search or {})},
-        "budget": {"max_lm_calls": args.budget}, "concurrency": args.concurrency, "seed": 0,
+        "budget": {"max_lm_calls": args.budget}, "concurrency": args.concurrency, "seed": args.seed,
     }
 
 
@@ -222,7 +222,7 @@ def _run_compile(contender: str, task: Any, args: argparse.Namespace) -> Any:
     optimizer = agentsearch.AgentSearch(
         metric=_dspy_metric(task), lm=task.lm.model_dump(exclude_none=True),
         proposer_lm=task.effective_proposer_lm.model_dump(exclude_none=True),
-        max_candidates=search.max_candidates, max_lm_calls=args.budget, num_threads=task.concurrency, seed=0,
+        max_candidates=search.max_candidates, max_lm_calls=args.budget, num_threads=task.concurrency, seed=args.seed,
         # the demo bounds dspy_bootstrap_rs is given, under DSPy's names, as a user swapping optimizers would
         max_bootstrapped_demos=MAX_DEMOS, max_labeled_demos=MAX_DEMOS,
         storage=f"sqlite:///{Path(args.workdir) / f'{task.name}-{contender}.db'}",
@@ -253,10 +253,10 @@ def _run_dspy(contender: str, task: Any, args: argparse.Namespace) -> Any:
         return optimizer.compile(student, trainset=train, valset=dev)
     if contender == "dspy_miprov2_light":
         optimizer = MIPROv2(metric=metric, auto="light", prompt_model=proposer, max_bootstrapped_demos=MAX_DEMOS,
-                            max_labeled_demos=MAX_DEMOS, num_threads=threads, seed=0, verbose=False)
+                            max_labeled_demos=MAX_DEMOS, num_threads=threads, seed=args.seed, verbose=False)
         return optimizer.compile(student, trainset=train, valset=dev, minibatch_size=min(35, len(dev)),
                                  requires_permission_to_run=False)
-    optimizer = GEPA(metric=metric, max_metric_calls=args.budget, reflection_lm=proposer, num_threads=threads, seed=0)
+    optimizer = GEPA(metric=metric, max_metric_calls=args.budget, reflection_lm=proposer, num_threads=threads, seed=args.seed)
     return optimizer.compile(student, trainset=train, valset=dev)
 
 
@@ -323,7 +323,8 @@ def run_task(args: argparse.Namespace) -> None:
 
 def _settings_key(args: argparse.Namespace) -> dict[str, Any]:
     return {"mode": mode_name(args), "budget": args.budget, "lm": args.lm, "api_base": args.api_base,
-            "max_tokens": args.max_tokens, "concurrency": args.concurrency}
+            "max_tokens": args.max_tokens, "concurrency": args.concurrency,
+            **({"seed": args.seed} if args.seed else {})}  # seed 0's results kept before --seed still count
 
 
 def _kept(args: argparse.Namespace, task: str, contender: str) -> dict[str, Any] | None:
@@ -492,6 +493,7 @@ def _child(args: argparse.Namespace, task: str) -> list[dict[str, Any]]:
     """Run one task's contenders in a child process (``--run-task``); its JSON lines, as it printed them."""
     command = [sys.executable, __file__, "--run-task", task, "--workdir", args.workdir, "--budget", str(args.budget),
                "--lm", args.lm, "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
+               "--seed", str(args.seed),
                "--contenders", *args.contenders]
     if args.api_base:
         command += ["--api-base", args.api_base]
@@ -525,6 +527,8 @@ def main() -> None:
     parser.add_argument("--api-base", help="for an OpenAI-compatible server (vLLM, llama.cpp server, ...)")
     parser.add_argument("--max-tokens", type=int, help="per answer of the task LM (default 48; quick 16)")
     parser.add_argument("--concurrency", type=int, help="parallel evaluations (default 1 for local/ models, else 8)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the tasks' seed: the BBH splits, the searches' seeds (a replicate of the bench)")
     parser.add_argument("--workdir", help="databases, caches, task files and logs (default: a temp dir)")
     parser.add_argument("--save", action="store_true", help="also write the JSON to bench/results/")
     parser.add_argument("--run-task", help=argparse.SUPPRESS)
@@ -545,7 +549,7 @@ def main() -> None:
     started = time.perf_counter()
     report: dict[str, Any] = {"bench": "quality", "settings": {
         "mode": mode_name(args), "quick": args.quick, "budget": args.budget, "lm": args.lm, "max_tokens": args.max_tokens,
-        "concurrency": args.concurrency, "bootstrap_examples": mode["bootstrap_examples"],
+        "concurrency": args.concurrency, "seed": args.seed, "bootstrap_examples": mode["bootstrap_examples"],
         "proposer_max_tokens": mode["proposer_max_tokens"], "sizes": mode["sizes"],
         "workdir": args.workdir}}
     report["tasks"] = {}
