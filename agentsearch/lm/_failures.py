@@ -79,9 +79,16 @@ _WRAPPERS = re.compile(r"litellm\.\w+: (?:\w+: )?(?:\w+Exception - )?")
 """The class names litellm stacks before a provider's message (``litellm.X: X: OpenAIException - ``)."""
 
 
+_CLIENT_READ_TIMEOUT = re.compile(r"no bytes for ([\d.]+)s; this is lm15's read timeout.*")
+"""DSPy's native client on a read timeout: it names its vendored transport and its own setting."""
+
+
 def first_line(exc: BaseException) -> str:
-    """The error's first line, without litellm's stacked class names, secrets redacted."""
+    """The error's first line, without litellm's stacked class names, secrets redacted; a client read
+    timeout named by the setting that moves it (``lm.timeout``), not DSPy's internals."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _CLIENT_READ_TIMEOUT.sub(lambda found: f"no answer within {found[1]} s (lm.timeout; in Python, "
+                                    f"dspy.LM(timeout=...)): raise it if the model needs longer", text)
     return redact_secrets(_WRAPPERS.sub("", text)).strip()[:300]
 
 
