@@ -461,10 +461,18 @@ def _check_metric_on_gold(task: Task, metric: Any, splits: dict[str, Any], sourc
                                 f"a score must lie in [0, 1]")
 
 
+MAX_TASK_FILE_BYTES = 1 << 20
+"""A task file's size limit (1 MiB): settings and instructions, never data."""
+
+
 def load_task(path: str | Path) -> Task:
     """Read and validate a task file; every problem raises TaskSpecError naming the file and field."""
     path = Path(path)
     try:
+        size = path.stat().st_size if path.is_file() else 0
+        if size > MAX_TASK_FILE_BYTES:  # checked before parsing: YAML takes minutes over tens of MB
+            raise TaskSpecError(f"{path}: {size / 2**20:.1f} MiB, over the {MAX_TASK_FILE_BYTES // 2**20} MiB a task "
+                                f"file may hold: it holds settings; examples go in data files (data.train, ...)")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TaskSpecError(f"{path}: cannot read task file ({exc.strerror})") from None

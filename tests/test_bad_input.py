@@ -69,7 +69,7 @@ def test_fields_over_the_size_limit_and_huge_instructions(task_dir, tmp_path, mo
     _expect_refused(monkeypatch, capsys, path, tmp_path / "s.db", "data.dev", "row 2", "max_field_chars")
 
     write_jsonl(task_dir / "data" / "dev.jsonl", sentiment_rows(100)[:8])
-    path.write_text(yaml.safe_dump(base_task(**{"program.instructions": "Classify. " * 600_000})), encoding="utf-8")
+    path.write_text(yaml.safe_dump(base_task(**{"program.instructions": "Classify. " * 2_500})), encoding="utf-8")
     _expect_refused(monkeypatch, capsys, path, tmp_path / "s.db", "program.instructions", "20000")
 
 
@@ -200,3 +200,12 @@ def test_agentsearch_refuses_a_mistyped_storage_url_when_built(fake_lm):
 
     with pytest.raises(TaskSpecError, match=r"AgentSearch: storage: 'sqlit:///r.db': unknown database 'sqlit'"):
         agentsearch.AgentSearch(metric=lambda example, prediction, trace=None: 1.0, storage="sqlit:///r.db")
+
+
+def test_a_huge_task_file_is_refused_before_it_is_parsed(task_dir, tmp_path, monkeypatch, capsys, fake_lm):
+    """A 50 MB task file took 3 minutes to be refused (YAML parsed whole first); the size is checked first."""
+    path = task_dir / "task.yaml"
+    body = yaml.safe_dump(base_task())
+    path.write_text(body + "notes: |\n" + "  " + "x" * 100 + "\n" * 1 + ("  " + "y" * 200 + "\n") * 250_000,
+                    encoding="utf-8")
+    _expect_refused(monkeypatch, capsys, path, tmp_path / "s.db", "48.4 MiB", "examples go in data files")
