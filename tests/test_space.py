@@ -161,20 +161,24 @@ def _first_trials(url: str, run) -> tuple[SearchSpace, list[CandidateSpec]]:
 
 
 @pytest.mark.parametrize("optimizer", ["tpe", "random"])
-def test_the_first_candidate_after_the_seed_is_the_seed_with_its_bootstrapped_demos(
+def test_the_first_candidates_after_the_seed_are_the_seed_with_each_demo_set(
         write_task, sqlite_url, fake_lm, optimizer):
-    """BootstrapFewShot's program (the seed's instructions and format, the demo set led by its passing
-    traces, in full) is always scored, as DSPy's BootstrapFewShotWithRandomSearch scores it: with few
-    trials a sampler's random start would mostly pair proposed instructions with partial demo sets."""
-    path = write_task(**{"search.optimizer": optimizer, "search.max_candidates": 4, "search.num_instructions": 4})
+    """The programs DSPy's BootstrapFewShotWithRandomSearch compares (the seed's instructions and
+    format, one demo set each, in full; the first set led by the bootstrapped traces) are scored
+    first, a third of the candidates: with few trials a sampler's random start would mostly pair
+    proposed instructions and other formats with partial demo sets."""
+    path = write_task(**{"search.optimizer": optimizer, "search.max_candidates": 7, "search.num_instructions": 4,
+                         "search.formats": ["chat", "completion"]})
     result = agentsearch.optimize(path, storage=sqlite_url)
     space, specs = _first_trials(sqlite_url, result.run)
-    seed, first = specs[0].predictors[0], specs[1].predictors[0]
-    assert space.demo_sets and len(space.instructions) == 4
-    assert (first.instructions, first.format, first.module) == (seed.instructions, seed.format, seed.module)
-    assert first.demo_ids == space.demo_sets[0][:4] and len(first.demo_ids) == 4
+    seed = specs[0].predictors[0]
+    assert len(space.demo_sets) == 3 and len(space.instructions) == 4
+    for index in range(2):  # 7 // 3 of them
+        node = specs[1 + index].predictors[0]
+        assert (node.instructions, node.format, node.module) == (seed.instructions, seed.format, seed.module)
+        assert node.demo_ids == space.demo_sets[index][:4] and len(node.demo_ids) == 4
     study = optuna.load_study(study_name=f"agentsearch:{result.run.name}", storage=sqlite_url)
-    assert study.trials[1].user_attrs.get("agentsearch:bootstrap") is True
+    assert [t.user_attrs.get("agentsearch:bootstrap") for t in study.trials[:4]] == [None, 0, 1, None]
 
 
 def test_no_bootstrapped_candidate_where_the_space_searches_no_demos(write_task, sqlite_url, fake_lm):

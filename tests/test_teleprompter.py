@@ -130,7 +130,8 @@ def test_compile_searches_a_chain_of_thought_student_and_its_demos_keep_the_reas
 
 def test_compile_scores_the_student_with_its_bootstrapped_demos_first(teleprompter, fake_lm, sqlite_url):
     """Trial 1 of a compile is BootstrapFewShot's program: every predictor as written (instructions,
-    chat) with the demo set that leads with the student's own passing traces, in full."""
+    chat) with the demo set that leads with the student's own passing traces, in full (then one
+    trial per demo set, a third of the candidates: here one)."""
     from agentsearch.search_space import SearchSpace
 
     optimizer = teleprompter(max_candidates=3, num_instructions=4)

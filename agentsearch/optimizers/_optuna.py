@@ -11,9 +11,11 @@ With both levels on, the search is staged (``prompt_trials``): the first trials 
 prompt level, then module-level *lifts* of the best prompts are enqueued (see
 ``search_space._lifts``), then the sampler has the whole space.
 
-The seed program is trial 0 and, where the space searches demos, trial 1 is the seed with its
-bootstrapped demo set (``bootstrap_params``): the program DSPy's BootstrapFewShot returns, which a
-sampler's random start would seldom try when a budget buys only a few trials.
+The seed program is trial 0 and, where the space searches demos, the next trials (a third of the
+study's) are the seed with each demo set in full (``bootstrap_params``): the programs DSPy's
+BootstrapFewShotWithRandomSearch compares, the first of them BootstrapFewShot's. A sampler's random
+start would seldom try them when a budget buys only a few trials, and the sampler learns from them
+as from its own.
 """
 
 from __future__ import annotations
@@ -50,8 +52,14 @@ LIFTED = "agentsearch:lifted"
 LIFTED_FROM = "agentsearch:lifted_from"
 """Trial attribute of a lift: the trial numbers of the prompt-level trials it was built from."""
 BOOTSTRAP = "agentsearch:bootstrap"
-"""Trial attribute of trial 1 when the space searches demos: the seed with its bootstrapped demo set
-(``search_space.bootstrap_params``), enqueued with the seed's trial."""
+"""Trial attribute of trials 1..k when the space searches demos: the index of the demo set the seed
+is given in full (``search_space.bootstrap_params``), enqueued with the seed's trial."""
+
+
+def demo_set_trials(task: Any) -> int:
+    """How many trials after the seed give it one demo set each: a third of the study's candidates,
+    at least one (BootstrapFewShot's program), at most one per demo set."""
+    return min(task.search.num_demo_sets, max(1, task.search.space_candidates // 3))
 INSTRUCTION_CHARS = 300
 """Instructions longer than this are cut in a trial's attributes (the candidate's spec has them whole)."""
 
@@ -300,9 +308,9 @@ class OptunaOptimizer(BaseOptimizer):
                 optimizer.record_known(params, distributions, values=[score, cost] if cost_aware else [score],
                                        example_scores=scores, user_attrs=trial_attributes(spec, seed.id, seed.number))
                 view.mark_trial(seed.id, 0)  # trial 0 is the seed's, in the store as in the study
-                bootstrap = bootstrap_params(space, params)
-                if bootstrap is not None:  # trial 1: the seed with its bootstrapped demos
-                    study.enqueue_trial(bootstrap, user_attrs={BOOTSTRAP: True})
+                # trials 1..k: the seed with each of the first k demo sets (a third of the study's trials)
+                for index, trial_params in enumerate(bootstrap_params(space, params, demo_set_trials(task))):
+                    study.enqueue_trial(trial_params, user_attrs={BOOTSTRAP: index})
             else:  # another worker is adding it: trial 0 must be the seed's for every worker
                 view.wait_for(lambda: bool(study.get_trials(deepcopy=False)), "the seed's Optuna trial")
         return optimizer

@@ -74,25 +74,30 @@ def suggest_fixed(space: SearchSpace, params: Params) -> tuple[CandidateSpec, Pa
         return None
 
 
-def bootstrap_params(space: SearchSpace, seed_params: Params) -> Params | None:
-    """The seed's own choices with each of its predictors given the first demo set in full: the program
-    DSPy's BootstrapFewShot would return (the seed's instructions and format, demos led by its passing
-    traces on train). None when the space searches no demos for the seed.
+def bootstrap_params(space: SearchSpace, seed_params: Params, count: int) -> list[Params]:
+    """The seed's own choices with each of its predictors given one demo set in full, for the first
+    ``count`` demo sets: the programs DSPy's BootstrapFewShotWithRandomSearch scores (your
+    instructions and format, demo sets of bootstrapped traces and labelled examples). The first set
+    leads with the passing traces, so the first is BootstrapFewShot's program. Empty when the space
+    searches no demos for the seed.
 
-    A search enqueues it right after the seed. Its sampler starts from random points, and with a
-    few trials those mostly pair proposed instructions (a small proposer's are often worse than the
-    user's) with partial demo sets; DSPy's BootstrapFewShotWithRandomSearch always scores this one.
+    A search enqueues them right after the seed. Its sampler starts from random points, and with
+    a few trials those mostly pair proposed instructions (a small proposer's are often worse than
+    the user's) or other formats with partial demo sets, leaving the demo sets themselves, which
+    decide most of a small model's score, hardly compared.
     """
     counts = [name for name in seed_params if name.endswith(".n_demos")]
-    if not counts or not space.demo_sets:
-        return None
-    size = min(space.max_demos, len(space.demo_sets[0]))
-    if size == 0:
-        return None
-    params = {**seed_params, **{name: size for name in counts},
-              **{name.removesuffix(".n_demos") + ".demo_set": 0 for name in counts}}
-    fitted = suggest_fixed(space, params)
-    return None if fitted is None else fitted[1]
+    trials: list[Params] = []
+    for index, demo_set in enumerate(space.demo_sets[:max(0, count)]):
+        size = min(space.max_demos, len(demo_set))
+        if not counts or size == 0:
+            break
+        params = {**seed_params, **{name: size for name in counts},
+                  **{name.removesuffix(".n_demos") + ".demo_set": index for name in counts}}
+        fitted = suggest_fixed(space, params)
+        if fitted is not None:
+            trials.append(fitted[1])
+    return trials
 
 
 @dataclass(frozen=True)
