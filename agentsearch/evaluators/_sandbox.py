@@ -100,7 +100,10 @@ class AgentLimits:
     max_tokens: int = 1024
     """The most tokens one of the design's LM calls may ask for."""
     max_prompt_chars: int = 50_000
-    """The most characters one LM request may carry (prompt, or all messages' contents)."""
+    """The most characters one LM request may carry: its prompt, or its messages as sent (roles,
+    contents and the JSON around them, so that many empty messages weigh what they cost)."""
+    max_messages: int = 256
+    """The most chat messages one LM request may hold."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,8 @@ def check_request(request: Any, limits: AgentLimits) -> dict[str, Any]:
     The parent alone chooses the model, the endpoint and the key; a design chooses only its text
     (a prompt, or messages with a role and a string content: no images, tools or other keys) and
     ``temperature`` (0 to 2), ``max_tokens`` (1 to ``limits.max_tokens``) and ``stop`` (up to 4
-    strings), within ``limits.max_prompt_chars`` characters in all.
+    strings), within ``limits.max_messages`` messages and ``limits.max_prompt_chars`` characters as
+    sent (a request of 24,000 empty messages once passed a count of contents alone).
     """
     if not isinstance(request, dict):
         raise ValueError("lm() takes a prompt string or a list of chat messages")
@@ -285,6 +289,8 @@ def check_request(request: Any, limits: AgentLimits) -> dict[str, Any]:
         text: dict[str, Any] = {"prompt": request["prompt"]}
         size = len(request["prompt"])
     elif isinstance(request.get("messages"), list) and request["messages"]:
+        if len(request["messages"]) > limits.max_messages:  # counted before any is read
+            raise ValueError(f"request of {len(request['messages'])} messages, over the limit of {limits.max_messages}")
         messages = []
         for message in request["messages"]:
             if not isinstance(message, dict) or set(message) != {"role", "content"}:
@@ -292,7 +298,7 @@ def check_request(request: Any, limits: AgentLimits) -> dict[str, Any]:
             if message["role"] not in ROLES or not isinstance(message["content"], str):
                 raise ValueError(f"a message's role must be one of {', '.join(ROLES)} and its content a string")
             messages.append({"role": message["role"], "content": message["content"]})
-        text, size = {"messages": messages}, sum(len(m["content"]) for m in messages)
+        text, size = {"messages": messages}, len(json.dumps(messages, ensure_ascii=False))
     else:
         raise ValueError("lm() takes a prompt string or a non-empty list of chat messages")
     if size > limits.max_prompt_chars:
