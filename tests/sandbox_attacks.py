@@ -223,6 +223,7 @@ report["raw_fork"] = call(libc.syscall, 57)
 report["clone"] = call(libc.syscall, 56, 17, 0, 0, 0, 0)
 report["vfork"] = call(libc.syscall, 58)
 report["setsid"] = attempt(os.setsid)
+report["clear_pdeathsig"] = call(libc.prctl, 1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG 0: outlive a killed search
 '''))
     report["outlive_left"] = tracker.left_running()
     neighbour: dict[str, Any] = {}

@@ -10,6 +10,7 @@ interpreter's directory under the root-only ``/root`` is visible to it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -145,7 +146,7 @@ def test_2_the_tasks_labels_on_disk_cannot_be_read(attacked):
 def test_3_no_process_outlives_the_example_and_no_sandbox_can_signal_another(attacked):
     _, report, _, _ = attacked
     outlive = report["outlive"]["report"]
-    for call in ("fork", "raw_fork", "clone", "vfork"):
+    for call in ("fork", "raw_fork", "clone", "vfork", "clear_pdeathsig"):
         assert outlive[call] == [-1, 1], call  # EPERM from the seccomp filter
     assert report["outlive_left"] == []
     killer = report["kill_others"]
@@ -375,3 +376,89 @@ def test_a_bubblewrap_too_old_for_the_options_used_is_refused_by_name(write_task
     done = _cli("validate", str(write_task(lm=SUBPROCESS_LM, **{"search.levels": ["agent"]})), env={"AGENTSEARCH_BWRAP": str(old)})
     assert done.returncode == 2
     assert "is bubblewrap 0.6.1, older than 0.8.0" in done.stderr and "Traceback" not in done.stderr
+
+
+SLEEPER = """
+import sys
+sys.path.insert(0, {project})
+from tests.sandbox_attacks import design
+from agentsearch.evaluators import AgentLimits, run_agent
+
+# clears the parent-death signal bwrap set (refused), then outlives its search if it can
+code = design("report = call(libc.prctl, 1, 0, 0, 0, 0)\\ntime.sleep(120)\\nreturn dict(cleared=report)")
+print(run_agent(code, dict(), lambda request: "ok", limits=AgentLimits(wall_s=150)))
+"""
+"""A search whose design sleeps in the sandbox; no single quote (``_as_user`` quotes it for a shell)."""
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("parent", PARENTS)
+def test_a_design_does_not_outlive_a_search_killed_by_sigkill(parent, tmp_path):
+    """Issue 31: a design cleared its parent-death signal (prctl(PR_SET_PDEATHSIG, 0)), its search
+    was SIGKILLed (the OOM killer, a crash), and it ran on under the host's PID 1 until its own limits
+    ended it. The filter refuses that prctl; every process of the sandbox goes with the search."""
+    import time
+
+    if parent == "root" and os.geteuid() != 0:
+        pytest.skip("a root parent needs the tests to run as root (CI does)")
+    tmp_path.chmod(0o755)
+    command = [sys.executable, "-c", SLEEPER.format(project=json.dumps(str(PROJECT)))]
+    if parent == "user" and os.geteuid() == 0:
+        home = tmp_path / "home"
+        home.mkdir()
+        os.chown(home, USER_UID, USER_UID)
+        command = _as_user(command, home)
+    search = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sandbox: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # past the probe sandbox, until the design is in its time.sleep
+            sandbox = _descendants(search.pid)  # the launcher (bwrap) and the runner, PID 1 of its namespace
+            if any("nanosleep" in _wchan(pid) for pid in sandbox):
+                break
+            time.sleep(0.1)
+        assert any("nanosleep" in _wchan(pid) for pid in sandbox), "the design did not reach its sleep"
+        search.kill()
+        search.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_running(pid) for pid in sandbox):
+            time.sleep(0.1)
+        assert not [pid for pid in sandbox if _running(pid)], "a sandbox process outlived its search"
+    finally:
+        search.kill()
+        for pid in sandbox:  # what an unfixed filter leaves running
+            if _running(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)

@@ -77,6 +77,8 @@ REFUSED_SYSCALLS = (
 )
 """Refused with EPERM from the runner's first instruction on (the bwrap-loaded filter), with ``clone``
 (EPERM) and ``clone3`` (ENOSYS), and ``ioctl(TIOCSTI)``."""
+PR_SET_PDEATHSIG = 1
+"""prctl's option that sets (or, with 0, clears) the signal a process gets when its parent dies."""
 REFUSED_AFTER_START = ("execve", "execveat")
 """Refused once the runner has started (a filter the runner loads itself: bwrap must still exec it)."""
 
@@ -281,6 +283,9 @@ def _filters() -> tuple[bytes, bytes, int]:
     start.append((seccomp.ERRNO(errno.ENOSYS), "clone3", ()))  # glibc then falls back to clone, refused too
     start.append((refuse, "clone", ()))  # no process and no thread: one task, which the rlimits bind whole
     start.append((refuse, "ioctl", (seccomp.Arg(1, seccomp.EQ, TIOCSTI),)))
+    # --die-with-parent is a parent-death signal the runner could clear (prctl(PR_SET_PDEATHSIG, 0)),
+    # then outlive a search killed by SIGKILL (the OOM killer, a crash) under the host's PID 1
+    start.append((refuse, "prctl", (seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG),)))
     after: SyscallRules = [(refuse, name, ()) for name in REFUSED_AFTER_START]
     try:
         return export(start), export(after), len(refused)
