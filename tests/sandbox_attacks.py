@@ -186,6 +186,20 @@ for fd in channel_fds():
 time.sleep(60)
 return {}
 '''), lm=lambda request: "y" * 200_000, wall_s=2, max_lm_calls=1000)
+    # Costly messages after the LM-call cap, each refusal read back so the parent keeps parsing: 290,000
+    # empty lists (870 KB, under the byte and depth caps), then 90,000 (under the container cap).
+    for name, lists in (("costly_messages", 290_000), ("costly_messages_under_caps", 90_000)):
+        report[name] = agent(design(f'''
+lm("use up the one call")
+payload = b'{{"lm": {{"messages": [' + b",".join([b"[]"] * {lists}) + b']}}}}\\n'
+reader, (writer,) = 0, channel_fds()  # the parent's replies come on stdin, requests go out on a pipe
+for _ in range(300):
+    os.write(writer, payload)
+    reply = b""
+    while not reply.endswith(b"\\n"):
+        reply += os.read(reader, 65536)
+return {{}}
+'''), wall_s=3, max_lm_calls=1)
     report["flood_evaluate"] = _evaluate(setup, design('''
 for fd in channel_fds():
     os.close(0)

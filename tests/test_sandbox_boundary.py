@@ -125,6 +125,14 @@ def test_1_a_design_that_stops_talking_or_floods_the_parent_is_stopped_at_its_de
     for name in ("closed_channel", "flood"):
         assert report[name]["outputs"] is None and report[name]["error"].startswith("wall-clock limit of 2 s exceeded")
         assert report[name]["seconds"] < 6
+    # costly messages past the LM-call cap: the parent is free within wall_s (3 s) and a second, whatever
+    # it parses (it was held 90.5 s, with 51.8 s of its CPU, when only its waiting was charged)
+    for name in ("costly_messages", "costly_messages_under_caps"):
+        assert report[name]["outputs"] is None and report[name]["seconds"] < 4, report[name]
+        assert report[name]["lm_calls"] == 1
+    assert "lists and objects, over 100000" in report["costly_messages"]["error"]
+    assert report["costly_messages_under_caps"]["error"] in (
+        "over 8 LM requests past the limit of 1 LM calls per example", "wall-clock limit of 3 s exceeded")
     # through the evaluator, as in a search: each example fails with the reason, the evaluation ends
     evaluated = report["flood_evaluate"]
     assert evaluated["score"] == 0 and evaluated["seconds"] < 20

@@ -30,6 +30,11 @@ from agentsearch.lm import redact_secrets
 
 MAX_OUTPUT_CHARS = 2000
 MAX_MESSAGE_BYTES = 1 << 20
+MAX_CONTAINERS = 100_000
+"""The most ``[`` and ``{`` a message may hold, counted before it is parsed: 290,000 empty lists under
+the byte cap once cost the parent a third of a second each to parse and walk."""
+MAX_REFUSALS = 8
+"""LM requests past ``max_lm_calls`` that are answered with a refusal before the design is stopped."""
 MAX_DEPTH = 32
 """How deeply a message from the sandbox may nest (the parent's JSON and repr recurse on it)."""
 ROLES = ("system", "user", "assistant")
@@ -72,7 +77,7 @@ def run_python(code: str, *, timeout_s: float = 10.0, memory_mb: int = 512) -> S
         try:
             channel.write(code.encode())
             channel.close_input()
-            returncode = wait_exit(sandbox.process, channel.remaining)
+            returncode = wait_exit(sandbox.process, max(channel.remaining, 0.01))
         except _Stopped:
             pass
         finally:
@@ -136,27 +141,41 @@ def _depth(value: Any) -> int:
 
 
 class _Channel:
-    """JSON lines to and from the sandbox, with a deadline that pauses while the parent works.
+    """JSON lines to and from the sandbox, with a deadline that moves only while the parent answers
+    an LM call (``excuse``).
 
-    Both directions wait only as long as the design has left (``remaining``): a design that stops
-    reading its replies, closes its end or never answers is stopped, never waited on."""
+    Everything else the parent does for the design counts against its ``wall_s``: waiting, and
+    reading and parsing its messages too (a design that sends costly messages once held the parent
+    90 s past a 3 s limit). Both directions wait only as long as the design has left
+    (``remaining``): a design that stops reading its replies, closes its end or never answers is
+    stopped, never waited on."""
 
     def __init__(self, process: subprocess.Popen, wall_s: float) -> None:
         assert process.stdin is not None
         self.process = process
         self.wall_s = wall_s
-        self.remaining = wall_s
+        self.deadline = time.monotonic() + wall_s
         self.stdin = process.stdin.fileno()
         self.stdout = process.stdout.fileno() if process.stdout is not None else -1
         os.set_blocking(self.stdin, False)
         self.buffer = b""
 
+    @property
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def excuse(self, seconds: float) -> None:
+        """Time the parent spent answering one of the design's LM calls: not the design's."""
+        self.deadline += seconds
+
+    def _check_time(self) -> None:
+        if self.remaining < 0:
+            raise _Stopped(f"wall-clock limit of {self.wall_s:g} s exceeded")
+
     def _wait(self, fd: int, event: int) -> None:
         with selectors.DefaultSelector() as selector:
             selector.register(fd, event)
-            started = time.monotonic()
             ready = selector.select(timeout=max(self.remaining, 0))
-            self.remaining -= time.monotonic() - started
         if not ready:
             raise _Stopped(f"wall-clock limit of {self.wall_s:g} s exceeded")
 
@@ -193,6 +212,10 @@ class _Channel:
             if len(self.buffer) > MAX_MESSAGE_BYTES:
                 raise _Stopped(f"message to the parent over {MAX_MESSAGE_BYTES} bytes")
         line, self.buffer = self.buffer.split(b"\n", 1)
+        self._check_time()
+        containers = line.count(b"[") + line.count(b"{")  # C-speed, before a parse that costs far more
+        if containers > MAX_CONTAINERS:
+            raise _Stopped(f"message to the parent with {containers} lists and objects, over {MAX_CONTAINERS}")
         try:
             message = json.loads(line)
         except (ValueError, RecursionError):
@@ -201,6 +224,7 @@ class _Channel:
             raise _Stopped("malformed message to the parent")
         if _depth(message) > MAX_DEPTH:
             raise _Stopped(f"message to the parent nested deeper than {MAX_DEPTH} levels")
+        self._check_time()
         return message
 
     def exit_code(self) -> int | None:
@@ -237,9 +261,17 @@ def run_agent(code: str, inputs: dict[str, Any], lm: Callable[[dict[str, Any]], 
         sandbox = isolation().start("agent", limits.cpu_s, limits.memory_mb, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=err)
         process = sandbox.process
-        channel, calls = _Channel(process, limits.wall_s), 0
+        channel, calls, refused = _Channel(process, limits.wall_s), 0, 0
         outputs: dict[str, Any] | None = None
         error: str | None = None
+
+        def answering(request: dict[str, Any]) -> str:
+            started = time.monotonic()
+            try:
+                return lm(request)
+            finally:
+                channel.excuse(time.monotonic() - started)
+
         try:
             channel.send({"code": code, "inputs": inputs})
             while True:
@@ -249,10 +281,14 @@ def run_agent(code: str, inputs: dict[str, Any], lm: Callable[[dict[str, Any]], 
                     break
                 if "lm" in message:
                     if calls >= limits.max_lm_calls:
+                        refused += 1
+                        if refused > MAX_REFUSALS:
+                            raise _Stopped(f"over {MAX_REFUSALS} LM requests past the limit of "
+                                           f"{limits.max_lm_calls} LM calls per example")
                         channel.send({"error": f"limit of {limits.max_lm_calls} LM calls per example reached"})
                     else:
                         calls += 1
-                        channel.send(_answer(lm, message["lm"], limits))
+                        channel.send(_answer(answering, message["lm"], limits))
                     continue
                 if isinstance(message.get("outputs"), dict):
                     outputs = message["outputs"]
