@@ -6,9 +6,10 @@ directly. So every untrusted run starts inside bubblewrap (``bwrap``), for root 
 alike, with:
 
 - new user, PID, mount, network, IPC, UTS and cgroup namespaces; all capabilities dropped,
-  NoNewPrivs set, a new session, and ``--die-with-parent``. The runner is PID 2 of its own PID
-  namespace: killing the launcher ends every process in it, and no other process of the machine
-  (the search, other sandboxes) can be seen or signalled.
+  NoNewPrivs set, a new session, and ``--die-with-parent`` (which the filter keeps the runner from
+  clearing). The runner is PID 1 of its own PID namespace (``--as-pid-1``): its death ends every
+  process in it, and no other process of the machine (the search, other sandboxes) can be seen or
+  signalled.
 - a filesystem view holding only the interpreter, its standard library (its site-packages hidden)
   and the system's shared libraries, all read-only, plus the runner script; a size-capped private
   tmpfs for ``/tmp`` (the working directory) and ``/dev/shm``; a minimal ``/dev``; its own ``/proc``;
