@@ -121,3 +121,22 @@ def test_url_credentials_are_sent_as_the_header_they_mean_and_kept_out_of_respon
     assert seen == ["Basic " + __import__("base64").b64encode(f"agent:{BASE_CANARY}".encode()).decode()]
     stored = b"".join(path.read_bytes() for path in (tmp_path / "c").rglob("*") if path.is_file())
     assert stored and BASE_CANARY.encode() not in stored
+
+
+def test_a_server_that_quotes_the_basic_auth_header_it_got_shows_no_password(task_dir, tmp_path):
+    """``user:pass@`` in an api_base is sent as ``Authorization: Basic base64(user:pass)``; a server
+    quoting that header in its 401 once had it printed and kept in ``runs.stop_reason`` unmasked, and
+    it decodes to the password. Forms derived from a secret are masked by value, like the secret."""
+    import base64
+
+    encoded = base64.b64encode(f"agent:{BASE_CANARY}".encode()).decode()
+    storage = f"sqlite:///{tmp_path / 'basic.db'}"
+    with running_server(0.005, {"label": ["positive", "negative"]}, api_key="the-right-key-1234",
+                        echo_auth=True) as live:
+        path = _task(task_dir, live.base_url, storage, "basic")
+        refused = _cli("optimize", str(path), "--run", "basic", cwd=tmp_path)
+        listed = _cli("runs", "--json", "--storage", storage, cwd=tmp_path)
+    assert refused.startswith("exit 3") and "Incorrect API key provided (Basic ***)" in refused, refused
+    stored = (tmp_path / "basic.db").read_bytes().decode("latin-1")
+    for text in (refused, listed, stored):
+        assert encoded not in text and BASE_CANARY not in text

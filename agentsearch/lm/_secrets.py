@@ -46,8 +46,11 @@ def split_url_credentials(url: str) -> tuple[str, dict[str, str]]:
         return url, {}
     netloc = parts.netloc.rsplit("@", 1)[1]
     user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-    header = {"Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
-    return urlunsplit(parts._replace(netloc=netloc)), header
+    encoded = base64.b64encode(user_pass.encode()).decode()
+    # what is sent is a derived form: a server that quotes the header it got (in a 401, say) would show
+    # base64(user:pass), which decodes to the password; masked by value from here on
+    remember_secrets(encoded, user_pass, unquote(parts.password or ""), parts.password or "")
+    return urlunsplit(parts._replace(netloc=netloc)), {"Authorization": "Basic " + encoded}
 
 
 def is_secret_name(name: str) -> bool:
@@ -85,6 +88,13 @@ def hand_over_credentials(model: str, api_base: str | None, credentials: dict[st
         for text in texts:  # a header's "Bearer <key>" is masked whole and by its parts
             _HANDED_OVER_VALUES.add(text)
             _HANDED_OVER_VALUES.update(part for part in text.split() if len(part) >= MIN_SECRET_LENGTH)
+
+
+def remember_secrets(*values: str) -> None:
+    """Mask these values (credentials, or forms derived from one) wherever they appear from now on;
+    those shorter than ``MIN_SECRET_LENGTH`` are left, as they would mask ordinary words."""
+    with _LOCK:
+        _HANDED_OVER_VALUES.update(value for value in values if len(value) >= MIN_SECRET_LENGTH)
 
 
 def _strings(value: Any) -> list[str]:

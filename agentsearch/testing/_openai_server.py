@@ -80,6 +80,8 @@ class FakeOpenAIServer:
     option), so two clients get the same answers only if they send the same requests."""
     unsupported: Sequence[str] = ()
     """Request parameters answered with a 400 ``Unsupported parameter``, as a provider refuses an option its model lacks."""
+    echo_auth: bool = False
+    """A 401 quotes the ``Authorization`` header it got, as some OpenAI-style servers quote the key."""
     _requests: int = 0
     _held_s: float = 0.0
     _in_flight: int = 0
@@ -176,7 +178,8 @@ class FakeOpenAIServer:
     async def _chat(self, request: dict[str, Any], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             self._count("unauthorized")
-            return 401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+            quoted = f" ({headers.get('authorization')})" if self.echo_auth else ""
+            return 401, {"error": {"message": f"Incorrect API key provided{quoted}.", "type": "invalid_request_error",
                                    "code": "invalid_api_key"}}
         if self.models is not None and request.get("model") not in self.models:
             self._count("model_not_found")
@@ -316,7 +319,8 @@ class ServerProcess:
 def running_server(latency_s: float = 0.1, answers: Mapping[str, Sequence[str]] | None = None, *,
                    faults: Mapping[str, float] | None = None, api_key: str | None = None,
                    hang_s: float = 3600.0, fault_seed: int = 0,
-                   models: Sequence[str] | None = None, unsupported: Sequence[str] = ()) -> Iterator[ServerProcess]:
+                   models: Sequence[str] | None = None, unsupported: Sequence[str] = (),
+                   echo_auth: bool = False) -> Iterator[ServerProcess]:
     """Start the server in a child process on a free port; stop it on exit."""
     command = [sys.executable, "-m", "agentsearch.testing", "--latency", str(latency_s),
                "--answers", json.dumps(dict(answers or {})), "--faults", json.dumps(dict(faults or {})),
@@ -327,6 +331,8 @@ def running_server(latency_s: float = 0.1, answers: Mapping[str, Sequence[str]] 
         command += ["--unsupported", json.dumps(list(unsupported))]
     if api_key is not None:
         command += ["--api-key", api_key]
+    if echo_auth:
+        command.append("--echo-auth")
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline() if child.stdout else ""
@@ -351,11 +357,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--models", default=None, help='JSON: ["model", ...] served (else any); others get a 404')
     parser.add_argument("--unsupported", default="[]", help='JSON: ["param", ...] a request may not carry (a 400)')
+    parser.add_argument("--echo-auth", action="store_true", help="a 401 quotes the Authorization header it got")
     args = parser.parse_args(argv)
     server = FakeOpenAIServer(latency_s=args.latency, answers=json.loads(args.answers), port=args.port,
                               faults=json.loads(args.faults), api_key=args.api_key, hang_s=args.hang,
                               fault_seed=args.fault_seed, models=None if args.models is None else json.loads(args.models),
-                              unsupported=json.loads(args.unsupported))
+                              unsupported=json.loads(args.unsupported), echo_auth=args.echo_auth)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(server._serve())
     print(server.base_url, flush=True)
