@@ -4,7 +4,8 @@
 
 Per task and seed: each contender's test score with its 95% interval and the LM calls its search
 spent; then each paired difference (``drop_in``: the same test examples) with its interval and what
-it allows one to claim. Figures are never copied by hand into prose: paste this output.
+it allows one to claim, and, for a task run at several seeds (``--seed``), the difference pooled
+over all their test examples. Figures are never copied by hand into prose: paste this output.
 """
 
 from __future__ import annotations
@@ -22,6 +23,40 @@ def _score(row: dict[str, Any]) -> str:
     return f"{row['test']:.3f} ({low:.3f}–{high:.3f})"
 
 
+def _pooled(reports: list[dict[str, Any]]) -> list[str]:
+    """Per task and pair run at several seeds: the paired difference over all their test examples."""
+    from agentsearch._stats import paired_difference, verdict
+
+    scores: dict[tuple[str, str], dict[tuple[int, int], float]] = {}
+    seeds: dict[str, set[int]] = {}
+    for report in reports:
+        seed = report["settings"].get("seed", 0)
+        for task, result in report["tasks"].items():
+            seeds.setdefault(task, set()).add(seed)
+            for row in result["contenders"]:
+                for index, score in enumerate(row.get("test_scores", [])):
+                    scores.setdefault((task, row["contender"]), {})[(seed, index)] = score
+    rows = []
+    for (task, first), ours in sorted(scores.items()):
+        if len(seeds[task]) < 2:
+            continue
+        for (other_task, second), theirs in sorted(scores.items()):
+            if other_task != task or second == first or (first, second) not in _PAIRS:
+                continue
+            shared = set(ours) & set(theirs)
+            if len({seed for seed, _ in shared}) < 2:
+                continue
+            difference = paired_difference({str(k): ours[k] for k in shared}, {str(k): theirs[k] for k in shared})
+            rows.append(f"| {task} | pooled over seeds {', '.join(map(str, sorted({s for s, _ in shared})))} | "
+                        f"{first} − {second} | {difference.mean:+.3f} ({difference.low:+.3f} to "
+                        f"{difference.high:+.3f}) | {verdict(difference)} |")
+    return rows
+
+
+_PAIRS = {("agentsearch_compile", "dspy_bootstrap_rs"), ("agentsearch_compile_modules", "dspy_bootstrap_rs"),
+          ("agentsearch_compile_modules", "agentsearch_compile")}
+
+
 def table(reports: list[dict[str, Any]]) -> str:
     lines = ["| task | seed | contender | test (95% interval) | dev | search LM calls |", "|---|---|---|---|---|---|"]
     pairs = ["| task | seed | difference | test difference (95% paired interval) | verdict |", "|---|---|---|---|---|"]
@@ -36,7 +71,7 @@ def table(reports: list[dict[str, Any]]) -> str:
                 low, high = pair["ci95"]
                 pairs.append(f"| {task} | {seed} | {pair['first']} − {pair['second']} | "
                              f"{pair['test_difference']:+.3f} ({low:+.3f} to {high:+.3f}) | {pair['verdict']} |")
-    return "\n".join(lines) + "\n\n" + "\n".join(pairs)
+    return "\n".join(lines) + "\n\n" + "\n".join(pairs + _pooled(reports))
 
 
 def main() -> None:
