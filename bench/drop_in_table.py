@@ -27,15 +27,17 @@ def _pooled(reports: list[dict[str, Any]]) -> list[str]:
     """Per task and pair run at several seeds: the paired difference over all their test examples."""
     from agentsearch._stats import paired_difference, verdict
 
-    scores: dict[tuple[str, str], dict[tuple[int, int], float]] = {}
+    scores: dict[tuple[str, str], dict[tuple[int, int], float]] = {}  # keyed by (file, example): pairs within a run
     seeds: dict[str, set[int]] = {}
-    for report in reports:
+    seed_of: list[int] = []
+    for position, report in enumerate(reports):
         seed = report["settings"].get("seed", 0)
+        seed_of.append(seed)
         for task, result in report["tasks"].items():
             seeds.setdefault(task, set()).add(seed)
             for row in result["contenders"]:
                 for index, score in enumerate(row.get("test_scores", [])):
-                    scores.setdefault((task, row["contender"]), {})[(seed, index)] = score
+                    scores.setdefault((task, row["contender"]), {})[(position, index)] = score
     rows = []
     for (task, first), ours in sorted(scores.items()):
         if len(seeds[task]) < 2:
@@ -44,10 +46,11 @@ def _pooled(reports: list[dict[str, Any]]) -> list[str]:
             if other_task != task or second == first or (first, second) not in _PAIRS:
                 continue
             shared = set(ours) & set(theirs)
-            if len({seed for seed, _ in shared}) < 2:
+            pooled = sorted({seed_of[position] for position, _ in shared})
+            if len({position for position, _ in shared}) < 2:
                 continue
             difference = paired_difference({str(k): ours[k] for k in shared}, {str(k): theirs[k] for k in shared})
-            rows.append(f"| {task} | pooled over seeds {', '.join(map(str, sorted({s for s, _ in shared})))} | "
+            rows.append(f"| {task} | pooled over seeds {', '.join(map(str, pooled))} | "
                         f"{first} − {second} | {difference.mean:+.3f} ({difference.low:+.3f} to "
                         f"{difference.high:+.3f}) | {verdict(difference)} |")
     return rows

@@ -219,7 +219,7 @@ def test_no_key_in_the_parent_environment_reaches_the_child(monkeypatch):
     ({"prompt": "x" * 50_001}, "request of 50001 characters, over the limit of 50000"),
     # 24,000 empty messages were forwarded: only contents were counted
     ({"messages": [{"role": "user", "content": ""}] * 24_000}, "request of 24000 messages, over the limit of 256"),
-    # 48,000 characters of content, 54,000 as sent
+    # 48,000 characters of content, 52,000 with the roles and each message's overhead
     ({"messages": [{"role": "user", "content": "x" * 240}] * 200}, "characters, over the limit of 50000"),
     ({"prompt": "x", "options": {"temperature": True}}, "temperature must be a number from 0 to 2"),
     ({"prompt": "x", "options": {"temperature": 2.5}}, "temperature must be a number from 0 to 2"),

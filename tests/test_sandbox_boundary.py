@@ -132,7 +132,7 @@ def test_1_a_design_that_stops_talking_or_floods_the_parent_is_stopped_at_its_de
         assert report[name]["lm_calls"] == 1
     assert "lists and objects, over 100000" in report["costly_messages"]["error"]
     assert report["costly_messages_under_caps"]["error"] in (
-        "over 8 LM requests past the limit of 1 LM calls per example", "wall-clock limit of 3 s exceeded")
+        "over 64 LM requests past the limit of 1 LM calls per example", "wall-clock limit of 3 s exceeded")
     # through the evaluator, as in a search: each example fails with the reason, the evaluation ends
     evaluated = report["flood_evaluate"]
     assert evaluated["score"] == 0 and evaluated["seconds"] < 20

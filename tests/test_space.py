@@ -185,4 +185,4 @@ def test_no_bootstrapped_candidate_where_the_space_searches_no_demos(write_task,
     path = write_task(**{"search.max_candidates": 3, "search.max_demos": 0})
     result = agentsearch.optimize(path, storage=sqlite_url)
     study = optuna.load_study(study_name=f"agentsearch:{result.run.name}", storage=sqlite_url)
-    assert not any(t.user_attrs.get("agentsearch:bootstrap") for t in study.trials)
+    assert all("agentsearch:bootstrap" not in t.user_attrs for t in study.trials)

@@ -88,3 +88,16 @@ def test_prompt_share_zero_searches_both_levels_from_the_start(write_task, sqlit
                          "search.prompt_share": 0})
     result = agentsearch.optimize(path, storage=sqlite_url)
     assert "module" in {c.level for c in _candidates(sqlite_url, result.run)[:4]}
+
+
+def test_the_lifts_build_on_the_demo_set_trials_of_a_short_prompt_stage(write_task, sqlite_url, fake_lm):
+    """With a prompt stage of three trials (the seed's included), the seed's demo-set trials fill it,
+    and the lifts are built once they are scored: the best of them, not the seed alone, is lifted.
+    Counting the enqueued demo-set trials as asked once ended the stage before any of them ran."""
+    fake_lm.chat_demos_help = True  # demos help this fake: a demo-set trial beats the seed
+    path = write_task(**{"search.levels": ["prompt", "module"], "search.max_candidates": 6})
+    result = agentsearch.optimize(path, storage=sqlite_url)
+    candidates = sorted(_candidates(sqlite_url, result.run), key=lambda c: c.number)
+    assert [CandidateSpec.model_validate(c.spec).predictors[0].demo_ids != () for c in candidates[:2]] == [True, True]
+    lifts = [c for c in candidates if c.level == "module"]
+    assert lifts and all(lift.parents[0] in {candidates[0].id, candidates[1].id} for lift in lifts)

@@ -33,7 +33,10 @@ MAX_MESSAGE_BYTES = 1 << 20
 MAX_CONTAINERS = 100_000
 """The most ``[`` and ``{`` a message may hold, counted before it is parsed: 290,000 empty lists under
 the byte cap once cost the parent a third of a second each to parse and walk."""
-MAX_REFUSALS = 8
+MAX_REFUSALS = 64
+MESSAGE_OVERHEAD = 16
+"""Characters a chat message counts beyond its role and content (its keys and quotes as sent), so
+that many empty messages weigh what they cost; a content's own characters count once."""
 """LM requests past ``max_lm_calls`` that are answered with a refusal before the design is stopped."""
 MAX_DEPTH = 32
 """How deeply a message from the sandbox may nest (the parent's JSON and repr recurse on it)."""
@@ -105,8 +108,8 @@ class AgentLimits:
     max_tokens: int = 1024
     """The most tokens one of the design's LM calls may ask for."""
     max_prompt_chars: int = 50_000
-    """The most characters one LM request may carry: its prompt, or its messages as sent (roles,
-    contents and the JSON around them, so that many empty messages weigh what they cost)."""
+    """The most characters one LM request may carry: its prompt, or its messages (roles, contents
+    and ``MESSAGE_OVERHEAD`` each, so that many empty messages weigh what they cost)."""
     max_messages: int = 256
     """The most chat messages one LM request may hold."""
 
@@ -334,7 +337,8 @@ def check_request(request: Any, limits: AgentLimits) -> dict[str, Any]:
             if message["role"] not in ROLES or not isinstance(message["content"], str):
                 raise ValueError(f"a message's role must be one of {', '.join(ROLES)} and its content a string")
             messages.append({"role": message["role"], "content": message["content"]})
-        text, size = {"messages": messages}, len(json.dumps(messages, ensure_ascii=False))
+        text = {"messages": messages}
+        size = sum(len(m["role"]) + len(m["content"]) + MESSAGE_OVERHEAD for m in messages)
     else:
         raise ValueError("lm() takes a prompt string or a non-empty list of chat messages")
     if size > limits.max_prompt_chars:

@@ -197,7 +197,9 @@ class OptunaOptimizer(BaseOptimizer):
         sampler = self.sampler_for(count)
         lifted = bool(self.study.user_attrs.get(LIFTED))
         if self.prompt_trials and not lifted:
-            if count < self.prompt_trials:
+            # trials asked so far: enqueued ones (the seed's demo-set trials) are not, until asked
+            asked = count - self.study._storage.get_n_trials(self.study._study_id, TrialState.WAITING)
+            if asked < self.prompt_trials:
                 sampler = optuna.samplers.PartialFixedSampler(prompt_level(self.space), sampler)
             else:
                 self._enqueue_lifts()
@@ -309,7 +311,10 @@ class OptunaOptimizer(BaseOptimizer):
                                        example_scores=scores, user_attrs=trial_attributes(spec, seed.id, seed.number))
                 view.mark_trial(seed.id, 0)  # trial 0 is the seed's, in the store as in the study
                 # trials 1..k: the seed with each of the first k demo sets (a third of the study's trials)
-                for index, trial_params in enumerate(bootstrap_params(space, params, demo_set_trials(task))):
+                # in a staged search they stay within the prompt stage, so the lifts build on them
+                count = demo_set_trials(task) if not optimizer.prompt_trials else min(
+                    demo_set_trials(task), optimizer.prompt_trials - 1)
+                for index, trial_params in enumerate(bootstrap_params(space, params, count)):
                     study.enqueue_trial(trial_params, user_attrs={BOOTSTRAP: index})
             else:  # another worker is adding it: trial 0 must be the seed's for every worker
                 view.wait_for(lambda: bool(study.get_trials(deepcopy=False)), "the seed's Optuna trial")

@@ -191,6 +191,11 @@ def storage_url_problem(url: str) -> str | None:
     """What is wrong with a storage URL, in one line, or None: checked before anything connects (and by
     ``validate``), where SQLAlchemy would say "Can't load plugin: sqlalchemy.dialects:sqlit" or list
     five URL forms."""
+    problem = _url_problem(url)
+    return None if problem is None else redact_secrets(problem)  # the URL is quoted: its password is not
+
+
+def _url_problem(url: str) -> str | None:
     import difflib
     from importlib.util import find_spec
 
