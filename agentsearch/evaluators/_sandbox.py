@@ -316,8 +316,9 @@ def check_request(request: Any, limits: AgentLimits) -> dict[str, Any]:
     The parent alone chooses the model, the endpoint and the key; a design chooses only its text
     (a prompt, or messages with a role and a string content: no images, tools or other keys) and
     ``temperature`` (0 to 2), ``max_tokens`` (1 to ``limits.max_tokens``) and ``stop`` (up to 4
-    strings), within ``limits.max_messages`` messages and ``limits.max_prompt_chars`` characters as
-    sent (a request of 24,000 empty messages once passed a count of contents alone).
+    strings), within ``limits.max_messages`` messages and ``limits.max_prompt_chars`` characters,
+    each message counting its role, its content and ``MESSAGE_OVERHEAD`` (a request of 24,000 empty
+    messages once passed a count of contents alone).
     """
     if not isinstance(request, dict):
         raise ValueError("lm() takes a prompt string or a list of chat messages")

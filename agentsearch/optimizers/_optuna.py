@@ -58,7 +58,8 @@ is given in full (``search_space.bootstrap_params``), enqueued with the seed's t
 
 def demo_set_trials(task: Any) -> int:
     """How many trials after the seed give it one demo set each: a third of the study's candidates,
-    at least one (BootstrapFewShot's program), at most one per demo set."""
+    at least one (BootstrapFewShot's program), at most one per demo set (``create`` keeps them
+    within a staged search's prompt stage as well)."""
     return min(task.search.num_demo_sets, max(1, task.search.space_candidates // 3))
 INSTRUCTION_CHARS = 300
 """Instructions longer than this are cut in a trial's attributes (the candidate's spec has them whole)."""
